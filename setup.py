@@ -1,0 +1,48 @@
+"""ament_python package definition (works with colcon and with plain pip)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "stereo_depth_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")
+         + glob("config/*.xml")),
+    ],
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.6",
+        "torch>=2.1",
+        "PyYAML>=5.4",
+    ],
+    extras_require={
+        "bags": ["rosbags>=0.10"],
+        "test": ["pytest"],
+    },
+    zip_safe=True,
+    maintainer="stereo_depth_ros maintainers",
+    maintainer_email="maintainers@users.noreply.example",
+    description="Stereo depth for ROS 2: PSMNet and OpenCV SGBM, disparity, depth and point clouds.",
+    license="MIT",
+    entry_points={
+        "console_scripts": [
+            "stereo_depth_infer = stereo_depth_ros.tools.infer:main",
+            "stereo_depth_node = stereo_depth_ros.ros.stereo_depth_node:main",
+            "stereo_depth_kitti2bag = stereo_depth_ros.tools.kitti2bag:main",
+            "stereo_depth_replay = stereo_depth_ros.tools.replay:main",
+            "stereo_depth_dump = stereo_depth_ros.tools.dump:main",
+            "stereo_depth_eval = stereo_depth_ros.tools.evaluate:main",
+            "stereo_depth_train = stereo_depth_ros.tools.train:main",
+            "stereo_depth_bench = stereo_depth_ros.tools.bench:main",
+        ],
+    },
+)

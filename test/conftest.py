@@ -1,0 +1,78 @@
+"""Shared test setup.
+
+ROS isolation happens here, at import time, before any test module imports rclpy: discovery is limited
+to this host and every pytest session reserves its own ROS domain id (a TCP port lock, as
+ros-domain-coordinator does), so parallel runs on one machine never see each other's topics.
+Subprocesses started by tests inherit os.environ and therefore the same isolation.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+ASSETS_DIR = Path(os.environ.get("STEREO_DEPTH_ASSETS", REPO_ROOT / "assets"))
+
+_DOMAIN_LOCK_BASE_PORT = 32768
+
+
+def _reserve_ros_domain_id() -> tuple[int, socket.socket]:
+    """Pick a ROS domain id in 1..100 that no other test session on this host holds."""
+    candidates = list(range(1, 101))
+    random.Random(os.getpid()).shuffle(candidates)
+    for domain_id in candidates:
+        lock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            lock.bind(("127.0.0.1", _DOMAIN_LOCK_BASE_PORT + domain_id))
+        except OSError:
+            lock.close()
+            continue
+        return domain_id, lock
+    raise RuntimeError("no free ROS domain id in 1..100 on this host")
+
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_LOCALHOST_ONLY", None)
+os.environ.pop("RMW_IMPLEMENTATION", None)
+if "STEREO_DEPTH_TEST_DOMAIN_ID" in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = os.environ["STEREO_DEPTH_TEST_DOMAIN_ID"]
+else:
+    _DOMAIN_ID, _DOMAIN_LOCK = _reserve_ros_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN_ID)
+_FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
+if _FASTDDS_PROFILE.is_file():
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_FASTDDS_PROFILE))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    path = SHARED_DIR / "golden"
+    if not path.is_dir():
+        pytest.fail(f"golden vectors not found at {path} (CI keeps ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not (ASSETS_DIR / "weights").is_dir() or not (ASSETS_DIR / "samples").is_dir():
+        pytest.fail(f"sample assets missing in {ASSETS_DIR}: run `make assets` "
+                    "(make test does it for you)")
+    return ASSETS_DIR
+
+
+@pytest.fixture(scope="session")
+def kitti_weights(assets_dir: Path) -> Path:
+    return assets_dir / "weights" / "pretrained_model_KITTI2015.tar"
