@@ -1,0 +1,132 @@
+"""Disparity, depth and 3-D points for a rectified pair: pure numpy, float32, NaN = invalid.
+
+Depth follows stereo_msgs/DisparityImage: ``Z = fx * B / (d - cx_offset)``; points are in the left
+optical frame (x right, y down, z forward; REP 103) with the pinhole model
+``x = (u - cx_left) * Z / fx``, ``y = (v - cy) * Z / fy``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from stereo_depth_ros.core.camera import StereoRig
+
+
+def _as_2d_float32(name: str, array: object) -> np.ndarray:
+    values = np.asarray(array)
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {values.shape}")
+    return values.astype(np.float32, copy=False)
+
+
+def _check_scalar(name: str, value: float, positive: bool = True) -> float:
+    value = float(value)
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
+                         f"got {value}")
+    return value
+
+
+def disparity_to_depth(disparity: np.ndarray, fx: float, baseline_m: float,
+                       cx_offset: float = 0.0) -> np.ndarray:
+    """Depth in metres from disparity.
+
+    disparity: (H, W) px. fx: px. baseline_m: metres. cx_offset: cx_left - cx_right in px.
+    Returns (H, W) float32 ``fx * baseline_m / (d - cx_offset)``, NaN where the adjusted disparity
+    is <= 0 or not finite (never 0 or inf).
+    """
+    focal_baseline = np.float32(_check_scalar("fx", fx) * _check_scalar("baseline_m", baseline_m))
+    adjusted = _as_2d_float32("disparity", disparity) - np.float32(
+        _check_scalar("cx_offset", cx_offset, positive=False))
+    valid = np.isfinite(adjusted) & (adjusted > 0)
+    depth = np.full(adjusted.shape, np.nan, dtype=np.float32)
+    np.divide(focal_baseline, adjusted, out=depth, where=valid)
+    return depth
+
+
+def depth_to_disparity(depth_m: np.ndarray, fx: float, baseline_m: float,
+                       cx_offset: float = 0.0) -> np.ndarray:
+    """Disparity in px from depth: (H, W) float32 ``fx * B / Z + cx_offset``; NaN where Z <= 0."""
+    focal_baseline = np.float32(_check_scalar("fx", fx) * _check_scalar("baseline_m", baseline_m))
+    offset = np.float32(_check_scalar("cx_offset", cx_offset, positive=False))
+    depth = _as_2d_float32("depth_m", depth_m)
+    valid = np.isfinite(depth) & (depth > 0)
+    disparity = np.full(depth.shape, np.nan, dtype=np.float32)
+    np.divide(focal_baseline, depth, out=disparity, where=valid)
+    disparity[valid] += offset
+    return disparity
+
+
+def depth_to_points(depth_m: np.ndarray, fx: float, fy: float, cx: float,
+                    cy: float) -> np.ndarray:
+    """Organized (H, W, 3) float32 points in metres in the camera's optical frame.
+
+    depth_m: (H, W) metres, NaN/<= 0 invalid. Invalid pixels give NaN in all three coordinates.
+    """
+    depth = _as_2d_float32("depth_m", depth_m)
+    fx = _check_scalar("fx", fx)
+    fy = _check_scalar("fy", fy)
+    height, width = depth.shape
+    # Precomputed (u - cx) / fx and (v - cy) / fy rays; broadcasting keeps this to 3 passes.
+    ray_x = ((np.arange(width, dtype=np.float64) - cx) / fx).astype(np.float32)
+    ray_y = ((np.arange(height, dtype=np.float64) - cy) / fy).astype(np.float32)
+    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan))
+    points = np.empty((height, width, 3), dtype=np.float32)
+    np.multiply(z, ray_x[None, :], out=points[:, :, 0])
+    np.multiply(z, ray_y[:, None], out=points[:, :, 1])
+    points[:, :, 2] = z
+    return points
+
+
+def disparity_to_points(disparity: np.ndarray, rig: StereoRig) -> np.ndarray:
+    """Organized (H, W, 3) float32 points in metres in the left optical frame, NaN invalid.
+
+    disparity: (H, W) px at the rig's resolution (rig.height, rig.width).
+    """
+    disparity = _as_2d_float32("disparity", disparity)
+    if disparity.shape != (rig.height, rig.width):
+        raise ValueError(f"disparity shape {disparity.shape} does not match the rig's "
+                         f"(height, width) = {(rig.height, rig.width)}; use rig.scaled_to()")
+    depth = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
+    return depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
+
+
+def clip_depth(depth_m: np.ndarray, min_m: float | None = None,
+               max_m: float | None = None) -> np.ndarray:
+    """Copy of depth (float32) with values outside [min_m, max_m] set to NaN; None = no bound."""
+    depth = np.array(depth_m, dtype=np.float32, copy=True)
+    with np.errstate(invalid="ignore"):
+        if min_m is not None:
+            depth[depth < np.float32(min_m)] = np.nan
+        if max_m is not None:
+            depth[depth > np.float32(max_m)] = np.nan
+    return depth
+
+
+def depth_std_from_disparity_std(depth_m: np.ndarray, fx: float, baseline_m: float,
+                                 disparity_std: float | np.ndarray) -> np.ndarray:
+    """First-order depth standard deviation in metres: sigma_Z = Z^2 / (fx * B) * sigma_d."""
+    depth = np.asarray(depth_m, dtype=np.float32)
+    focal_baseline = np.float32(_check_scalar("fx", fx) * _check_scalar("baseline_m", baseline_m))
+    return (depth * depth / focal_baseline * np.asarray(disparity_std, np.float32)).astype(
+        np.float32)
+
+
+def scale_disparity(disparity: np.ndarray, sx: float) -> np.ndarray:
+    """Disparity values for an image resized by sx horizontally: d * sx (float32, NaN kept)."""
+    return np.asarray(disparity, dtype=np.float32) * np.float32(_check_scalar("sx", sx))
+
+
+def resize_disparity(disparity: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a disparity map to (height, width) and rescale its values by width / W_in.
+
+    Nearest-neighbour sampling, so NaN never bleeds into valid pixels. Returns float32.
+    """
+    source = _as_2d_float32("disparity", disparity)
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"target size must be positive, got width={width}, height={height}")
+    if source.shape == (height, width):
+        return source.copy()
+    resized = cv2.resize(source, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
+    return scale_disparity(resized, int(width) / source.shape[1])

@@ -1,0 +1,152 @@
+"""Stereo rectification from per-camera calibration (K, D, R, P), as in sensor_msgs/CameraInfo.
+
+K: 3x3 intrinsics of the raw image. D: distortion coefficients (plumb_bob / rational_polynomial:
+4, 5, 8, 12 or 14 values; equidistant: 4). R: 3x3 rectification rotation. P: 3x4 rectified
+projection matrix. Flat ROS arrays (k[9], r[9], p[12]) are accepted as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from stereo_depth_ros.core.camera import StereoRig
+
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+_PINHOLE_DISTORTION_SIZES = (0, 4, 5, 8, 12, 14)
+
+
+def _matrix(name: str, value: object, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric, got {value!r}") from None
+    if array.size == shape[0] * shape[1] and array.ndim == 1:
+        array = array.reshape(shape)
+    if array.shape != shape:
+        raise ValueError(f"{name} must be {shape[0]}x{shape[1]}, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains non-finite values: {array.tolist()}")
+    return array
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """Validated calibration of one camera: K (3x3), D (N,), R (3x3), P (3x4), all float64."""
+
+    K: np.ndarray
+    D: np.ndarray
+    R: np.ndarray
+    P: np.ndarray
+    distortion_model: str = "plumb_bob"
+
+    @classmethod
+    def create(cls, K: object, D: object, R: object, P: object,
+               distortion_model: str = "plumb_bob", name: str = "camera") -> CameraCalibration:
+        """Check shapes and values; raise ValueError naming the camera and the matrix."""
+        if distortion_model not in DISTORTION_MODELS:
+            raise ValueError(f"{name}: unsupported distortion model {distortion_model!r} "
+                             f"(expected one of {', '.join(DISTORTION_MODELS)})")
+        K = _matrix(f"{name} K", K, (3, 3))
+        R = _matrix(f"{name} R", R, (3, 3))
+        P = _matrix(f"{name} P", P, (3, 4))
+        D = np.asarray([] if D is None else D, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(D)):
+            raise ValueError(f"{name} D contains non-finite values: {D.tolist()}")
+        if not np.any(K):
+            raise ValueError(f"{name} K is all zero: the camera is not calibrated")
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"{name} K has non-positive focal length (fx={K[0, 0]}, "
+                             f"fy={K[1, 1]})")
+        if P[0, 0] <= 0 or P[1, 1] <= 0:
+            raise ValueError(f"{name} P has non-positive focal length (fx={P[0, 0]}, "
+                             f"fy={P[1, 1]}): the camera is not calibrated")
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) <= 0:
+            raise ValueError(f"{name} R is not a rotation matrix: {R.tolist()}")
+        if distortion_model == "equidistant":
+            if D.size not in (0, 4):
+                raise ValueError(f"{name} D must have 4 values for the equidistant model, "
+                                 f"got {D.size}")
+        elif D.size not in _PINHOLE_DISTORTION_SIZES:
+            raise ValueError(f"{name} D must have 0, 4, 5, 8, 12 or 14 values, got {D.size}")
+        return cls(K=K, D=D, R=R, P=P, distortion_model=distortion_model)
+
+
+def _calibration(value: object, name: str) -> CameraCalibration:
+    if isinstance(value, CameraCalibration):
+        return value
+    if isinstance(value, Sequence) and len(value) in (4, 5):
+        return CameraCalibration.create(*value, name=name)
+    raise ValueError(f"{name} calibration must be a CameraCalibration or a (K, D, R, P) tuple")
+
+
+def is_already_rectified(K: object, D: object, R: object, P: object, atol: float = 1e-6) -> bool:
+    """True when the image needs no remapping: D all zero, R identity and K == P[:3, :3].
+
+    Tolerances: |D|, |R - I| <= atol; K vs P[:3, :3] relative atol (they may be printed with
+    limited precision). Raises ValueError for malformed or uncalibrated input.
+    """
+    calib = CameraCalibration.create(K, D, R, P, name="camera")
+    return bool(np.all(np.abs(calib.D) <= atol)
+                and np.allclose(calib.R, np.eye(3), rtol=0.0, atol=atol)
+                and np.allclose(calib.K, calib.P[:, :3], rtol=atol, atol=atol))
+
+
+class Rectifier:
+    """Rectifies stereo pairs with remap tables built once per calibration.
+
+    left, right: CameraCalibration or (K, D, R, P) tuples. width, height: image size in px; the
+    rectified images have the same size. interpolation: cv2 flag used by remap.
+    When both cameras are already rectified, `rectify` returns its inputs unchanged.
+    """
+
+    def __init__(self, left: object, right: object, width: int, height: int,
+                 interpolation: int = cv2.INTER_LINEAR) -> None:
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"image size must be positive, got width={width}, height={height}")
+        self.left = _calibration(left, "left")
+        self.right = _calibration(right, "right")
+        self.width, self.height = int(width), int(height)
+        self.interpolation = interpolation
+        self.rig = StereoRig.from_projection_matrices(self.left.P, self.right.P, self.width,
+                                                      self.height)
+        self.is_identity = all(
+            is_already_rectified(c.K, c.D, c.R, c.P) for c in (self.left, self.right))
+        self._maps = None if self.is_identity else (self._build_maps(self.left),
+                                                    self._build_maps(self.right))
+
+    def _build_maps(self, calib: CameraCalibration) -> tuple[np.ndarray, np.ndarray]:
+        size = (self.width, self.height)
+        new_camera = calib.P[:, :3]
+        if calib.distortion_model == "equidistant":
+            distortion = calib.D if calib.D.size else np.zeros(4)
+            return cv2.fisheye.initUndistortRectifyMap(calib.K, distortion, calib.R, new_camera,
+                                                       size, cv2.CV_16SC2)
+        return cv2.initUndistortRectifyMap(calib.K, calib.D if calib.D.size else None, calib.R,
+                                           new_camera, size, cv2.CV_16SC2)
+
+    def _remap(self, image: np.ndarray, index: int, name: str) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.shape[:2] != (self.height, self.width):
+            raise ValueError(f"{name} image has shape {image.shape}, expected "
+                             f"({self.height}, {self.width}[, C]) from the calibration")
+        if self._maps is None:
+            return image
+        map1, map2 = self._maps[index]
+        return cv2.remap(image, map1, map2, self.interpolation, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+
+    def rectify_left(self, image: np.ndarray) -> np.ndarray:
+        """Rectify one left image: (H, W) or (H, W, C) -> same shape and dtype."""
+        return self._remap(image, 0, "left")
+
+    def rectify_right(self, image: np.ndarray) -> np.ndarray:
+        """Rectify one right image: (H, W) or (H, W, C) -> same shape and dtype."""
+        return self._remap(image, 1, "right")
+
+    def rectify(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rectify a raw pair; returns (left_rect, right_rect) at the calibration's size."""
+        return self.rectify_left(left), self.rectify_right(right)
