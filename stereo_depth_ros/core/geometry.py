@@ -95,13 +95,16 @@ def disparity_to_points(disparity: np.ndarray, rig: StereoRig) -> np.ndarray:
 def clip_depth(depth_m: np.ndarray, min_m: float | None = None,
                max_m: float | None = None) -> np.ndarray:
     """Copy of depth (float32) with values outside [min_m, max_m] set to NaN; None = no bound."""
-    depth = np.array(depth_m, dtype=np.float32, copy=True)
-    with np.errstate(invalid="ignore"):
-        if min_m is not None:
-            depth[depth < np.float32(min_m)] = np.nan
-        if max_m is not None:
-            depth[depth > np.float32(max_m)] = np.nan
-    return depth
+    depth = np.asarray(depth_m, dtype=np.float32)
+    if min_m is None and max_m is None:
+        return depth.copy()
+    keep = None  # NaN fails every comparison, so it stays NaN
+    if min_m is not None:
+        keep = depth >= np.float32(min_m)
+    if max_m is not None:
+        below = depth <= np.float32(max_m)
+        keep = below if keep is None else keep & below
+    return np.where(keep, depth, np.float32(np.nan))
 
 
 def depth_std_from_disparity_std(depth_m: np.ndarray, fx: float, baseline_m: float,
