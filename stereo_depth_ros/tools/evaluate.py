@@ -187,8 +187,8 @@ def evaluate(dataset, predict: Callable[[StereoSample], tuple[np.ndarray, dict |
     """
     count = len(dataset) if limit is None else min(limit, len(dataset))
     result = EvalResult()
-    thresholds = tuple(sorted(set(BAD_THRESHOLDS) | {float(n[4:]) for n in names
-                                                       if n.startswith("bad_")}))
+    extra = {float(n[4:]) for n in names if n.startswith("bad_")}
+    thresholds = tuple(sorted(set(BAD_THRESHOLDS) | extra))
     for index in range(count):
         sample = dataset[index]
         disparity, timings = predict(sample)
