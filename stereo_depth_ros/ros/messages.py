@@ -1,0 +1,299 @@
+"""ROS messages <-> the package's pure types.
+
+In: a CameraInfo pair -> `StereoCalibration` (validated K, D, R, P per camera, the rectified
+`StereoRig`, a key that changes when the calibration does). Every problem raises `CalibrationError`
+with a `reason` (the diagnostics counter) and a message naming the topic, field and value.
+
+Out: stereo_msgs/DisparityImage, REP 118 depth Image, organized PointCloud2 (built from a numpy
+structured array; sensor_msgs_py is not needed), the rectified CameraInfo for depth/camera_info.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+from stereo_msgs.msg import DisparityImage
+
+from stereo_depth_ros.core.camera import StereoRig
+from stereo_depth_ros.core.rectify import CameraCalibration, is_already_rectified
+from stereo_depth_ros.ros.image_conversion import numpy_to_image
+
+
+class CalibrationError(ValueError):
+    """Unusable camera_info; `reason` is a diagnostics key, the message names field + value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Diagnostics keys for calibration problems.
+NAN_IN_CALIBRATION = "nan_in_calibration"
+UNCALIBRATED = "uncalibrated_camera_info"
+BAD_BASELINE = "bad_baseline"
+INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
+INVALID_CALIBRATION = "invalid_calibration"
+
+_MATRICES = (("K", "k", (3, 3)), ("D", "d", None), ("R", "r", (3, 3)), ("P", "p", (3, 4)))
+
+
+def _index_text(flat_index: int, shape: tuple[int, int] | None) -> str:
+    if shape is None:
+        return f"[{flat_index}]"
+    row, col = divmod(flat_index, shape[1])
+    return f"[{row},{col}]"
+
+
+def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
+    """K (3x3), D (N,), R (3x3), P (3x4) float64 of one CameraInfo; CalibrationError when unusable.
+
+    Checks: no NaN/inf anywhere; K and P not all zero (an uncalibrated camera driver publishes
+    zeros); positive focal lengths in P.
+    """
+    matrices = {}
+    for name, attr, shape in _MATRICES:
+        values = np.asarray(getattr(info, attr), dtype=np.float64).ravel()
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            index = int(bad[0])
+            raise CalibrationError(
+                NAN_IN_CALIBRATION,
+                f"{values[index]} in {topic} {name}{_index_text(index, shape)}: the calibration "
+                "must be finite")
+        matrices[name] = values.reshape(shape) if shape else values
+    for name in ("K", "P"):
+        if not np.any(matrices[name]):
+            raise CalibrationError(
+                UNCALIBRATED,
+                f"{topic} {name} is all zero: the camera is not calibrated (run "
+                "camera_calibration, or publish the calibration in camera_info)")
+    fx, fy = matrices["P"][0, 0], matrices["P"][1, 1]
+    if fx <= 0 or fy <= 0:
+        raise CalibrationError(UNCALIBRATED, f"{topic} P has non-positive focal length "
+                               f"(P[0,0]={fx}, P[1,1]={fy})")
+    return matrices
+
+
+def calibration_key(left_info: CameraInfo, right_info: CameraInfo) -> tuple:
+    """Hashable summary of everything the rectification maps depend on."""
+    def one(info: CameraInfo) -> tuple:
+        return (int(info.width), int(info.height), str(info.distortion_model),
+                np.asarray(info.k, np.float64).tobytes(), np.asarray(info.d, np.float64).tobytes(),
+                np.asarray(info.r, np.float64).tobytes(), np.asarray(info.p, np.float64).tobytes())
+    return one(left_info) + one(right_info)
+
+
+@dataclass(frozen=True)
+class StereoCalibration:
+    """A validated camera_info pair.
+
+    left, right: per-camera K, D, R, P. rig: the rectified pair (from both P; baseline from the
+    difference of P[0,3]). already_rectified: both infos say D = 0, R = I, K = P[:3,:3].
+    frame_id: the left camera's optical frame (header of every output).
+    """
+
+    left: CameraCalibration
+    right: CameraCalibration
+    rig: StereoRig
+    already_rectified: bool
+    frame_id: str
+
+    @property
+    def width(self) -> int:
+        return self.rig.width
+
+    @property
+    def height(self) -> int:
+        return self.rig.height
+
+
+def _distortion_model(info: CameraInfo, d: np.ndarray, topic: str) -> str:
+    model = str(info.distortion_model).strip()
+    if not model:
+        if np.any(d):
+            raise CalibrationError(INVALID_CALIBRATION, f"{topic} has non-zero D but an empty "
+                                   "distortion_model")
+        return "plumb_bob"
+    return model
+
+
+def stereo_calibration(left_info: CameraInfo, right_info: CameraInfo,
+                       left_topic: str = "left/camera_info",
+                       right_topic: str = "right/camera_info") -> StereoCalibration:
+    """Validate a CameraInfo pair and build the rectified rig; CalibrationError on any problem."""
+    left = camera_info_matrices(left_info, left_topic)
+    right = camera_info_matrices(right_info, right_topic)
+    left_size = (int(left_info.width), int(left_info.height))
+    right_size = (int(right_info.width), int(right_info.height))
+    for topic, (width, height) in ((left_topic, left_size), (right_topic, right_size)):
+        if width <= 0 or height <= 0:
+            raise CalibrationError(INFO_SIZE_MISMATCH, f"{topic} has an empty image size "
+                                   f"width={width}, height={height}")
+    if left_size != right_size:
+        raise CalibrationError(
+            INFO_SIZE_MISMATCH, f"camera_info sizes differ: {left_topic} is {left_size[0]}x"
+            f"{left_size[1]}, {right_topic} is {right_size[0]}x{right_size[1]}")
+    fx = left["P"][0, 0]
+    tx_left, tx_right = left["P"][0, 3], right["P"][0, 3]
+    baseline_m = (tx_left - tx_right) / fx
+    if baseline_m == 0:
+        raise CalibrationError(
+            BAD_BASELINE, f"zero baseline: {left_topic} P[0,3]={tx_left} and {right_topic} "
+            f"P[0,3]={tx_right} (the right camera's P[0,3] must be -fx*baseline, e.g. "
+            f"{-fx * 0.1:.4g} for fx={fx:.6g} and a 0.1 m baseline)")
+    if baseline_m < 0:
+        raise CalibrationError(
+            BAD_BASELINE, f"wrong-sign baseline {baseline_m:.6g} m from {left_topic} P[0,3]="
+            f"{tx_left} and {right_topic} P[0,3]={tx_right} (the right camera's P[0,3] must be "
+            "-fx*baseline): are left and right swapped?")
+    try:
+        calibrations = [
+            CameraCalibration.create(m["K"], m["D"], m["R"], m["P"],
+                                     distortion_model=_distortion_model(info, m["D"], topic),
+                                     name=topic)
+            for m, info, topic in ((left, left_info, left_topic),
+                                   (right, right_info, right_topic))]
+        rig = StereoRig.from_projection_matrices(left["P"], right["P"], *left_size)
+        rectified = all(is_already_rectified(c.K, c.D, c.R, c.P) for c in calibrations)
+    except CalibrationError:
+        raise
+    except ValueError as error:
+        raise CalibrationError(INVALID_CALIBRATION, str(error)) from None
+    return StereoCalibration(left=calibrations[0], right=calibrations[1], rig=rig,
+                             already_rectified=rectified,
+                             frame_id=str(left_info.header.frame_id))
+
+
+def rectified_camera_info(rig: StereoRig, header, distortion_model: str = "plumb_bob",
+                          right: bool = False) -> CameraInfo:
+    """CameraInfo of the rectified (and possibly resized) left or right camera of `rig`.
+
+    D = 0, R = I, K = P[:3,:3], P from `rig.projection_matrices()` (right: P[0,3] = -fx*B).
+    """
+    p_left, p_right = rig.projection_matrices()
+    p = p_right if right else p_left
+    info = CameraInfo()
+    info.header = header
+    info.width, info.height = int(rig.width), int(rig.height)
+    info.distortion_model = distortion_model
+    info.d = array.array("d", [0.0] * 5)
+    info.k = p[:, :3].ravel().astype(np.float64)
+    info.r = np.eye(3).ravel()
+    info.p = p.ravel().astype(np.float64)
+    return info
+
+
+def valid_window(valid: np.ndarray) -> RegionOfInterest:
+    """Bounding box of the valid pixels (zero-size ROI when none is valid)."""
+    roi = RegionOfInterest()
+    rows = np.flatnonzero(valid.any(axis=1))
+    cols = np.flatnonzero(valid.any(axis=0))
+    if rows.size and cols.size:
+        roi.y_offset, roi.x_offset = int(rows[0]), int(cols[0])
+        roi.height = int(rows[-1] - rows[0] + 1)
+        roi.width = int(cols[-1] - cols[0] + 1)
+    return roi
+
+
+def make_disparity_image(disparity: np.ndarray, header, rig: StereoRig, min_disparity: float,
+                         max_disparity: float, delta_d: float) -> DisparityImage:
+    """stereo_msgs/DisparityImage at rig's resolution.
+
+    disparity: (H, W) float32 px as matched (x_left - x_right), NaN invalid. The published values
+    are adjusted by -cx_offset so that Z = f * T / d holds as the message defines;
+    min/max_disparity (the searched range) get the same adjustment. Invalid pixels get
+    `min_disparity - 1` (below min_disparity, the message's invalid marker). valid_window bounds
+    the valid pixels.
+    """
+    offset = np.float32(rig.cx_offset)
+    values = np.asarray(disparity, dtype=np.float32) - offset
+    valid = np.isfinite(values)
+    low = float(min_disparity) - float(offset)
+    high = float(max_disparity) - float(offset)
+    published = np.where(valid, values, np.float32(low - 1.0)).astype(np.float32)
+    msg = DisparityImage()
+    msg.header = header
+    msg.image = numpy_to_image(published, "32FC1", header)
+    msg.f = float(rig.fx)
+    msg.t = float(rig.baseline_m)
+    msg.valid_window = valid_window(valid)
+    msg.min_disparity = low
+    msg.max_disparity = high
+    msg.delta_d = float(delta_d)
+    return msg
+
+
+def make_float_image(values: np.ndarray, header) -> Image:
+    """32FC1 Image (depth in metres with NaN invalid, or confidence in [0, 1])."""
+    return numpy_to_image(np.asarray(values, dtype=np.float32), "32FC1", header)
+
+
+def pack_rgb(colors: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) float32 holding 0x00RRGGBB (PCL's packed 'rgb' field)."""
+    colors = np.asarray(colors, dtype=np.uint8)
+    if colors.ndim == 2:
+        colors = np.repeat(colors[:, :, None], 3, axis=2)
+    packed = (colors[..., 0].astype(np.uint32) << 16) | (colors[..., 1].astype(np.uint32) << 8) \
+        | colors[..., 2].astype(np.uint32)
+    return packed.view(np.float32)
+
+
+def _cloud_dtype(with_rgb: bool) -> np.dtype:
+    names = ["x", "y", "z"] + (["rgb"] if with_rgb else [])
+    return np.dtype({"names": names, "formats": ["<f4"] * len(names),
+                     "offsets": [4 * i for i in range(len(names))],
+                     "itemsize": 16 if with_rgb else 12})
+
+
+def make_pointcloud2(points: np.ndarray, header, colors: np.ndarray | None = None) -> PointCloud2:
+    """Organized PointCloud2 (height x width) with x, y, z float32 [+ packed rgb float32].
+
+    points: (H, W, 3) float32 metres, NaN invalid (kept as NaN: is_dense = False).
+    colors: (H, W, 3) uint8 RGB or (H, W) mono, or None for no rgb field.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise ValueError(f"points must be (H, W, 3), got shape {points.shape}")
+    height, width = points.shape[:2]
+    dtype = _cloud_dtype(colors is not None)
+    cloud = np.empty((height, width), dtype=dtype)
+    cloud["x"], cloud["y"], cloud["z"] = points[..., 0], points[..., 1], points[..., 2]
+    if colors is not None:
+        if colors.shape[:2] != (height, width):
+            raise ValueError(f"colors shape {colors.shape} does not match points {points.shape}")
+        cloud["rgb"] = pack_rgb(colors)
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = height, width
+    msg.fields = [PointField(name=name, offset=dtype.fields[name][1],
+                             datatype=PointField.FLOAT32, count=1) for name in dtype.names]
+    msg.is_bigendian = False
+    msg.point_step = dtype.itemsize
+    msg.row_step = dtype.itemsize * width
+    msg.is_dense = False
+    msg.data = array.array("B", cloud.tobytes())
+    return msg
+
+
+def pointcloud2_to_numpy(msg: PointCloud2) -> np.ndarray:
+    """(H, W) structured array of a FLOAT32-field PointCloud2 (e.g. one from make_pointcloud2)."""
+    fields = sorted(msg.fields, key=lambda f: f.offset)
+    for f in fields:
+        if f.datatype != PointField.FLOAT32 or f.count != 1:
+            raise ValueError(f"field {f.name!r}: only FLOAT32 x1 fields are supported")
+    dtype = np.dtype({"names": [f.name for f in fields],
+                      "formats": [(">f4" if msg.is_bigendian else "<f4")] * len(fields),
+                      "offsets": [f.offset for f in fields], "itemsize": msg.point_step})
+    raw = np.frombuffer(msg.data, dtype=np.uint8)
+    rows = raw[:msg.row_step * msg.height].reshape(msg.height, msg.row_step)
+    return np.ascontiguousarray(rows[:, :msg.point_step * msg.width]).view(dtype).reshape(
+        msg.height, msg.width)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of pack_rgb: (H, W) float32 -> (H, W, 3) uint8 RGB."""
+    bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=-1).astype(np.uint8)

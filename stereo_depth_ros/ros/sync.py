@@ -1,0 +1,301 @@
+"""Time synchronisation of the four stereo inputs: left/right image + left/right camera_info.
+
+`create_stereo_sync` uses message_filters (TimeSynchronizer / ApproximateTimeSynchronizer) when it
+is importable, and otherwise the in-package `StereoSynchronizer` with the same policies:
+
+- exact: a set is emitted when all four topics hold a message with the same stamp;
+- approximate: when a message arrives, the nearest-stamped message of every other topic is taken;
+  the set is emitted when all four stamps lie within `tolerance_s` of each other.
+
+Either way each topic keeps at most `queue_size` messages, and after a set is emitted everything
+older is discarded. Both report every left image that never became part of a set through
+`on_drop(SyncDrop)`, with a reason: `missing_camera_info` (nothing ever arrived on a camera_info
+topic), `missing_image` (nothing ever arrived on the other image topic) or `stamp_skew` (nothing
+close enough in time; the detail gives the nearest offset).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
+
+STAMP_SKEW = "stamp_skew"
+MISSING_CAMERA_INFO = "missing_camera_info"
+MISSING_IMAGE = "missing_image"
+
+
+@dataclass(frozen=True)
+class SyncDrop:
+    """A left image that was never paired: reason (diagnostics key), its stamp, a log detail."""
+
+    reason: str
+    stamp_ns: int
+    detail: str
+
+
+def stamp_ns(msg) -> int:
+    """header.stamp of a message in integer nanoseconds."""
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns / 1e9:.6f}"
+
+
+class _DropAccounting:
+    """Which left images were never paired, and why. Not thread-safe: callers hold a lock."""
+
+    def __init__(self, topics: Sequence[str], queue_size: int, approximate: bool,
+                 tolerance_ns: int) -> None:
+        self.topics = list(topics)
+        self.queue_size = queue_size
+        self.approximate = approximate
+        self.tolerance_ns = tolerance_ns
+        self.received = [0, 0, 0, 0]
+        self.history = [deque(maxlen=max(4, 2 * queue_size)) for _ in range(4)]
+        self.pending_left: deque[int] = deque()
+
+    def note(self, index: int, stamp: int) -> list[SyncDrop]:
+        """Record an arrival; returns left images pushed out of the queue."""
+        self.received[index] += 1
+        self.history[index].append(stamp)
+        drops = []
+        if index == LEFT_IMAGE:
+            self.pending_left.append(stamp)
+            while len(self.pending_left) > self.queue_size:
+                drops.append(self.classify(self.pending_left.popleft()))
+        elif index == RIGHT_IMAGE and self.received[LEFT_IMAGE] == 0 and \
+                self.received[RIGHT_IMAGE] > self.queue_size:
+            drops.append(SyncDrop(MISSING_IMAGE, stamp,
+                                  f"no image received on {self.topics[LEFT_IMAGE]} yet"))
+        return drops
+
+    def matched(self, left_stamp: int) -> list[SyncDrop]:
+        """A set with this left stamp was emitted: older pending left images are dropped."""
+        drops = []
+        while self.pending_left and self.pending_left[0] <= left_stamp:
+            stamp = self.pending_left.popleft()
+            if stamp != left_stamp:
+                drops.append(self.classify(stamp))
+        if left_stamp in self.pending_left:
+            self.pending_left.remove(left_stamp)
+        return drops
+
+    def classify(self, stamp: int) -> SyncDrop:
+        """Why the left image with this stamp found no partners."""
+        for index in (LEFT_INFO, RIGHT_INFO):
+            if self.received[index] == 0:
+                return SyncDrop(MISSING_CAMERA_INFO, stamp,
+                                f"waiting for camera_info on {self.topics[index]}")
+        if self.received[RIGHT_IMAGE] == 0:
+            return SyncDrop(MISSING_IMAGE, stamp,
+                            f"no image received on {self.topics[RIGHT_IMAGE]} yet")
+        limit = self.tolerance_ns if self.approximate else 0
+        worst_index, worst_offset = RIGHT_IMAGE, None
+        for index in (RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO):
+            offsets = [other - stamp for other in self.history[index]]
+            if not offsets:
+                continue
+            nearest = min(offsets, key=abs)
+            if abs(nearest) > limit and (worst_offset is None or abs(nearest) > abs(worst_offset)):
+                worst_index, worst_offset = index, nearest
+        if worst_offset is None:
+            detail = (f"{self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)}: its partners arrived "
+                      "too late or were lost (queue_size too small?)")
+        else:
+            policy = (f"approximate_sync_tolerance_seconds={self.tolerance_ns / 1e9:g}"
+                      if self.approximate else "exact sync needs equal stamps")
+            detail = (f"stamps too far apart: {self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)}, "
+                      f"nearest {self.topics[worst_index]} stamp "
+                      f"{_seconds(stamp + worst_offset)} ({worst_offset / 1e9:+.6f} s; {policy})")
+        return SyncDrop(STAMP_SKEW, stamp, detail)
+
+
+class StereoSynchronizer:
+    """In-package exact/approximate synchroniser of (left, right image; left, right info).
+
+    callback(left_image, right_image, left_info, right_info) runs in the thread that called `add`,
+    after the internal lock is released. on_drop(SyncDrop) likewise.
+    """
+
+    implementation = "in-package"
+
+    def __init__(self, callback: Callable, topics: Sequence[str], queue_size: int = 10,
+                 approximate: bool = False, tolerance_s: float = 0.0,
+                 on_drop: Callable[[SyncDrop], None] | None = None) -> None:
+        if len(topics) != 4:
+            raise ValueError(f"need 4 topics, got {len(topics)}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if tolerance_s < 0:
+            raise ValueError(f"tolerance_s must be >= 0, got {tolerance_s}")
+        self.topics = list(topics)
+        self.queue_size = int(queue_size)
+        self.approximate = bool(approximate)
+        self.tolerance_ns = int(round(tolerance_s * 1e9))
+        self._callback = callback
+        self._on_drop = on_drop
+        self._queues: list[dict[int, object]] = [{} for _ in range(4)]
+        self._lock = threading.Lock()
+        self._accounting = _DropAccounting(self.topics, self.queue_size, self.approximate,
+                                           self.tolerance_ns)
+
+    @property
+    def received(self) -> list[int]:
+        """Messages received per input, in topic order."""
+        return list(self._accounting.received)
+
+    def set_display_names(self, names: Sequence[str]) -> None:
+        """Topic names used in drop details (e.g. resolved names)."""
+        self._accounting.topics = list(names)
+
+    def add(self, index: int, msg) -> None:
+        """Feed one message of input `index` (0 left image, 1 right image, 2/3 left/right info)."""
+        stamp = stamp_ns(msg)
+        with self._lock:
+            drops = self._accounting.note(index, stamp)
+            queue = self._queues[index]
+            queue[stamp] = msg
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+            stamps = self._find_set(index, stamp)
+            emitted = None
+            if stamps is not None:
+                emitted = [self._queues[i].pop(s) for i, s in enumerate(stamps)]
+                for i, s in enumerate(stamps):
+                    for old in [t for t in self._queues[i] if t < s]:
+                        del self._queues[i][old]
+                drops += self._accounting.matched(stamps[LEFT_IMAGE])
+        if self._on_drop is not None:
+            for drop in drops:
+                self._on_drop(drop)
+        if emitted is not None:
+            self._callback(*emitted)
+
+    def _find_set(self, index: int, stamp: int) -> list[int] | None:
+        if not self.approximate:
+            if all(stamp in queue for queue in self._queues):
+                return [stamp] * 4
+            return None
+        stamps = []
+        for i, queue in enumerate(self._queues):
+            if i == index:
+                stamps.append(stamp)
+                continue
+            if not queue:
+                return None
+            stamps.append(min(queue, key=lambda t: abs(t - stamp)))
+        if max(stamps) - min(stamps) > self.tolerance_ns:
+            return None
+        return stamps
+
+    def pending(self) -> list[int]:
+        """Messages waiting per input."""
+        with self._lock:
+            return [len(queue) for queue in self._queues]
+
+
+class MessageFiltersSync:
+    """message_filters synchronisation with the same drop accounting as StereoSynchronizer."""
+
+    implementation = "message_filters"
+
+    def __init__(self, node, msg_types: Sequence[type], topics: Sequence[str], qos,
+                 callback: Callable, queue_size: int = 10, approximate: bool = False,
+                 tolerance_s: float = 0.0, on_drop: Callable[[SyncDrop], None] | None = None,
+                 message_filters_module=None) -> None:
+        mf = message_filters_module
+        if mf is None:
+            import message_filters as mf  # noqa: PLC0415
+        self.topics = list(topics)
+        self._callback = callback
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._accounting = _DropAccounting(self.topics, int(queue_size), bool(approximate),
+                                           int(round(tolerance_s * 1e9)))
+        self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=qos)
+                            for msg_type, topic in zip(msg_types, topics)]
+        # The taps go first so that an arrival is noted before the synchroniser can emit it.
+        for index, subscriber in enumerate(self.subscribers):
+            subscriber.registerCallback(self._tap, index)
+        if approximate:
+            self.synchronizer = mf.ApproximateTimeSynchronizer(self.subscribers, int(queue_size),
+                                                               float(tolerance_s))
+        else:
+            self.synchronizer = mf.TimeSynchronizer(self.subscribers, int(queue_size))
+        self.synchronizer.registerCallback(self._on_set)
+
+    @property
+    def received(self) -> list[int]:
+        return list(self._accounting.received)
+
+    def set_display_names(self, names: Sequence[str]) -> None:
+        self._accounting.topics = list(names)
+
+    def _report(self, drops: list[SyncDrop]) -> None:
+        if self._on_drop is not None:
+            for drop in drops:
+                self._on_drop(drop)
+
+    def _tap(self, msg, index: int) -> None:
+        with self._lock:
+            drops = self._accounting.note(index, stamp_ns(msg))
+        self._report(drops)
+
+    def _on_set(self, *msgs) -> None:
+        with self._lock:
+            drops = self._accounting.matched(stamp_ns(msgs[LEFT_IMAGE]))
+        self._report(drops)
+        self._callback(*msgs)
+
+    def destroy(self, node) -> None:
+        for subscriber in self.subscribers:
+            sub = getattr(subscriber, "sub", None)
+            if sub is not None:
+                node.destroy_subscription(sub)
+
+
+def message_filters_available() -> bool:
+    try:
+        import message_filters  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], qos,
+                       callback: Callable, queue_size: int = 10, approximate: bool = False,
+                       tolerance_s: float = 0.0,
+                       on_drop: Callable[[SyncDrop], None] | None = None,
+                       prefer_message_filters: bool = True,
+                       display_names: Sequence[str] | None = None):
+    """Subscribe to the four topics on `node` and synchronise them.
+
+    display_names: the topic names drop messages use (e.g. the resolved, remapped names).
+
+    Returns the synchroniser (`.implementation` is 'message_filters' or 'in-package', `.received`
+    counts messages per topic, `.subscriptions` holds the in-package subscriptions).
+    """
+    if prefer_message_filters and message_filters_available():
+        sync = MessageFiltersSync(node, msg_types, topics, qos, callback, queue_size,
+                                  approximate, tolerance_s, on_drop)
+    else:
+        sync = StereoSynchronizer(callback, topics, queue_size, approximate, tolerance_s,
+                                  on_drop)
+        sync.subscriptions = [
+            node.create_subscription(msg_type, topic, _adder(sync, index), qos)
+            for index, (msg_type, topic) in enumerate(zip(msg_types, topics))]
+    if display_names is not None:
+        sync.set_display_names(display_names)
+    return sync
+
+
+def _adder(sync: StereoSynchronizer, index: int) -> Callable:
+    def add(msg) -> None:
+        sync.add(index, msg)
+    return add

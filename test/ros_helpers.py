@@ -1,0 +1,287 @@
+"""Helpers for tests that run real ROS 2 nodes (isolation comes from conftest.py).
+
+- `NodeProcess`: the node as a subprocess; output captured line by line; `stop()` always ends it
+  (SIGINT, then terminate, then kill) and is called by the context manager even when a test fails.
+- `RosTestContext`: an in-process rclpy context + node + executor thread for the test side, with
+  publishers and `Collector`s (thread-safe message lists with waiting).
+- `wait_for`, `wait_for_subscribers`: polling with deadlines (discovery takes 0.1-3.6 s here),
+  never fixed sleeps.
+- Message builders: `image_msg`, `camera_info_msg`, `stereo_infos`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULE = "stereo_depth_ros.ros.stereo_depth_node"
+DISCOVERY_TIMEOUT_S = 20.0
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
+             what: str = "condition") -> object:
+    """Poll predicate until it returns something truthy; AssertionError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_subscribers(publisher, count: int = 1, timeout: float = DISCOVERY_TIMEOUT_S) -> None:
+    wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
+             what=f"{count} subscriber(s) on {publisher.topic_name}")
+
+
+def wait_for_publishers(subscription, count: int = 1,
+                        timeout: float = DISCOVERY_TIMEOUT_S) -> None:
+    wait_for(lambda: subscription.get_publisher_count() >= count, timeout,
+             what=f"{count} publisher(s) on {subscription.topic_name}")
+
+
+class NodeProcess:
+    """A node started as `python -m <module> --ros-args <ros_args>`; use as a context manager."""
+
+    def __init__(self, ros_args: list[str] | None = None, module: str = NODE_MODULE,
+                 argv: list[str] | None = None, env: dict | None = None,
+                 cwd: Path = REPO_ROOT) -> None:
+        self.argv = argv or [sys.executable, "-m", module, "--ros-args", *(ros_args or [])]
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+        self.cwd = cwd
+        self.process: subprocess.Popen | None = None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> NodeProcess:
+        self.process = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._lock:
+                self._lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self._lines)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def wait_for_output(self, pattern: str, timeout: float = DISCOVERY_TIMEOUT_S,
+                        start_line: int = 0) -> re.Match:
+        """Wait until a line (from start_line on) matches the regex; fails if the process exits."""
+        regex = re.compile(pattern)
+
+        def find():
+            for line in self.lines()[start_line:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"node exited with {self.process.returncode} before "
+                                     f"printing /{pattern}/; output:\n{self.output()}")
+            return None
+        try:
+            return wait_for(find, timeout, what=f"output /{pattern}/")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; output so far:\n{self.output()}") from None
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"node did not exit within {timeout} s; output:\n"
+                                 f"{self.output()}") from None
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGINT (clean shutdown), then SIGTERM, then SIGKILL; returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        for sig, wait_s in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0),
+                            (signal.SIGKILL, 5.0)):
+            if process.poll() is not None:
+                break
+            try:
+                process.send_signal(sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        if self._reader is not None:
+            self._reader.join(5)
+        return process.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class Collector:
+    """Messages received on one topic, with waiting helpers."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self._cond = threading.Condition()
+
+    def __call__(self, msg) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+
+    def snapshot(self) -> list:
+        with self._cond:
+            return list(self.messages)
+
+    def wait_for(self, predicate: Callable[[object], bool], timeout: float = 30.0,
+                 what: str = "a matching message"):
+        """First message (old or new) for which predicate(msg) is true."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for msg in self.messages:
+                    if predicate(msg):
+                        return msg
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what} "
+                                         f"({len(self.messages)} messages received)")
+                self._cond.wait(min(remaining, 0.2))
+
+    def wait_for_stamp(self, stamp, timeout: float = 30.0):
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+        return self.wait_for(lambda m: m.header.stamp.sec == sec
+                             and m.header.stamp.nanosec == nanosec, timeout,
+                             what=f"a message stamped {sec}.{nanosec:09d}")
+
+
+class RosTestContext:
+    """An isolated rclpy context with one test node spun in a background thread."""
+
+    def __init__(self, name: str = "test_peer") -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, Exception):  # noqa: BLE001  (shutdown races)
+            pass
+
+    def collect(self, msg_type, topic: str, qos=None) -> Collector:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        collector = Collector()
+        qos = qos or QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        collector.subscription = self.node.create_subscription(msg_type, topic, collector, qos)
+        return collector
+
+    def publisher(self, msg_type, topic: str, depth: int = 20):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        return self.node.create_publisher(
+            msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
+
+    def close(self) -> None:
+        import rclpy
+        try:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=self.context)
+            self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------- message builders
+def stamp(sec: int, nanosec: int = 0):
+    from builtin_interfaces.msg import Time
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def image_msg(array: np.ndarray, encoding: str, stamp_msg, frame_id: str = "",
+              pad: int = 0):
+    """Image message from an array, optionally with `pad` extra bytes per row (step padding)."""
+    from sensor_msgs.msg import Image
+    arr = np.ascontiguousarray(array)
+    height, width = arr.shape[:2]
+    row = arr.reshape(height, -1).view(np.uint8).reshape(height, -1)
+    if pad:
+        row = np.concatenate([row, np.full((height, pad), 0xAB, np.uint8)], axis=1)
+    msg = Image()
+    msg.header.stamp = stamp_msg
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = height, width
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(row.shape[1])
+    msg.data = row.tobytes()
+    return msg
+
+
+def camera_info_msg(K, D, R, P, width: int, height: int, stamp_msg, frame_id: str,
+                    distortion_model: str = "plumb_bob"):
+    from sensor_msgs.msg import CameraInfo
+    info = CameraInfo()
+    info.header.stamp = stamp_msg
+    info.header.frame_id = frame_id
+    info.width, info.height = int(width), int(height)
+    info.distortion_model = distortion_model
+    info.k = np.asarray(K, np.float64).ravel()
+    info.d = [float(v) for v in np.asarray(D, np.float64).ravel()]
+    info.r = np.asarray(R, np.float64).ravel()
+    info.p = np.asarray(P, np.float64).ravel()
+    return info
+
+
+def stereo_infos(rig, stamp_msg, frame_id: str = "left_camera_optical_frame"):
+    """Rectified CameraInfo pair of a StereoRig (D = 0, R = I, K = P[:3,:3], right Tx = -fx*B)."""
+    p_left, p_right = rig.projection_matrices()
+    left = camera_info_msg(p_left[:, :3], np.zeros(5), np.eye(3), p_left, rig.width,
+                           rig.height, stamp_msg, frame_id)
+    right = camera_info_msg(p_right[:, :3], np.zeros(5), np.eye(3), p_right, rig.width,
+                            rig.height, stamp_msg, frame_id.replace("left", "right"))
+    return left, right
