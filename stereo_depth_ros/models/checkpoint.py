@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,10 +82,16 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            reason = ("it holds Python objects other than tensors and plain containers "
-                      "(e.g. a pickled nn.Module); save `model.state_dict()` instead")
+        text = str(exc)
+        unsafe = re.search(r"GLOBAL ([\w.]+)", text)
+        if unsafe:
+            # weights_only refused to import a class: the file pickles objects, not just tensors.
+            reason = (f"it holds Python objects ({unsafe.group(1)}), not only tensors; "
+                      "save `model.state_dict()` instead")
+        else:
+            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+            reason = ("not a torch.save file or corrupted"
+                      + (f" ({detail.group(1).strip()})" if detail else f": {text[:200]}"))
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from exc
     except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError,
             AttributeError, TypeError, IndexError, UnicodeDecodeError) as exc:
