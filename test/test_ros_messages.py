@@ -1,0 +1,193 @@
+"""CameraInfo pair validation; output messages (DisparityImage, depth, PointCloud2, info)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from ros_helpers import camera_info_msg, stamp, stereo_infos  # noqa: E402
+from sensor_msgs.msg import PointField  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
+from stereo_depth_ros.core.synthetic import make_unrectified_pair  # noqa: E402
+from stereo_depth_ros.ros import messages as m  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+RIG = StereoRig(fx=700.0, fy=690.0, cx_left=330.0, cx_right=326.0, cy=240.0, baseline_m=0.12,
+                width=640, height=480)
+
+
+def _infos(rig=RIG):
+    return stereo_infos(rig, stamp(5), "cam_left_optical")
+
+
+def test_rectified_pair_gives_the_rig_back():
+    left, right = _infos()
+    calib = m.stereo_calibration(left, right)
+    assert calib.already_rectified
+    assert calib.frame_id == "cam_left_optical"
+    assert calib.rig.fx == pytest.approx(700.0) and calib.rig.fy == pytest.approx(690.0)
+    assert calib.rig.baseline_m == pytest.approx(0.12)
+    assert calib.rig.cx_offset == pytest.approx(4.0)
+    assert (calib.width, calib.height) == (640, 480)
+
+
+def test_kitti_colour_cameras_baseline_from_the_difference_of_both_tx():
+    p2 = np.array([[721.5377, 0, 609.5593, 44.85728], [0, 721.5377, 172.854, 0.2163791],
+                   [0, 0, 1, 0.002745884]])
+    p3 = np.array([[721.5377, 0, 609.5593, -339.5242], [0, 721.5377, 172.854, 2.199936],
+                   [0, 0, 1, 0.002729905]])
+    left = camera_info_msg(p2[:, :3], np.zeros(5), np.eye(3), p2, 1242, 375, stamp(0), "c2")
+    right = camera_info_msg(p3[:, :3], np.zeros(5), np.eye(3), p3, 1242, 375, stamp(0), "c3")
+    rig = m.stereo_calibration(left, right).rig
+    assert rig.baseline_m == pytest.approx((44.85728 + 339.5242) / 721.5377)  # 0.5327, not 0.4706
+
+
+def test_unrectified_calibration_is_detected():
+    pair = make_unrectified_pair(height=48, width=64)
+    lc, rc = pair.left_calibration, pair.right_calibration
+    left = camera_info_msg(lc.K, lc.D, lc.R, lc.P, 64, 48, stamp(0), "l")
+    right = camera_info_msg(rc.K, rc.D, rc.R, rc.P, 64, 48, stamp(0), "r")
+    calib = m.stereo_calibration(left, right)
+    assert not calib.already_rectified
+    np.testing.assert_allclose(calib.left.D, lc.D)
+
+
+@pytest.mark.parametrize("field, index, text", [
+    ("k", 4, r"nan in left/camera_info K\[1,1\]"),
+    ("d", 2, r"nan in left/camera_info D\[2\]"),
+    ("r", 0, r"nan in left/camera_info R\[0,0\]"),
+    ("p", 3, r"nan in left/camera_info P\[0,3\]"),
+])
+def test_nan_in_calibration_names_the_field(field, index, text):
+    left, right = _infos()
+    values = list(getattr(left, field))
+    values[index] = math.nan
+    setattr(left, field, np.asarray(values) if field != "d" else values)
+    with pytest.raises(m.CalibrationError, match=text) as info:
+        m.stereo_calibration(left, right)
+    assert info.value.reason == m.NAN_IN_CALIBRATION
+
+
+def test_k_all_zero_is_uncalibrated():
+    left, right = _infos()
+    right.k = np.zeros(9)
+    with pytest.raises(m.CalibrationError, match="right/camera_info K is all zero") as info:
+        m.stereo_calibration(left, right)
+    assert info.value.reason == m.UNCALIBRATED
+
+
+def test_zero_baseline():
+    left, right = _infos()
+    p = np.asarray(right.p).copy()
+    p[3] = 0.0
+    right.p = p
+    with pytest.raises(m.CalibrationError, match=r"zero baseline: left/camera_info P\[0,3\]=0.0 "
+                       r"and right/camera_info P\[0,3\]=0.0") as info:
+        m.stereo_calibration(left, right)
+    assert info.value.reason == m.BAD_BASELINE
+
+
+def test_wrong_sign_baseline_suggests_a_swap():
+    left, right = _infos()
+    with pytest.raises(m.CalibrationError, match=r"wrong-sign baseline -0.12 m.*swapped") as info:
+        m.stereo_calibration(right, left, "left/camera_info", "right/camera_info")
+    assert info.value.reason == m.BAD_BASELINE
+
+
+def test_camera_info_sizes_must_agree():
+    left, right = _infos()
+    right.width = 320
+    with pytest.raises(m.CalibrationError, match="left/camera_info is 640x480, "
+                       "right/camera_info is 320x480") as info:
+        m.stereo_calibration(left, right)
+    assert info.value.reason == m.INFO_SIZE_MISMATCH
+
+
+def test_not_a_rotation_is_invalid():
+    left, right = _infos()
+    left.r = np.diag([1.0, 2.0, 1.0]).ravel()
+    with pytest.raises(m.CalibrationError, match="not a rotation") as info:
+        m.stereo_calibration(left, right)
+    assert info.value.reason == m.INVALID_CALIBRATION
+
+
+def test_calibration_key_changes_with_the_calibration():
+    left, right = _infos()
+    key = m.calibration_key(left, right)
+    left2, right2 = _infos()
+    left2.header.stamp = stamp(99)
+    assert m.calibration_key(left2, right2) == key
+    d = list(left2.d)
+    d[0] = 0.01
+    left2.d = d
+    assert m.calibration_key(left2, right2) != key
+
+
+def test_disparity_image_fields_follow_the_message_definition():
+    rig = StereoRig(fx=200.0, fy=200.0, cx_left=80.0, cx_right=77.0, cy=60.0, baseline_m=0.1,
+                    width=8, height=6)
+    disparity = np.full((6, 8), 13.0, np.float32)  # as matched: x_left - x_right
+    disparity[:, :2] = np.nan
+    disparity[5, :] = np.nan
+    header = Header(frame_id="cam", stamp=stamp(3, 4))
+    msg = m.make_disparity_image(disparity, header, rig, 0.0, 64.0, 1.0 / 16)
+    assert msg.header.frame_id == "cam" and msg.image.header.stamp == stamp(3, 4)
+    assert msg.image.encoding == "32FC1" and msg.image.step == 4 * 8
+    assert msg.f == pytest.approx(200.0) and msg.t == pytest.approx(0.1)
+    # Published values and the searched range are adjusted by -(cx_left - cx_right).
+    assert (msg.min_disparity, msg.max_disparity) == (-3.0, 61.0)
+    assert msg.delta_d == pytest.approx(1.0 / 16)
+    values = np.frombuffer(msg.image.data, np.float32).reshape(6, 8)
+    assert values[0, 4] == pytest.approx(10.0)
+    assert msg.f * msg.t / values[0, 4] == pytest.approx(2.0)  # Z = f T / d
+    assert np.all(values[:, :2] < msg.min_disparity) and np.all(values[5] < msg.min_disparity)
+    roi = msg.valid_window
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (2, 0, 6, 5)
+
+
+def test_empty_valid_window_when_nothing_is_valid():
+    roi = m.valid_window(np.zeros((3, 4), bool))
+    assert (roi.width, roi.height) == (0, 0)
+
+
+def test_pointcloud2_layout_and_colour_packing():
+    points = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    points[1, 2] = np.nan
+    colours = np.zeros((2, 3, 3), np.uint8)
+    colours[0, 0] = (255, 0, 0)
+    colours[0, 1] = (1, 2, 3)
+    msg = m.make_pointcloud2(points, Header(frame_id="cam"), colours)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (2, 3, 16, 48)
+    assert not msg.is_dense and not msg.is_bigendian
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1),
+        ("z", 8, PointField.FLOAT32, 1), ("rgb", 12, PointField.FLOAT32, 1)]
+    assert len(msg.data) == 2 * 48
+    cloud = m.pointcloud2_to_numpy(msg)
+    np.testing.assert_array_equal(cloud["x"], points[..., 0])
+    assert np.isnan(cloud["z"][1, 2])
+    bits = cloud["rgb"].view(np.uint32)
+    assert bits[0, 0] == 0xFF0000 and bits[0, 1] == 0x010203
+    np.testing.assert_array_equal(m.unpack_rgb(cloud["rgb"]), colours)
+    plain = m.make_pointcloud2(points, Header(frame_id="cam"))
+    assert plain.point_step == 12 and [f.name for f in plain.fields] == ["x", "y", "z"]
+
+
+def test_rectified_camera_info_matches_the_rig():
+    header = Header(frame_id="cam", stamp=stamp(8))
+    info = m.rectified_camera_info(RIG.scaled(0.5), header)
+    assert (info.width, info.height) == (320, 240)
+    k = np.asarray(info.k).reshape(3, 3)
+    p = np.asarray(info.p).reshape(3, 4)
+    np.testing.assert_allclose(k, p[:, :3])
+    assert k[0, 0] == pytest.approx(350.0) and k[0, 2] == pytest.approx(165.0)
+    assert p[0, 3] == 0.0 and list(info.d) == [0.0] * 5
+    np.testing.assert_allclose(np.asarray(info.r).reshape(3, 3), np.eye(3))
+    right = m.rectified_camera_info(RIG, header, right=True)
+    assert np.asarray(right.p)[3] == pytest.approx(-700.0 * 0.12)

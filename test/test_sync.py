@@ -1,0 +1,222 @@
+"""The four-topic synchroniser: exact and approximate policies, queue bounds, drops with reasons.
+
+The in-package StereoSynchronizer is tested directly; MessageFiltersSync is tested against a small
+fake of the message_filters API (the real package is not on PyPI) to check that its drop
+accounting sees arrivals before the synchroniser emits.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from stereo_depth_ros.ros import sync as s
+
+TOPICS = ["/left/image_raw", "/right/image_raw", "/left/camera_info", "/right/camera_info"]
+
+
+class Msg:
+    def __init__(self, name: str, ns: int) -> None:
+        self.name = name
+        self.header = types.SimpleNamespace(stamp=types.SimpleNamespace(
+            sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))
+
+    def __repr__(self) -> str:
+        return f"{self.name}@{s.stamp_ns(self)}"
+
+
+def ms(value: float) -> int:
+    return int(round(value * 1_000_000))
+
+
+class Recorder:
+    def __init__(self):
+        self.sets, self.drops = [], []
+
+    def on_set(self, *msgs):
+        self.sets.append(msgs)
+
+    def on_drop(self, drop):
+        self.drops.append(drop)
+
+
+def make(approximate=False, tolerance_s=0.0, queue_size=5):
+    rec = Recorder()
+    sync = s.StereoSynchronizer(rec.on_set, TOPICS, queue_size, approximate, tolerance_s,
+                                rec.on_drop)
+    return sync, rec
+
+
+def feed(sync, left=None, right=None, linfo=None, rinfo=None, order=(0, 1, 2, 3)):
+    stamps = [left, right, linfo, rinfo]
+    for index in order:
+        if stamps[index] is not None:
+            sync.add(index, Msg("LRlr"[index], stamps[index]))
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (2, 0, 3, 1)])
+def test_exact_emits_once_in_topic_order_whatever_the_arrival_order(order):
+    sync, rec = make()
+    t = ms(100)
+    feed(sync, t, t, t, t, order=order)
+    assert len(rec.sets) == 1
+    assert [m.name for m in rec.sets[0]] == ["L", "R", "l", "r"]
+    assert sync.pending() == [0, 0, 0, 0] and not rec.drops
+    assert sync.received == [1, 1, 1, 1]
+
+
+def test_exact_needs_equal_stamps_and_reports_the_skew():
+    sync, rec = make()
+    feed(sync, ms(100), ms(130), ms(100), ms(100))
+    assert not rec.sets
+    feed(sync, ms(200), ms(200), ms(200), ms(200))
+    assert [s.stamp_ns(m) for m in rec.sets[0]] == [ms(200)] * 4
+    assert len(rec.drops) == 1
+    drop = rec.drops[0]
+    assert drop.reason == s.STAMP_SKEW and drop.stamp_ns == ms(100)
+    assert "stamps too far apart" in drop.detail and "/right/image_raw" in drop.detail
+    assert "+0.030000 s" in drop.detail and "exact sync needs equal stamps" in drop.detail
+
+
+def test_missing_camera_info_is_reported_with_the_topic():
+    sync, rec = make(queue_size=3)
+    for i in range(5):
+        feed(sync, ms(100 * i), ms(100 * i), None, ms(100 * i))
+    assert not rec.sets
+    assert [d.reason for d in rec.drops] == [s.MISSING_CAMERA_INFO] * 2
+    assert rec.drops[0].detail == "waiting for camera_info on /left/camera_info"
+    assert max(sync.pending()) <= 3
+
+
+def test_missing_right_image_is_reported():
+    sync, rec = make(queue_size=2)
+    for i in range(3):
+        feed(sync, ms(10 * i), None, ms(10 * i), ms(10 * i))
+    assert [d.reason for d in rec.drops] == [s.MISSING_IMAGE]
+    assert "/right/image_raw" in rec.drops[0].detail
+
+
+def test_missing_left_image_is_reported_once_the_right_queue_overflows():
+    sync, rec = make(queue_size=2)
+    for i in range(4):
+        feed(sync, None, ms(10 * i), ms(10 * i), ms(10 * i))
+    assert rec.drops and all(d.reason == s.MISSING_IMAGE for d in rec.drops)
+    assert "/left/image_raw" in rec.drops[0].detail
+
+
+def test_queues_stay_bounded():
+    sync, rec = make(queue_size=4)
+    for i in range(50):
+        feed(sync, ms(i), ms(i + 0.5))  # never matches, no infos
+        assert max(sync.pending()) <= 4
+    assert len(rec.drops) == 46
+
+
+def test_a_newer_set_discards_older_incomplete_ones():
+    sync, rec = make()
+    feed(sync, ms(10), None, ms(10), ms(10))
+    feed(sync, ms(20), None, ms(20), ms(20))
+    feed(sync, ms(30), ms(30), ms(30), ms(30))
+    assert len(rec.sets) == 1 and len(rec.drops) == 2
+    assert sync.pending() == [0, 0, 0, 0]
+    feed(sync, None, ms(10))  # a late right image of an old set: nothing to pair with
+    assert len(rec.sets) == 1
+
+
+def test_approximate_pairs_within_the_tolerance():
+    sync, rec = make(approximate=True, tolerance_s=0.005)
+    feed(sync, ms(100), ms(103), ms(100), ms(103))
+    assert len(rec.sets) == 1
+    assert [s.stamp_ns(m) for m in rec.sets[0]] == [ms(100), ms(103), ms(100), ms(103)]
+
+
+def test_approximate_rejects_sets_wider_than_the_tolerance():
+    sync, rec = make(approximate=True, tolerance_s=0.005)
+    feed(sync, ms(100), ms(120), ms(100), ms(100))
+    assert not rec.sets
+    feed(sync, ms(200), ms(201), ms(200), ms(200))
+    assert len(rec.sets) == 1
+    assert rec.drops[0].reason == s.STAMP_SKEW
+    assert "+0.020000 s" in rec.drops[0].detail
+    assert "approximate_sync_tolerance_seconds=0.005" in rec.drops[0].detail
+
+
+def test_approximate_picks_the_nearest_partner():
+    sync, rec = make(approximate=True, tolerance_s=0.02)
+    feed(sync, None, ms(95), ms(100), ms(100))
+    feed(sync, None, ms(104))
+    feed(sync, ms(100))
+    assert len(rec.sets) == 1
+    assert s.stamp_ns(rec.sets[0][1]) == ms(104) or s.stamp_ns(rec.sets[0][1]) == ms(95)
+    # nearest to the left image (100): 104 is 4 ms away, 95 is 5 ms away
+    assert s.stamp_ns(rec.sets[0][1]) == ms(104)
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="4 topics"):
+        s.StereoSynchronizer(print, TOPICS[:3])
+    with pytest.raises(ValueError, match="queue_size"):
+        s.StereoSynchronizer(print, TOPICS, queue_size=0)
+    with pytest.raises(ValueError, match="tolerance"):
+        s.StereoSynchronizer(print, TOPICS, tolerance_s=-1.0)
+
+
+# ----------------------------------------------------------------------- message_filters path
+def _fake_message_filters():
+    """Just enough of message_filters: SimpleFilter callbacks in registration order."""
+    class SimpleFilter:
+        def __init__(self):
+            self.callbacks = []
+
+        def registerCallback(self, cb, *args):  # noqa: N802  (message_filters API)
+            self.callbacks.append((cb, args))
+
+        def signalMessage(self, *msgs):  # noqa: N802
+            for cb, args in self.callbacks:
+                cb(*(msgs + args))
+
+    class Subscriber(SimpleFilter):
+        def __init__(self, node, msg_type, topic, qos_profile=None):
+            super().__init__()
+            self.topic, self.qos_profile = topic, qos_profile
+            node.created.append(self)
+
+    class TimeSynchronizer(SimpleFilter):
+        def __init__(self, fs, queue_size):
+            super().__init__()
+            self.queues = [{} for _ in fs]
+            for i, f in enumerate(fs):
+                f.registerCallback(self.add, i)
+
+        def add(self, msg, index):
+            stamp = s.stamp_ns(msg)
+            self.queues[index][stamp] = msg
+            if all(stamp in q for q in self.queues):
+                msgs = [q.pop(stamp) for q in self.queues]
+                self.signalMessage(*msgs)
+
+    return types.SimpleNamespace(Subscriber=Subscriber, TimeSynchronizer=TimeSynchronizer,
+                                 ApproximateTimeSynchronizer=None)
+
+
+def test_message_filters_wrapper_counts_drops_like_the_in_package_one():
+    mf = _fake_message_filters()
+    node = types.SimpleNamespace(created=[])
+    rec = Recorder()
+    sync = s.MessageFiltersSync(node, [object] * 4, TOPICS, "qos", rec.on_set, queue_size=5,
+                                on_drop=rec.on_drop, message_filters_module=mf)
+    assert sync.implementation == "message_filters"
+    assert [sub.topic for sub in node.created] == TOPICS
+    assert all(sub.qos_profile == "qos" for sub in node.created)
+
+    def push(index, ns):
+        node.created[index].signalMessage(Msg("LRlr"[index], ns))
+
+    for index, ns in ((0, ms(100)), (1, ms(350)), (2, ms(100)), (3, ms(100))):
+        push(index, ns)
+    for index in range(4):
+        push(index, ms(200))
+    assert len(rec.sets) == 1 and s.stamp_ns(rec.sets[0][0]) == ms(200)
+    assert [d.reason for d in rec.drops] == [s.STAMP_SKEW]
+    assert sync.received == [2, 2, 2, 2]
