@@ -76,8 +76,8 @@ def random_dot_pair(height: int, width: int, shift: int, seed: int = 0,
     wide = cv2.resize(coarse, ((width + shift) // 2 * 2 + 2, height // 2 * 2 + 2),
                       interpolation=cv2.INTER_NEAREST)[:height, : width + shift]
     wide = cv2.GaussianBlur(wide, (3, 3), 0)
-    left = np.ascontiguousarray(wide[:, shift: shift + width])
-    right = np.ascontiguousarray(wide[:, :width])
+    left = np.ascontiguousarray(wide[:, :width])
+    right = np.ascontiguousarray(wide[:, shift: shift + width])
     return left, right
 
 
@@ -137,3 +137,78 @@ def make_stereo_2012(root: Path, scenes: int = 2, size: tuple[int, int] = (96, 1
         (split / "calib").mkdir(exist_ok=True)
         (split / "calib" / f"{scene:06d}.txt").write_text(P_CALIB_TEXT)
     return split
+
+
+def _calib_value(key: str) -> np.ndarray:
+    for line in RAW_CALIB_TEXT.splitlines():
+        name, _, values = line.partition(":")
+        if name == key:
+            return np.array([float(v) for v in values.split()], dtype=np.float64)
+    raise KeyError(key)
+
+
+def make_kitti2bag_ros1(path: Path, n_frames: int = 2, size: tuple[int, int] = (96, 160),
+                        shift: int = 8) -> Path:
+    """A ROS 1 bag laid out like tomas789/kitti2bag's raw_synced output (colour cameras only).
+
+    Like the real tool: rectified images on `image_raw` (bgr8), camera_info with the *raw* K and a
+    non-zero D, R = R_rect and P = P_rect, frame ids camera_color_left / camera_color_right, each
+    camera stamped with its own timestamps.txt, and a /kitti/oxts/gps/fix topic that is not part
+    of the stereo pair.
+    """
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    types = ts.types
+    height, width = size
+
+    def header(seq, stamp_ns, frame_id):
+        return types["std_msgs/msg/Header"](
+            seq=seq, stamp=types["builtin_interfaces/msg/Time"](
+                sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
+
+    def camera_info(seq, stamp_ns, frame_id, cam):
+        # kitti2bag pip 1.5 swaps width and height (tomas789/kitti2bag#42): do the same
+        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                        width=0, do_rectify=False)
+        return types["sensor_msgs/msg/CameraInfo"](
+            header=header(seq, stamp_ns, frame_id), height=width, width=height,
+            distortion_model="plumb_bob", D=_calib_value(f"D_{cam}"), K=_calib_value(f"K_{cam}"),
+            R=_calib_value(f"R_rect_{cam}"), P=_calib_value(f"P_rect_{cam}"), binning_x=0,
+            binning_y=0, roi=roi)
+
+    def image(seq, stamp_ns, frame_id, array):
+        return types["sensor_msgs/msg/Image"](
+            header=header(seq, stamp_ns, frame_id), height=height, width=width, encoding="bgr8",
+            is_bigendian=0, step=width * 3, data=np.frombuffer(array.tobytes(), np.uint8))
+
+    from stereo_depth_ros.tools.kitti2bag import parse_kitti_timestamp
+
+    with Writer(path) as writer:
+        conns = {}
+
+        def put(topic, msg, msgtype, t):
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
+            writer.write(conns[topic], t, ts.serialize_ros1(msg, msgtype))
+
+        for k in range(n_frames):
+            left, right = random_dot_pair(height, width, shift=shift, seed=100 + k)
+            t_left = parse_kitti_timestamp(LEFT_STAMPS[k])
+            t_right = parse_kitti_timestamp(RIGHT_STAMPS[k])
+            fix = types["sensor_msgs/msg/NavSatFix"](
+                header=header(k, t_left, "imu_link"),
+                status=types["sensor_msgs/msg/NavSatStatus"](status=0, service=1),
+                latitude=49.0, longitude=8.4, altitude=110.0,
+                position_covariance=np.zeros(9), position_covariance_type=0)
+            put("/kitti/oxts/gps/fix", fix, "sensor_msgs/msg/NavSatFix", t_left)
+            for side, cam, stamp, array in (("right", "03", t_right, right),
+                                            ("left", "02", t_left, left)):
+                frame = f"camera_color_{side}"
+                base = f"/kitti/camera_color_{side}"
+                put(f"{base}/image_raw", image(k, stamp, frame, array),
+                    "sensor_msgs/msg/Image", stamp)
+                put(f"{base}/camera_info", camera_info(k, stamp, frame, cam),
+                    "sensor_msgs/msg/CameraInfo", stamp)
+    return path
