@@ -79,9 +79,29 @@ def test_exact_needs_equal_stamps_and_reports_the_skew():
     assert "+0.030000 s" in drop.detail and "exact sync needs equal stamps" in drop.detail
 
 
+def test_a_lost_left_image_is_counted_by_its_right_image():
+    sync, rec = make(queue_size=2)
+    for i in range(8):  # frame 2 loses its left image
+        feed(sync, None if i == 2 else ms(100 * i), ms(100 * i), ms(100 * i), ms(100 * i))
+    assert len(rec.sets) == 7
+    assert [(d.reason, d.stamp_ns) for d in rec.drops] == [(s.UNMATCHED, ms(200))]
+    assert "/right/image_raw stamp 0.200000 found no partner on /left/image_raw" in \
+        rec.drops[0].detail
+
+
+def test_a_lost_partner_is_unmatched_not_skew():
+    sync, rec = make()
+    for i in range(6):  # 10 Hz, the right image of frame 3 is lost
+        feed(sync, ms(100 * i), None if i == 3 else ms(100 * i), ms(100 * i), ms(100 * i))
+    assert len(rec.sets) == 5
+    assert [d.reason for d in rec.drops] == [s.UNMATCHED]
+    assert "found no partner" in rec.drops[0].detail and "frame period 0.100000 s" in \
+        rec.drops[0].detail
+
+
 def test_missing_camera_info_is_reported_with_the_topic():
     sync, rec = make(queue_size=3)
-    for i in range(5):
+    for i in range(8):  # frames leave the books after 2 * queue_size
         feed(sync, ms(100 * i), ms(100 * i), None, ms(100 * i))
     assert not rec.sets
     assert [d.reason for d in rec.drops] == [s.MISSING_CAMERA_INFO] * 2
@@ -91,7 +111,7 @@ def test_missing_camera_info_is_reported_with_the_topic():
 
 def test_missing_right_image_is_reported():
     sync, rec = make(queue_size=2)
-    for i in range(3):
+    for i in range(5):
         feed(sync, ms(10 * i), None, ms(10 * i), ms(10 * i))
     assert [d.reason for d in rec.drops] == [s.MISSING_IMAGE]
     assert "/right/image_raw" in rec.drops[0].detail
@@ -99,9 +119,9 @@ def test_missing_right_image_is_reported():
 
 def test_missing_left_image_is_reported_once_the_right_queue_overflows():
     sync, rec = make(queue_size=2)
-    for i in range(4):
+    for i in range(6):
         feed(sync, None, ms(10 * i), ms(10 * i), ms(10 * i))
-    assert rec.drops and all(d.reason == s.MISSING_IMAGE for d in rec.drops)
+    assert [d.reason for d in rec.drops] == [s.MISSING_IMAGE] * 2
     assert "/left/image_raw" in rec.drops[0].detail
 
 

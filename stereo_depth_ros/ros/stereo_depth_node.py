@@ -195,6 +195,9 @@ class StereoDepthNode(Node):
         self._pub_confidence = self.create_publisher(Image, "disparity/confidence", OUTPUT_QOS)
         self._pub_color = self.create_publisher(Image, "disparity/image_color", OUTPUT_QOS)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._outputs = (self._pub_disparity, self._pub_depth, self._pub_depth_info,
+                         self._pub_points, self._pub_left_rect, self._pub_confidence,
+                         self._pub_color)
 
         qos = (qos_profile_system_default if config.use_system_default_qos
                else sensor_qos(config.queue_size))
@@ -449,6 +452,9 @@ class StereoDepthNode(Node):
             level = diagnostics.WARN if snapshot["pairs_published"] == 0 else diagnostics.OK
         extra = {"backend": self._backend.name, "sync": self._sync.implementation,
                  "input_scale": f"{self._config.input_scale:g}"}
+        # Outputs are only built for topics somebody subscribes to: show who listens.
+        for publisher in self._outputs:
+            extra[f"subscribers.{publisher.topic_name}"] = str(publisher.get_subscription_count())
         msg = diagnostics.to_diagnostic_array(
             snapshot, f"{self.get_name()}: stereo depth", self.get_clock().now().to_msg(),
             level, message, extra)

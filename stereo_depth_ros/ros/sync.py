@@ -10,8 +10,10 @@ is importable, and otherwise the in-package `StereoSynchronizer` with the same p
 Either way each topic keeps at most `queue_size` messages, and after a set is emitted everything
 older is discarded. Both report every left image that never became part of a set through
 `on_drop(SyncDrop)`, with a reason: `missing_camera_info` (nothing ever arrived on a camera_info
-topic), `missing_image` (nothing ever arrived on the other image topic) or `stamp_skew` (nothing
-close enough in time; the detail gives the nearest offset).
+topic), `missing_image` (nothing ever arrived on the other image topic), `stamp_skew` (the partner
+is there but its stamp differs by more than the policy allows; the detail gives the offset) or
+`unmatched` (the partner never arrived: lost in transport, or queue_size too small). Skew and loss
+are told apart by the frame period: a partner closer than half a period belongs to the same frame.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Callable, Sequence
 LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
 
 STAMP_SKEW = "stamp_skew"
+UNMATCHED = "unmatched"
 MISSING_CAMERA_INFO = "missing_camera_info"
 MISSING_IMAGE = "missing_image"
 
@@ -48,7 +51,12 @@ def _seconds(ns: int) -> str:
 
 
 class _DropAccounting:
-    """Which left images were never paired, and why. Not thread-safe: callers hold a lock."""
+    """Which frames (image stamps) were never emitted, and why. Callers hold a lock.
+
+    A frame is counted once: by its left image, or by its right image when the left one never
+    arrived (lost). Frames leave the books when a set with them (or a newer one) is emitted, or
+    when more than 2 * queue_size frames are pending.
+    """
 
     def __init__(self, topics: Sequence[str], queue_size: int, approximate: bool,
                  tolerance_ns: int) -> None:
@@ -58,33 +66,50 @@ class _DropAccounting:
         self.tolerance_ns = tolerance_ns
         self.received = [0, 0, 0, 0]
         self.history = [deque(maxlen=max(4, 2 * queue_size)) for _ in range(4)]
-        self.pending_left: deque[int] = deque()
+        self.pending: dict[int, int] = {}  # image stamp -> bit mask of LEFT_IMAGE / RIGHT_IMAGE
 
     def note(self, index: int, stamp: int) -> list[SyncDrop]:
-        """Record an arrival; returns left images pushed out of the queue."""
+        """Record an arrival; returns the frames pushed off the books."""
         self.received[index] += 1
         self.history[index].append(stamp)
-        drops = []
-        if index == LEFT_IMAGE:
-            self.pending_left.append(stamp)
-            while len(self.pending_left) > self.queue_size:
-                drops.append(self.classify(self.pending_left.popleft()))
-        elif index == RIGHT_IMAGE and self.received[LEFT_IMAGE] == 0 and \
-                self.received[RIGHT_IMAGE] > self.queue_size:
-            drops.append(SyncDrop(MISSING_IMAGE, stamp,
-                                  f"no image received on {self.topics[LEFT_IMAGE]} yet"))
+        drops: list[SyncDrop] = []
+        if index in (LEFT_IMAGE, RIGHT_IMAGE):
+            self.pending[stamp] = self.pending.get(stamp, 0) | (1 << index)
+            while len(self.pending) > 2 * self.queue_size:
+                oldest = min(self.pending)
+                self._drop(oldest, self.pending.pop(oldest), drops)
         return drops
 
-    def matched(self, left_stamp: int) -> list[SyncDrop]:
-        """A set with this left stamp was emitted: older pending left images are dropped."""
-        drops = []
-        while self.pending_left and self.pending_left[0] <= left_stamp:
-            stamp = self.pending_left.popleft()
-            if stamp != left_stamp:
-                drops.append(self.classify(stamp))
-        if left_stamp in self.pending_left:
-            self.pending_left.remove(left_stamp)
+    def matched(self, left_stamp: int, right_stamp: int | None = None) -> list[SyncDrop]:
+        """A set with these image stamps was emitted: older pending frames are dropped."""
+        right_stamp = left_stamp if right_stamp is None else right_stamp
+        self.pending.pop(left_stamp, None)
+        self.pending.pop(right_stamp, None)
+        drops: list[SyncDrop] = []
+        for stamp in sorted(t for t in self.pending if t < max(left_stamp, right_stamp)):
+            self._drop(stamp, self.pending.pop(stamp), drops)
         return drops
+
+    def _drop(self, stamp: int, mask: int, drops: list[SyncDrop]) -> None:
+        if mask & (1 << LEFT_IMAGE):
+            drops.append(self.classify(stamp))
+            return
+        if self.received[LEFT_IMAGE] == 0:
+            drops.append(SyncDrop(MISSING_IMAGE, stamp,
+                                  f"no image received on {self.topics[LEFT_IMAGE]} yet"))
+            return
+        # A right image alone: counted only when no left image of the same frame came (that one
+        # is counted by its own entry).
+        period = self._frame_period()
+        if period is None:
+            return
+        reach = max(self.tolerance_ns if self.approximate else 0, period // 2)
+        if any(abs(left - stamp) <= reach for left in self.history[LEFT_IMAGE]):
+            return
+        drops.append(SyncDrop(UNMATCHED, stamp, (
+            f"{self.topics[RIGHT_IMAGE]} stamp {_seconds(stamp)} found no partner on "
+            f"{self.topics[LEFT_IMAGE]}: it was lost in transport or arrived after queue_size "
+            "messages")))
 
     def classify(self, stamp: int) -> SyncDrop:
         """Why the left image with this stamp found no partners."""
@@ -104,16 +129,29 @@ class _DropAccounting:
             nearest = min(offsets, key=abs)
             if abs(nearest) > limit and (worst_offset is None or abs(nearest) > abs(worst_offset)):
                 worst_index, worst_offset = index, nearest
-        if worst_offset is None:
-            detail = (f"{self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)}: its partners arrived "
-                      "too late or were lost (queue_size too small?)")
-        else:
-            policy = (f"approximate_sync_tolerance_seconds={self.tolerance_ns / 1e9:g}"
-                      if self.approximate else "exact sync needs equal stamps")
-            detail = (f"stamps too far apart: {self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)}, "
-                      f"nearest {self.topics[worst_index]} stamp "
-                      f"{_seconds(stamp + worst_offset)} ({worst_offset / 1e9:+.6f} s; {policy})")
-        return SyncDrop(STAMP_SKEW, stamp, detail)
+        period = self._frame_period()
+        if worst_offset is None or (period is not None and abs(worst_offset) >= period / 2):
+            nearest = "" if worst_offset is None else (
+                f"; nearest {self.topics[worst_index]} is {worst_offset / 1e9:+.6f} s away, frame "
+                f"period {period / 1e9:.6f} s")
+            return SyncDrop(UNMATCHED, stamp, (
+                f"{self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)} found no partner: it was lost "
+                f"in transport or arrived after queue_size messages{nearest}"))
+        policy = (f"approximate_sync_tolerance_seconds={self.tolerance_ns / 1e9:g}"
+                  if self.approximate else "exact sync needs equal stamps")
+        return SyncDrop(STAMP_SKEW, stamp, (
+            f"stamps too far apart: {self.topics[LEFT_IMAGE]} stamp {_seconds(stamp)}, nearest "
+            f"{self.topics[worst_index]} stamp {_seconds(stamp + worst_offset)} "
+            f"({worst_offset / 1e9:+.6f} s; {policy})"))
+
+    def _frame_period(self) -> int | None:
+        """Lower median spacing of recent left image stamps (ns); None with fewer than 3."""
+        stamps = sorted(set(self.history[LEFT_IMAGE]))
+        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        if len(gaps) < 2:
+            return None
+        gaps.sort()
+        return gaps[(len(gaps) - 1) // 2]
 
 
 class StereoSynchronizer:
@@ -170,7 +208,7 @@ class StereoSynchronizer:
                 for i, s in enumerate(stamps):
                     for old in [t for t in self._queues[i] if t < s]:
                         del self._queues[i][old]
-                drops += self._accounting.matched(stamps[LEFT_IMAGE])
+                drops += self._accounting.matched(stamps[LEFT_IMAGE], stamps[RIGHT_IMAGE])
         if self._on_drop is not None:
             for drop in drops:
                 self._on_drop(drop)
@@ -249,7 +287,8 @@ class MessageFiltersSync:
 
     def _on_set(self, *msgs) -> None:
         with self._lock:
-            drops = self._accounting.matched(stamp_ns(msgs[LEFT_IMAGE]))
+            drops = self._accounting.matched(stamp_ns(msgs[LEFT_IMAGE]),
+                                             stamp_ns(msgs[RIGHT_IMAGE]))
         self._report(drops)
         self._callback(*msgs)
 
