@@ -304,6 +304,7 @@ class Dumper:
         self.frames: list[dict] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.last_frame_time = time.monotonic()
+        self.outputs_found = False
         self.node.create_timer(0.1, self._flush_due)
 
     @property
@@ -333,6 +334,9 @@ class Dumper:
         return True
 
     def _flush_due(self) -> None:
+        if not self.outputs_found and self.node.count_publishers(self.resolved[DISPARITY]):
+            self.outputs_found = True
+            LOG.info("publisher found on %s", self.resolved[DISPARITY])
         now = time.monotonic()
         for stamp in sorted(self.pending):
             age = now - self.first_seen[stamp]
@@ -362,6 +366,12 @@ class Dumper:
                  stamp // 10**9, stamp % 10**9, ", ".join(sorted(parts)),
                  f"{entry['depth_median_m']:.2f}" if "depth_median_m" in entry else "n/a")
 
+    def node_published(self) -> int | None:
+        """Largest pairs_published the node's /diagnostics reported so far (None: none seen)."""
+        values = [int(d["pairs_published"]) for d in self.diagnostics.values()
+                  if d.get("pairs_published", "").isdigit()]
+        return max(values) if values else None
+
     def summary(self) -> dict:
         return {"out_dir": str(self.out_dir), "frames": self.frames, "messages": self.counts,
                 "topics": self.resolved, "diagnostics": self.diagnostics}
@@ -388,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for a frame's other outputs after its disparity")
     parser.add_argument("--ply", choices=("binary", "ascii", "none"), default="binary",
                         help="point cloud file format (default binary little-endian PLY)")
+    parser.add_argument("--diagnostics-wait", type=float, default=3.0, dest="diagnostics_wait_s",
+                        help="after the last frame, wait up to this long for the node's "
+                             "/diagnostics to count it (for the summary)")
     parser.add_argument("--summary-json", type=Path, default=None,
                         help="summary file (default OUT/summary.json)")
     return parser
@@ -423,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                             len(dumper.frames))
                 code = 0 if dumper.frames and args.max_frames is None else 1
                 break
+        if dumper.done and args.diagnostics_wait_s > 0:
+            # let the node's next /diagnostics (with the last frame counted) reach the summary
+            deadline = time.monotonic() + args.diagnostics_wait_s
+            while time.monotonic() < deadline and (dumper.node_published() or 0) < \
+                    len(dumper.frames):
+                executor.spin_once(timeout_sec=0.1)
         executor.remove_node(dumper.node)
         executor.shutdown()
     except KeyboardInterrupt:

@@ -21,8 +21,9 @@ A substitute for `ros2 bag play` that needs only rclpy and `rosbags` (no rosbag2
   for nodes running with use_sim_time.
 * `--watch TOPIC` records, per frame, when the first message with that frame's stamp arrives on
   TOPIC (e.g. `disparity`); `--step` waits for it (at most `--step-timeout` s) before playing the
-  next frame, so a slow consumer (PSMNet on a CPU) sees every frame. `--stats-json` writes what
-  was published and when.
+  next frame, so a slow consumer (PSMNet on a CPU) sees every frame. With `--watch`, playing
+  also waits for a publisher on TOPIC and for `--watch-subscribers` subscriptions on it.
+  `--stats-json` writes what was published and when.
 
 rclpy is imported inside the functions that need it, so this module imports without ROS.
 """
@@ -421,7 +422,8 @@ class Player:
                  clock_hz: float = 40.0, qos_depth: int = 10, wait_topics: list[str] | None = None,
                  wait_timeout_s: float = 30.0, watch: str | None = None,
                  watch_type: str = "stereo_msgs/msg/DisparityImage", step: bool = False,
-                 step_timeout_s: float = 60.0, context=None) -> None:
+                 step_timeout_s: float = 60.0, watch_subscribers: int = 1,
+                 context=None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -452,11 +454,12 @@ class Player:
             self._clock_msg = Clock()
         self.wait_topics = self._default_wait_topics() if wait_topics is None else wait_topics
         self.outputs_seen: dict[int, float] = {}
+        self.watch_sub = None
+        self.watch_subscribers = watch_subscribers
         if watch is not None:
-            self.node.create_subscription(rclpy_message_type(watch_type), watch, self._on_output,
-                                          QoSProfile(depth=10,
-                                                     reliability=ReliabilityPolicy.RELIABLE),
-                                          raw=True)
+            self.watch_sub = self.node.create_subscription(
+                rclpy_message_type(watch_type), watch, self._on_output,
+                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True)
         self.published: dict[str, int] = {topic: 0 for topic in self.publishers}
         self.frames: list[FrameRecord] = []
         self.subscribers_matched = None
@@ -516,7 +519,14 @@ class Player:
                               f"{', '.join(sorted(publishers))})")
 
         def unmatched():
-            return [t for t in self.wait_topics if publishers[t].get_subscription_count() == 0]
+            missing = [t for t in self.wait_topics if publishers[t].get_subscription_count() == 0]
+            if self.watch_sub is not None:
+                name = self.watch_sub.topic_name
+                if self.watch_sub.get_publisher_count() == 0:
+                    missing.append(f"{name} (no publisher yet)")
+                elif self.node.count_subscribers(name) < self.watch_subscribers:
+                    missing.append(f"{name} (fewer than {self.watch_subscribers} subscribers)")
+            return missing
 
         deadline = time.monotonic() + self.wait_timeout_s
         ok = self._spin_until(deadline, lambda: not unmatched())
@@ -638,6 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", action="store_true",
                         help="wait for each frame's --watch output before the next frame")
     parser.add_argument("--step-timeout", type=float, default=60.0, dest="step_timeout_s")
+    parser.add_argument("--watch-subscribers", type=int, default=1,
+                        help="before playing, also wait until the ROS graph shows this many "
+                             "subscriptions on --watch (this replay's own included), e.g. 2 when "
+                             "stereo_depth_dump must see every frame")
     parser.add_argument("--linger", type=float, default=None,
                         help="seconds to keep waiting for --watch outputs after the last frame "
                              "(default: --step-timeout when --watch is given)")
@@ -679,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
                         clock_hz=args.clock_hz, qos_depth=args.qos_depth,
                         wait_topics=args.wait_topics, wait_timeout_s=args.wait_timeout_s,
                         watch=args.watch, watch_type=args.watch_type, step=args.step,
-                        step_timeout_s=args.step_timeout_s)
+                        step_timeout_s=args.step_timeout_s,
+                        watch_subscribers=args.watch_subscribers)
         player.wait_for_subscribers()
         LOG.info("playing %s (%s) -> %s", args.bag, "ROS 1" if source.is_ros1 else "ROS 2",
                  ", ".join(sorted(player.publishers)))
