@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from stereo_depth_ros.core.disparity_io import write_kitti_png, write_pfm
+from stereo_depth_ros.core.kitti_calib import (
+    KITTI_2011_09_26_P_RECT_02, KITTI_2011_09_26_P_RECT_03, format_calib_text)
 from stereo_depth_ros.data import DatasetError, make_dataset
 from stereo_depth_ros.data.middlebury import read_calib_txt
 
@@ -104,6 +106,23 @@ def test_kitti2015_missing_ground_truth_file_is_named(tmp_path):
     _kitti_tree(split, [0, 1])
     (split / "disp_occ_0" / "000001_10.png").unlink()
     with pytest.raises(DatasetError, match=r"disp_occ_0.*000001_10\.png|000001_10\.png.*disp"):
+        make_dataset("kitti2015", split)
+
+
+def test_kitti2015_calibration_gives_the_rig(tmp_path):
+    split = tmp_path / "training"
+    _kitti_tree(split, [0, 1])
+    (split / "calib_cam_to_cam").mkdir()
+    text = format_calib_text({"P_rect_02": KITTI_2011_09_26_P_RECT_02,
+                              "P_rect_03": KITTI_2011_09_26_P_RECT_03})
+    for frame in (0, 1):
+        (split / "calib_cam_to_cam" / f"{frame:06d}.txt").write_text(text)
+    rig = make_dataset("kitti2015", split)[1].rig
+    # Baseline from the difference of the two P[0, 3] terms (left Tx is not 0 for colour cams).
+    assert rig.baseline_m == pytest.approx((44.85728 + 339.5242) / 721.5377, rel=1e-6)
+    assert rig.fx == pytest.approx(721.5377) and (rig.width, rig.height) == (W, H)
+    (split / "calib_cam_to_cam" / "000001.txt").unlink()
+    with pytest.raises(DatasetError, match=r"no match in calib_cam_to_cam: image_2/000001_10"):
         make_dataset("kitti2015", split)
 
 

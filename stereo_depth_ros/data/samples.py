@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.disparity_io import read_disparity
+from stereo_depth_ros.core.image_io import read_image_rgb
 
 #: How many file names an error message lists before "... and N more".
 MAX_LISTED = 8
@@ -69,21 +69,11 @@ class SampleFiles:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB (grey is replicated, alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"{path}: cannot read as an image")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise DatasetError(f"{path}: unsupported image dtype {image.dtype}")
-    if image.ndim == 2:
-        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    raise DatasetError(f"{path}: unsupported channel count {image.shape[2]}")
+    """Read an image file as (H, W, 3) uint8 RGB (core.image_io); DatasetError if unreadable."""
+    try:
+        return read_image_rgb(path)
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
 
 
 def _listing(names: list[str]) -> str:
