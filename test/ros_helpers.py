@@ -236,6 +236,119 @@ class RosTestContext:
             self._thread.join(5)
 
 
+# ---------------------------------------------------------------------------- node harness
+FRAME = "stereo_left_optical_frame"
+OUTPUTS = {  # output topic -> "package/Type" (resolved lazily: no ROS import at collection)
+    "disparity": "stereo_msgs/DisparityImage",
+    "depth/image_rect": "sensor_msgs/Image",
+    "depth/camera_info": "sensor_msgs/CameraInfo",
+    "points2": "sensor_msgs/PointCloud2",
+    "left/image_rect": "sensor_msgs/Image",
+    "disparity/image_color": "sensor_msgs/Image",
+    "disparity/confidence": "sensor_msgs/Image",
+}
+
+
+def msg_type(name: str):
+    """'sensor_msgs/Image' -> the rclpy message class."""
+    import importlib
+    package, type_name = name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), type_name)
+
+
+def as_array(image) -> np.ndarray:
+    """Array of a (dense) Image message as the node publishes them."""
+    dtype = np.float32 if image.encoding == "32FC1" else np.uint8
+    channels = {"bgr8": 3, "rgb8": 3}.get(image.encoding, 1)
+    values = np.frombuffer(image.data, dtype=dtype)
+    shape = (image.height, image.width) + ((channels,) if channels > 1 else ())
+    return values.reshape(shape)
+
+
+def time_ns(when) -> int:
+    return when.sec * 1_000_000_000 + when.nanosec
+
+
+def stamp_ns(msg) -> int:
+    return time_ns(msg.header.stamp)
+
+
+def status_drops(status: dict[str, str]) -> dict[str, int]:
+    return {k[len("dropped."):]: int(v) for k, v in status.items() if k.startswith("dropped.")}
+
+
+class Harness:
+    """Test-side publishers (the node's inputs) and collectors (its outputs + /diagnostics)."""
+
+    def __init__(self, node: NodeProcess, outputs=OUTPUTS, namespace: str = "",
+                 min_step_s: float = 0.001) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import CameraInfo, Image
+        from stereo_depth_ros.ros.diagnostics import key_values_to_dict
+
+        self._key_values = key_values_to_dict
+        self._min_step_ns = int(min_step_s * 1e9)
+        self.node = node
+        self.ns = namespace
+        self.fqn = f"{namespace}/stereo_depth_node"
+        self.ctx = RosTestContext("e2e_peer" + namespace.replace("/", "_"))
+        self.pubs = [self.ctx.publisher(Image, f"{namespace}/left/image_raw"),
+                     self.ctx.publisher(Image, f"{namespace}/right/image_raw"),
+                     self.ctx.publisher(CameraInfo, f"{namespace}/left/camera_info"),
+                     self.ctx.publisher(CameraInfo, f"{namespace}/right/camera_info")]
+        self.out = {name: self.ctx.collect(msg_type(type_name), f"{namespace}/{name}")
+                    for name, type_name in outputs.items()}
+        self.diagnostics = self.ctx.collect(DiagnosticArray, "/diagnostics")
+        self._last_ns = 0
+
+    def next_stamp(self):
+        """Now (wall clock, as the node's clock), strictly increasing: input ages are real."""
+        self._last_ns = max(time.time_ns(), self._last_ns + self._min_step_ns)
+        return stamp(self._last_ns // 1_000_000_000, self._last_ns % 1_000_000_000)
+
+    def latest_status(self) -> dict[str, str]:
+        for array in reversed(self.diagnostics.snapshot()):
+            for status in array.status:
+                if status.hardware_id == self.fqn:
+                    values = self._key_values(status)
+                    values.update(_message=status.message, _level=status.level[0])
+                    return values
+        return {}
+
+    def wait_status(self, predicate, timeout=30.0, what="diagnostics"):
+        return wait_for(lambda: (lambda s: s if s and predicate(s) else None)(
+            self.latest_status()), timeout, interval=0.1, what=what)
+
+    def wait_until_connected(self, names=None):
+        """Until the node hears our inputs and reports a subscriber on each output we read."""
+        names = list(self.out) if names is None else names
+        for pub in self.pubs:
+            wait_for(lambda: pub.get_subscription_count() > 0, 20.0,
+                     what=f"node subscribing to {pub.topic_name}")
+        self.wait_status(lambda s: all(int(s.get(f"subscribers.{self.ns}/{n}", 0)) >= 1
+                                       for n in names),
+                         what="node seeing our output subscriptions")
+
+    def send(self, left, right, encoding, left_info, right_info, when):
+        """Publish a pair of arrays with its camera_infos, all stamped `when`."""
+        left_info.header.stamp = right_info.header.stamp = when
+        self.send_msgs(image_msg(left, encoding, when, FRAME),
+                       image_msg(right, encoding, when, FRAME.replace("left", "right")),
+                       left_info, right_info)
+
+    def send_msgs(self, left_msg, right_msg, left_info, right_info):
+        """Publish four ready-made messages (None = skip that topic)."""
+        for pub, msg in zip(self.pubs, (left_msg, right_msg, left_info, right_info)):
+            if msg is not None:
+                pub.publish(msg)
+
+    def outputs_for(self, when, names, timeout=30.0):
+        return {name: self.out[name].wait_for_stamp(when, timeout) for name in names}
+
+    def close(self):
+        self.ctx.close()
+
+
 # ---------------------------------------------------------------------------- message builders
 def stamp(sec: int, nanosec: int = 0):
     from builtin_interfaces.msg import Time

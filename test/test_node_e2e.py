@@ -16,114 +16,21 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from ros_helpers import (NodeProcess, RosTestContext, camera_info_msg, image_msg,  # noqa: E402
-                         stamp, stereo_infos, wait_for)
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
-from stereo_msgs.msg import DisparityImage  # noqa: E402
+from ros_helpers import (FRAME, OUTPUTS, Harness, NodeProcess, as_array,  # noqa: E402
+                         camera_info_msg, status_drops, stamp_ns, stereo_infos, time_ns,
+                         wait_for)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402
-from stereo_depth_ros.ros.diagnostics import key_values_to_dict  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy, unpack_rgb  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-FRAME = "stereo_left_optical_frame"
-OUTPUTS = {
-    "disparity": DisparityImage,
-    "depth/image_rect": Image,
-    "depth/camera_info": CameraInfo,
-    "points2": PointCloud2,
-    "left/image_rect": Image,
-    "disparity/image_color": Image,
-    "disparity/confidence": Image,
-}
 # fx * B = 200 px * 0.1 m = 20 px m; disparities as matched include cx_offset = 2 px. Even values
 # keep the half-size disparities whole pixels (SGBM's sub-pixel fit is biased near half pixels).
 CX_OFFSET = 2.0
 BACKGROUND_D, FOREGROUND_D = 14.0, 22.0
 BACKGROUND_Z, FOREGROUND_Z = 20.0 / 12.0, 1.0  # metres
-
-
-def as_array(image: Image) -> np.ndarray:
-    dtype = np.float32 if image.encoding == "32FC1" else np.uint8
-    channels = {"bgr8": 3, "rgb8": 3}.get(image.encoding, 1)
-    values = np.frombuffer(image.data, dtype=dtype)
-    shape = (image.height, image.width) + ((channels,) if channels > 1 else ())
-    return values.reshape(shape)
-
-
-def time_ns(when) -> int:
-    return when.sec * 1_000_000_000 + when.nanosec
-
-
-def stamp_ns(msg) -> int:
-    return time_ns(msg.header.stamp)
-
-
-def status_drops(status: dict[str, str]) -> dict[str, int]:
-    return {k[len("dropped."):]: int(v) for k, v in status.items() if k.startswith("dropped.")}
-
-
-class Harness:
-    """Test-side publishers (the node's inputs) and collectors (its outputs + /diagnostics)."""
-
-    def __init__(self, node: NodeProcess, outputs=OUTPUTS, namespace: str = "") -> None:
-        self.node = node
-        self.ns = namespace
-        self.fqn = f"{namespace}/stereo_depth_node"
-        self.ctx = RosTestContext("e2e_peer" + namespace.replace("/", "_"))
-        self.pubs = [self.ctx.publisher(Image, f"{namespace}/left/image_raw"),
-                     self.ctx.publisher(Image, f"{namespace}/right/image_raw"),
-                     self.ctx.publisher(CameraInfo, f"{namespace}/left/camera_info"),
-                     self.ctx.publisher(CameraInfo, f"{namespace}/right/camera_info")]
-        self.out = {name: self.ctx.collect(msg_type, f"{namespace}/{name}")
-                    for name, msg_type in outputs.items()}
-        self.diagnostics = self.ctx.collect(DiagnosticArray, "/diagnostics")
-        self._last_ns = 0
-
-    def next_stamp(self):
-        """Now (wall clock, as the node's clock), strictly increasing: input ages are real."""
-        self._last_ns = max(time.time_ns(), self._last_ns + 1_000_000)
-        return stamp(self._last_ns // 1_000_000_000, self._last_ns % 1_000_000_000)
-
-    def latest_status(self) -> dict[str, str]:
-        for array in reversed(self.diagnostics.snapshot()):
-            for status in array.status:
-                if status.hardware_id == self.fqn:
-                    return key_values_to_dict(status) | {"_message": status.message,
-                                                         "_level": status.level[0]}
-        return {}
-
-    def wait_status(self, predicate, timeout=30.0, what="diagnostics"):
-        return wait_for(lambda: (lambda s: s if s and predicate(s) else None)(
-            self.latest_status()), timeout, interval=0.1, what=what)
-
-    def wait_until_connected(self, names=None):
-        """Until the node hears our inputs and reports a subscriber on each output we read."""
-        names = list(self.out) if names is None else names
-        for pub in self.pubs:
-            wait_for(lambda: pub.get_subscription_count() > 0, 20.0,
-                     what=f"node subscribing to {pub.topic_name}")
-        self.wait_status(lambda s: all(int(s.get(f"subscribers.{self.ns}/{n}", 0)) >= 1
-                                       for n in names),
-                         what="node seeing our output subscriptions")
-
-    def send(self, left, right, encoding, left_info, right_info, when):
-        msgs = [image_msg(left, encoding, when, FRAME), image_msg(right, encoding, when,
-                                                                  FRAME.replace("left", "right")),
-                left_info, right_info]
-        for msg in msgs[2:]:
-            msg.header.stamp = when
-        for pub, msg in zip(self.pubs, msgs):
-            pub.publish(msg)
-
-    def outputs_for(self, when, names, timeout=30.0):
-        return {name: self.out[name].wait_for_stamp(when, timeout) for name in names}
-
-    def close(self):
-        self.ctx.close()
 
 
 @pytest.fixture(scope="module")

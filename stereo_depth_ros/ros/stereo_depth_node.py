@@ -60,6 +60,7 @@ INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
 UNSUPPORTED_ENCODING = "unsupported_encoding"
 BAD_IMAGE_DATA = "bad_image_data"
 PROCESSING_ERROR = "processing_error"
+IMAGE_TOO_SMALL = "image_too_small"
 
 # Disparity quantisation reported in DisparityImage.delta_d: SGBM is 1/16 px fixed point;
 # PSMNet regresses a continuous value, reported at KITTI's 1/256 px storage resolution.
@@ -170,6 +171,9 @@ class StereoDepthNode(Node):
     """The stereo depth node; see the module docstring. Raises StartupError when it cannot run."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        self._stop = threading.Event()
+        self._mailbox = _Mailbox()
+        self._worker: threading.Thread | None = None
         super().__init__(node_name, **kwargs)
         self._stats = diagnostics.PipelineStats()
         self._throttle = _Throttle()
@@ -183,9 +187,6 @@ class StereoDepthNode(Node):
         self._topics = [self.resolve_topic_name(name) for name in INPUT_TOPICS]
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
         self._rectifier_state: tuple | None = None  # (key, Rectifier)
-        self._mailbox = _Mailbox()
-        self._stop = threading.Event()
-        self._pending_shutdown = False
 
         self._pub_disparity = self.create_publisher(DisparityImage, "disparity", OUTPUT_QOS)
         self._pub_depth = self.create_publisher(Image, "depth/image_rect", OUTPUT_QOS)
@@ -254,8 +255,10 @@ class StereoDepthNode(Node):
         self._stats.drop(drop.reason, drop.detail)
         self._log_drop(drop.reason, drop.detail)
 
-    def _log_drop(self, reason: str, detail: str, level: str = "warn") -> None:
-        self._log_throttled(reason, f"{detail} -> pair dropped (dropped.{reason})", level)
+    def _log_drop(self, reason: str, detail: str, level: str = "warn",
+                  key: str | None = None) -> None:
+        """Throttled per key (default: the reason), so a flood of one problem logs every 5 s."""
+        self._log_throttled(key or reason, f"{detail} -> pair dropped (dropped.{reason})", level)
 
     def _log_throttled(self, key: str, text: str, level: str = "warn") -> None:
         ready, suppressed = self._throttle.ready(key)
@@ -263,9 +266,13 @@ class StereoDepthNode(Node):
             return
         if suppressed:
             text += f" [{suppressed} more since the last report]"
-        log = {"debug": self.get_logger().debug, "error": self.get_logger().error}.get(
-            level, self.get_logger().warning)
-        log(text)
+        # rclpy binds a severity to each call site: one call per level.
+        if level == "debug":
+            self.get_logger().debug(text)
+        elif level == "error":
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     # ------------------------------------------------------------------ worker
     def _worker_loop(self) -> None:
@@ -275,16 +282,25 @@ class StereoDepthNode(Node):
             if item is None or self._stop.is_set():
                 continue
             try:
-                self._process(*item)
-            except _Drop as drop:
-                self._stats.drop(drop.reason, str(drop))
-                self._log_drop(drop.reason, str(drop))
-            except Exception as error:  # noqa: BLE001  (keep serving the next pair)
+                self._process_one(item)
+            except Exception:  # noqa: BLE001  (the worker must outlive any single pair)
                 if self._stop.is_set() or not rclpy.ok(context=self.context):
                     return
-                self._stats.drop(PROCESSING_ERROR, f"{type(error).__name__}: {error}")
-                self._log_drop(PROCESSING_ERROR, f"processing failed: {type(error).__name__}: "
-                               f"{error}", level="error")
+
+    def _process_one(self, item) -> None:
+        try:
+            self._process(*item)
+        except _Drop as drop:
+            # Worker messages carry no stamps: one throttle key per distinct problem.
+            self._stats.drop(drop.reason, str(drop))
+            self._log_drop(drop.reason, str(drop), key=f"{drop.reason}:{drop}")
+        except Exception as error:  # noqa: BLE001  (keep serving the next pair)
+            if self._stop.is_set() or not rclpy.ok(context=self.context):
+                raise
+            summary = f"{type(error).__name__}: {str(error).strip()}"
+            self._stats.drop(PROCESSING_ERROR, summary)
+            self._log_drop(PROCESSING_ERROR, f"processing failed: {summary}", level="error",
+                           key=f"{PROCESSING_ERROR}:{type(error).__name__}")
 
     def _convert(self, msg: Image, topic: str) -> np.ndarray:
         try:
@@ -371,6 +387,7 @@ class StereoDepthNode(Node):
 
         # infer
         backend = self._backend
+        self._check_search_range(backend, left.shape[1])
         result = backend.compute(left, right)
         min_disparity, max_disparity = backend.min_disparity, backend.max_disparity
         after_infer = time.perf_counter()
@@ -429,6 +446,19 @@ class StereoDepthNode(Node):
                - (int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))) / 1e9
         self._stats.processed(timings, published=bool(outgoing), input_age_s=age)
 
+    @staticmethod
+    def _check_search_range(backend, width: int) -> None:
+        """SGBM needs the image wider than its search range plus half a block."""
+        if backend.name != "sgbm":
+            return
+        needed = int(backend.max_disparity) + backend.params.block_size // 2
+        if width <= needed:
+            raise _Drop(IMAGE_TOO_SMALL, (
+                f"the matcher input is {width} px wide, but SGBM searches up to "
+                f"{backend.max_disparity:g} px (sgbm.min_disparity + sgbm.num_disparities) plus "
+                f"half a block: it needs more than {needed} px; lower sgbm.num_disparities or "
+                "raise input_scale"))
+
     # ------------------------------------------------------------------ diagnostics
     def diagnostics_snapshot(self) -> dict:
         return self._stats.snapshot()
@@ -466,8 +496,9 @@ class StereoDepthNode(Node):
         """Stop the worker (waits up to timeout_s for a pair in flight)."""
         self._stop.set()
         self._mailbox.close()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout_s)
+        worker = self._worker
+        if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
+            worker.join(timeout_s)
 
     def destroy_node(self) -> None:
         self.shutdown()
