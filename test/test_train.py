@@ -3,13 +3,15 @@ synthetic scenes lowers the loss, resumes, and writes official-layout checkpoint
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from stereo_depth_ros.data.samples import StereoDataset, StereoSample
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
-from stereo_depth_ros.tools import train
+from stereo_depth_ros.tools import evaluate, train
 
 
 def test_learning_rate_follows_the_official_finetune_schedule():
@@ -148,3 +150,13 @@ def test_short_cpu_run_lowers_loss_resumes_and_checkpoint_loads(tmp_path, capsys
     # The official code wraps the model in DataParallel and loads state_dict strictly.
     wrapped = torch.nn.DataParallel(build_psmnet("stackhourglass", max_disparity=32))
     wrapped.load_state_dict(checkpoint["state_dict"], strict=True)
+    # ... and the PSMNet backend runs it through stereo_depth_eval.
+    out = tmp_path / "eval"
+    assert evaluate.main(["--dataset", "synthetic", "--count", "1", "--size", "256x256",
+                          "--scene-max-disparity", "32", "--backend", "psmnet", "--weights",
+                          str(tmp_path / "checkpoint_3.tar"), "--max-disparity", "32",
+                          "--device", "cpu", "--warmup", "0", "--out", str(out),
+                          "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["all"]["pooled"]["density"] == 100.0
+    assert np.isfinite(summary["metrics"]["all"]["pooled"]["epe"])

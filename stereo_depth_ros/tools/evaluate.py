@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     data.add_argument("--root", type=Path, help="dataset folder (not used by synthetic)")
     data.add_argument("--split", default="training", help="KITTI split folder under --root")
+    data.add_argument("--gt-root", type=Path,
+                      help="Middlebury/ETH3D: ground-truth tree when not beside the images")
     data.add_argument("--subset", help="SceneFlow sub-folder, e.g. TEST")
     data.add_argument("--pass", dest="passes", default="clean", choices=("clean", "final"),
                       help="SceneFlow render pass")
@@ -395,6 +397,8 @@ def _dataset_from_args(args: argparse.Namespace):
         options["split"] = args.split
     elif args.dataset == "sceneflow":
         options.update(passes=args.passes, subset=args.subset)
+    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
+        options["gt_root"] = args.gt_root
     elif args.dataset == "synthetic":
         height, width = args.size
         return make_dataset("synthetic", count=args.count, seed=args.seed, height=height,

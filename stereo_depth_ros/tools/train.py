@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     data.add_argument("--root", type=Path, help="dataset folder (not used by synthetic)")
     data.add_argument("--split", default="training", help="KITTI split folder")
+    data.add_argument("--gt-root", type=Path,
+                      help="Middlebury/ETH3D: ground-truth tree when not beside the images")
     data.add_argument("--subset", help="SceneFlow sub-folder, e.g. TRAIN")
     data.add_argument("--pass", dest="passes", default="clean", choices=("clean", "final"))
     data.add_argument("--count", type=int, default=8, help="synthetic: number of scenes")
@@ -372,6 +374,8 @@ def _dataset(args: argparse.Namespace):
         options["split"] = args.split
     elif args.dataset == "sceneflow":
         options.update(passes=args.passes, subset=args.subset)
+    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
+        options["gt_root"] = args.gt_root
     return make_dataset(args.dataset, args.root, **options)
 
 
