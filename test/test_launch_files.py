@@ -1,0 +1,169 @@
+"""Launch file, RViz config and package metadata.
+
+The launch API (launch, launch_ros) is not on PyPI, so the launch file is checked statically
+here: it parses, declares exactly the documented arguments, and every package, executable, file
+and topic it names exists. Where launch_ros is importable, generate_launch_description() also
+runs against the real API.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_depth.launch.py"
+RVIZ_FILE = REPO_ROOT / "config" / "stereo_depth.rviz"
+NODE_FILE = REPO_ROOT / "stereo_depth_ros" / "ros" / "stereo_depth_node.py"
+REQUIRED_ARGUMENTS = {"params_file", "namespace", "left_namespace", "right_namespace",
+                      "weights_path", "backend", "use_sim_time", "rviz"}
+
+
+def module_constants(path: Path) -> dict[str, object]:
+    """Top-level NAME = <literal> assignments of a Python file, without importing it."""
+    constants = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return constants
+
+
+def call_string_args(path: Path, function: str, position: int = 0) -> list[str]:
+    """Constant string arguments at `position` of every call to `function` (name or attribute)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name == function and len(node.args) > position and \
+                    isinstance(node.args[position], ast.Constant):
+                found.append(node.args[position].value)
+    return found
+
+
+def console_scripts() -> dict[str, str]:
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    entries = ast.literal_eval(value)
+                    return dict(re.match(r"\s*(\S+)\s*=\s*(\S+)", e).groups() for e in entries)
+    raise AssertionError("no console_scripts in setup.py")
+
+
+@pytest.fixture(scope="module")
+def launch_constants():
+    return module_constants(LAUNCH_FILE)
+
+
+def test_launch_file_parses_and_imports_only_the_launch_api():
+    tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+    compile(tree, str(LAUNCH_FILE), "exec")
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert imported <= {"launch", "launch_ros", "os"}, imported
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+
+
+def test_declared_arguments_are_the_documented_ones(launch_constants):
+    names = [name for name, _, _ in launch_constants["ARGUMENTS"]]
+    assert set(names) == REQUIRED_ARGUMENTS and len(names) == len(set(names))
+    for name, default, description in launch_constants["ARGUMENTS"]:
+        assert description, name
+        assert default is None or isinstance(default, str), name
+    # Every LaunchConfiguration the file reads is declared (the per-side ones included).
+    used = set(call_string_args(LAUNCH_FILE, "LaunchConfiguration"))
+    used |= {f"{side}_namespace" for side in launch_constants["CAMERA_TOPICS"]}
+    assert used <= set(names), used - set(names)
+
+
+def test_package_executable_and_files_exist(launch_constants):
+    package_xml = ET.parse(REPO_ROOT / "package.xml").getroot()
+    assert launch_constants["PACKAGE"] == package_xml.findtext("name")
+    assert module_constants(REPO_ROOT / "setup.py")["PACKAGE"] == launch_constants["PACKAGE"]
+    scripts = console_scripts()
+    target = scripts[launch_constants["EXECUTABLE"]]
+    module, function = target.split(":")
+    module_path = REPO_ROOT / (module.replace(".", "/") + ".py")
+    assert module_path.is_file()
+    assert function in {n.name for n in ast.parse(module_path.read_text()).body
+                        if isinstance(n, ast.FunctionDef)}
+    for key in ("PARAMS_FILE", "RVIZ_FILE", "FASTDDS_PROFILE"):
+        path = REPO_ROOT / "config" / launch_constants[key]
+        assert path.is_file(), path
+        # installed by setup.py's data_files globs (config/*.yaml, *.rviz, *.xml)
+        assert path.suffix in (".yaml", ".rviz", ".xml")
+    depends = {e.text for e in package_xml.iter("exec_depend")}
+    assert {"launch", "launch_ros", "rviz2", "rclpy"} <= depends
+
+
+def test_remapped_topics_are_the_nodes_topics(launch_constants):
+    node_constants = module_constants(NODE_FILE)
+    published = set(call_string_args(NODE_FILE, "create_publisher", 1))
+    for side, topics in launch_constants["CAMERA_TOPICS"].items():
+        for topic in topics:
+            name = f"{side}/{topic}"
+            assert name in node_constants["INPUT_TOPICS"] or name in published, name
+    assert set(node_constants["INPUT_TOPICS"]) <= {
+        f"{side}/{topic}" for side, topics in launch_constants["CAMERA_TOPICS"].items()
+        for topic in topics}
+
+
+def test_rviz_config_shows_the_node_outputs():
+    config = yaml.safe_load(RVIZ_FILE.read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"].endswith("optical_frame")
+    displays = {d["Class"]: d for d in manager["Displays"]}
+    topics = {d["Topic"]["Value"].lstrip("/"): d["Class"] for d in manager["Displays"]
+              if "Topic" in d}
+    published = set(call_string_args(NODE_FILE, "create_publisher", 1))
+    assert set(topics) <= published
+    assert topics == {"left/image_rect": "rviz_default_plugins/Image",
+                      "disparity/image_color": "rviz_default_plugins/Image",
+                      "depth/image_rect": "rviz_default_plugins/Image",
+                      "points2": "rviz_default_plugins/PointCloud2"}
+    assert displays["rviz_default_plugins/PointCloud2"]["Color Transformer"] == "RGB8"
+
+
+def test_fastdds_profile_has_the_16_mib_segment():
+    root = ET.parse(REPO_ROOT / "config" / "fastdds_large_images.xml").getroot()
+    ns = {"d": "http://www.eprosima.com"}
+    sizes = [int(e.text) for e in root.iterfind(".//d:segment_size", ns)]
+    assert sizes == [16 * 1024 * 1024]
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+
+
+def test_launch_description_with_the_real_launch_api():
+    pytest.importorskip("launch_ros")
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    spec = importlib.util.spec_from_file_location("stereo_depth_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    declared = {a.name for a in description.entities if isinstance(a, DeclareLaunchArgument)}
+    assert declared == REQUIRED_ARGUMENTS
+    context = LaunchContext()
+    for name, default, _ in module.ARGUMENTS:
+        context.launch_configurations[name] = default or "/tmp/params.yaml"
+    context.launch_configurations.update(left_namespace="/cam/left", weights_path="/w.tar")
+    opaque = [a for a in description.entities if isinstance(a, OpaqueFunction)]
+    nodes = opaque[0].execute(context)
+    assert len(nodes) == 2
