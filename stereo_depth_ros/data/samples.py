@@ -227,15 +227,3 @@ class FileStereoDataset(StereoDataset):
     def _finish(self, sample: StereoSample, files: SampleFiles) -> StereoSample:
         """Hook for dataset specifics (calibration, occlusion masks)."""
         return sample
-
-
-def resolve_root(root: str | Path, marker: str, subdirs: tuple[str, ...], dataset: str) -> Path:
-    """Find the folder holding `marker` at `root` or at `root/<subdir>`; DatasetError otherwise."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{dataset}: root directory not found: {root}")
-    for candidate in (root,) + tuple(root / s for s in subdirs):
-        if (candidate / marker).is_dir():
-            return candidate
-    tried = ", ".join(str(root / s / marker) for s in ("",) + subdirs)
-    raise DatasetError(f"{dataset}: no {marker!r} folder under {root} (tried {tried})")
