@@ -12,10 +12,13 @@ empty), use_sim_time (true when playing a bag with --clock), rviz (start RViz 2 
 config/stereo_depth.rviz).
 
 Large images: the node and RViz get FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3, Kilted and newer)
-and FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS 2, Humble/Jazzy) pointing at
-config/fastdds_large_images.xml unless they are already set. Export the same variables for the
-camera driver or bag player: best-effort image topics lose 30-45 % of 1.4 MB frames without it.
+pointing at config/fastdds_large_images.xml unless it is already set; on Humble/Iron/Jazzy
+(Fast DDS 2, which reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 warns that this name is
+deprecated) FASTRTPS_DEFAULT_PROFILES_FILE as well. Export the same for the camera driver or bag
+player: best-effort image topics lose 30-45 % of 1.4 MB frames without it.
 """
+
+import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
@@ -30,6 +33,7 @@ NODE_NAME = "stereo_depth_node"
 PARAMS_FILE = "stereo_depth.yaml"
 RVIZ_FILE = "stereo_depth.rviz"
 FASTDDS_PROFILE = "fastdds_large_images.xml"
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 
 # (name, default, description); None = a file in the installed share/config directory.
 ARGUMENTS = (
@@ -88,7 +92,10 @@ def generate_launch_description() -> LaunchDescription:
     for name, default, description in ARGUMENTS:
         value = _share_file(PARAMS_FILE) if default is None else default
         actions.append(DeclareLaunchArgument(name, default_value=value, description=description))
-    for variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+    variables = ["FASTDDS_DEFAULT_PROFILES_FILE"]
+    if os.environ.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS:
+        variables.append("FASTRTPS_DEFAULT_PROFILES_FILE")
+    for variable in variables:
         actions.append(SetEnvironmentVariable(variable, EnvironmentVariable(
             variable, default_value=_share_file(FASTDDS_PROFILE))))
     actions.append(OpaqueFunction(function=_nodes))

@@ -180,3 +180,20 @@ def test_render_params_yaml_round_trips():
     params = yaml.safe_load(text)["/**"]["ros__parameters"]
     assert params["backend"] == "sgbm" and params["sgbm"]["block_size"] == 7
     assert params["input_scale"] == 1.0 and isinstance(params["input_scale"], float)
+
+
+def test_qos_sensor_data_by_default_and_system_default_on_request(make_node):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+    node = make_node(backend="sgbm", queue_size=7)
+    subscriptions = node._sync.subscriptions
+    assert len(subscriptions) == 4
+    for sub in subscriptions:
+        assert sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert sub.qos_profile.history == HistoryPolicy.KEEP_LAST and sub.qos_profile.depth == 7
+    for publisher in node._outputs:
+        qos = publisher.qos_profile
+        assert qos.reliability == ReliabilityPolicy.RELIABLE and qos.depth == 1
+        assert qos.durability == DurabilityPolicy.VOLATILE
+    other = make_node(backend="sgbm", use_system_default_qos=True)
+    for sub in other._sync.subscriptions:
+        assert sub.qos_profile.reliability == ReliabilityPolicy.SYSTEM_DEFAULT

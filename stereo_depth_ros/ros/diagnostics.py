@@ -6,10 +6,16 @@ are strings, as DiagnosticStatus requires):
 
 - `pairs_in`, `pairs_processed`, `pairs_published`, `rate_in_hz`, `rate_out_hz`
 - `messages_in.<topic>` per input topic
-- `dropped_total`, `dropped.<reason>` (busy, stamp_skew, missing_camera_info, size_mismatch, ...)
+- `dropped_total`, `dropped.<reason>`: busy (replaced by a newer pair before the worker took it),
+  stamp_skew, unmatched (partner lost), missing_camera_info, missing_image, size_mismatch,
+  camera_info_size_mismatch, unsupported_encoding, bad_image_data, uncalibrated_camera_info,
+  bad_baseline, nan_in_calibration, invalid_calibration, image_too_small, processing_error
 - `latency_ms.<stage>.{mean,p50,p95,max}` for convert, rectify, infer, postprocess, publish, total
-- `input_age_ms.{mean,p50,p95,max}`: time from the pair's stamp to the end of publishing
+  (over the last 200 pairs)
+- `input_age_ms.{mean,p50,p95,max}`: node clock at the end of publishing minus the pair's stamp
 - `pending_pairs`, `pending_pairs_max`: pairs waiting for the worker (never more than 1)
+- the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
+  only for topics with subscribers) and `last_problem`
 """
 
 from __future__ import annotations
