@@ -302,3 +302,81 @@ def test_psmnet_on_a_real_kitti_crop(assets_dir, kitti_weights):
                                rtol=1e-5)
     print(f"\npsmnet 256x320 on CPU: pair in -> outputs {elapsed:.2f} s; infer p50 "
           f"{status['latency_ms.infer.p50']} ms")
+
+
+# ------------------------------------------------------------- post-processing, in process
+class _FakeBackend:
+    """Constant disparity 10 px with a confidence ramp 0..1 along x (a stand-in matcher)."""
+
+    name = "fake"
+    min_disparity, max_disparity = 0.0, 64.0
+
+    def compute(self, left, right):
+        from stereo_depth_ros.backends.base import DisparityResult
+        height, width = left.shape[:2]
+        disparity = np.full((height, width), 10.0, np.float32)
+        disparity[:, :4] = np.nan
+        confidence = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
+        return DisparityResult(disparity, confidence, {})
+
+
+class _FakePublisher:
+    def __init__(self, topic_name):
+        self.topic_name, self.messages = topic_name, []
+
+    def get_subscription_count(self):
+        return 1
+
+    def publish(self, msg):
+        self.messages.append(msg)
+
+
+def test_confidence_threshold_depth_limits_and_colour_switch_in_process(scene):
+    """The worker's post-processing with a fake matcher (no subprocess, no DDS)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from stereo_depth_ros.ros.messages import pointcloud2_to_numpy
+    from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
+    from ros_helpers import image_msg, stamp
+
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = StereoDepthNode(context=context, parameter_overrides=[
+            Parameter("backend", value="sgbm"), Parameter("confidence_threshold", value=0.5),
+            Parameter("max_depth_m", value=1.9), Parameter("use_color", value=False)])
+        node._backend = _FakeBackend()
+        names = ("disparity", "depth", "depth_info", "points", "left_rect", "confidence",
+                 "color")
+        fakes = {name: _FakePublisher(name) for name in names}
+        for name, fake in fakes.items():
+            setattr(node, f"_pub_{name}", fake)
+        when = stamp(7, 7)
+        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+        node._process(image_msg(scene.left, "rgb8", when, FRAME),
+                      image_msg(scene.right, "rgb8", when, FRAME), left_info, right_info)
+        assert all(len(f.messages) == 1 for f in fakes.values()), {
+            n: len(f.messages) for n, f in fakes.items()}
+        disp = fakes["disparity"].messages[0]
+        d = as_array(disp.image)
+        confidence = as_array(fakes["confidence"].messages[0])
+        np.testing.assert_allclose(confidence[0], np.linspace(0, 1, 160), atol=1e-6)
+        kept = confidence >= 0.5
+        assert np.all(d[~kept] < disp.min_disparity)         # masked by confidence_threshold
+        assert np.allclose(d[kept], 10.0 - CX_OFFSET)
+        assert disp.valid_window.x_offset == int(np.argmax(kept[0]))
+        depth = as_array(fakes["depth"].messages[0])
+        # 20 / 8 = 2.5 m is beyond max_depth_m = 1.9: depth and points NaN, disparity kept.
+        assert np.all(np.isnan(depth))
+        cloud_msg = fakes["points"].messages[0]
+        assert [f.name for f in cloud_msg.fields] == ["x", "y", "z"]    # use_color false
+        assert np.all(np.isnan(pointcloud2_to_numpy(cloud_msg)["z"]))
+        assert fakes["color"].messages[0].encoding == "bgr8"
+        status = node.diagnostics_snapshot()
+        assert status["pairs_processed"] == 1 and status["pairs_published"] == 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
