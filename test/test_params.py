@@ -197,3 +197,15 @@ def test_qos_sensor_data_by_default_and_system_default_on_request(make_node):
     other = make_node(backend="sgbm", use_system_default_qos=True)
     for sub in other._sync.subscriptions:
         assert sub.qos_profile.reliability == ReliabilityPolicy.SYSTEM_DEFAULT
+
+
+def test_shipped_yaml_files_are_rendered_from_config():
+    """config.py is the single source: the committed YAML must equal what it renders."""
+    import importlib.util
+    script = REPO_ROOT / "scripts" / "render_params_yaml.py"
+    spec = importlib.util.spec_from_file_location("render_params_yaml", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path, text in module.rendered_files().items():
+        assert path.read_text() == text, (
+            f"{path.name} is out of date with config.py: run `python scripts/{script.name}`")

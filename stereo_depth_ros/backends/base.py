@@ -26,7 +26,8 @@ class DisparityResult:
 class StereoBackend(Protocol):
     """A stereo matcher: `compute(left, right)` on a rectified pair.
 
-    `min_disparity`/`max_disparity` give the searched range [min, max) in px at the input resolution.
+    `min_disparity`/`max_disparity` give the searched range [min, max) in px at the input
+    resolution.
     """
 
     name: str

@@ -1,8 +1,8 @@
 """Disparity file formats: PFM, KITTI uint16 PNG, .npy; and a colour map for viewing.
 
-Conventions: disparity arrays are (H, W) float32 in px with NaN for invalid pixels. KITTI PNGs store
-round(d * 256) as uint16 with 0 meaning invalid. PFM stores rows bottom-to-top (the format's rule), and
-invalid pixels as +inf (what Middlebury and ETH3D ground truth use).
+Conventions: disparity arrays are (H, W) float32 in px with NaN for invalid pixels. KITTI PNGs
+store round(d * 256) as uint16 with 0 meaning invalid. PFM stores rows bottom-to-top (the format's
+rule), and invalid pixels as +inf (what Middlebury and ETH3D ground truth use).
 """
 
 from __future__ import annotations
