@@ -1,4 +1,4 @@
-"""House style gate: flake8 (max line 99, see setup.cfg) over the package, tests, scripts, launch."""
+"""House style gate: flake8 (max line 99, setup.cfg) over package, tests, scripts, launch."""
 
 import subprocess
 import sys
