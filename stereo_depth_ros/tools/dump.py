@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import cv2
 import numpy as np
 
 from stereo_depth_ros.core.disparity_io import colorize
+from stereo_depth_ros.tools._cli import parse_ros_args, ros_session
 
 LOG = logging.getLogger(__name__)
 
@@ -406,56 +406,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.utilities import remove_ros_args
 
-    args = build_parser().parse_args(remove_ros_args(sys.argv if argv is None
-                                                     else ["dump"] + list(argv))[1:])
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    rclpy.init(args=sys.argv if argv is None else None)
+    args = parse_ros_args(build_parser(), argv, "dump")
     dumper = None
     code = 0
-    try:
-        dumper = Dumper(args.out, namespace=args.namespace, max_frames=args.max_frames,
-                        grace_s=args.grace_s, ply=args.ply)
-        executor = SingleThreadedExecutor()
-        executor.add_node(dumper.node)
-        LOG.info("writing frames from %s to %s", dumper.resolved[DISPARITY], args.out)
-        while not dumper.done:
-            executor.spin_once(timeout_sec=0.1)
-            if args.timeout_s is not None and \
-                    time.monotonic() - dumper.last_frame_time > args.timeout_s:
-                LOG.warning("no frame for %.0f s; stopping after %d frame(s)", args.timeout_s,
-                            len(dumper.frames))
-                code = 0 if dumper.frames and args.max_frames is None else 1
-                break
-        if dumper.done and args.diagnostics_wait_s > 0:
-            # let the node's next /diagnostics (with the last frame counted) reach the summary
-            deadline = time.monotonic() + args.diagnostics_wait_s
-            while time.monotonic() < deadline and (dumper.node_published() or 0) < \
-                    len(dumper.frames):
+    with ros_session(argv):
+        try:
+            dumper = Dumper(args.out, namespace=args.namespace, max_frames=args.max_frames,
+                            grace_s=args.grace_s, ply=args.ply)
+            executor = SingleThreadedExecutor()
+            executor.add_node(dumper.node)
+            LOG.info("writing frames from %s to %s", dumper.resolved[DISPARITY], args.out)
+            while not dumper.done:
                 executor.spin_once(timeout_sec=0.1)
-        executor.remove_node(dumper.node)
-        executor.shutdown()
-    except KeyboardInterrupt:
-        LOG.info("interrupted")
-    finally:
-        if dumper is not None:
-            summary_path = args.summary_json or args.out / "summary.json"
-            summary_path.parent.mkdir(parents=True, exist_ok=True)
-            summary_path.write_text(json.dumps(dumper.summary(), indent=2))
-            LOG.info("%d frame(s) written to %s", len(dumper.frames), args.out)
-            dumper.destroy()
-        if rclpy.ok():
-            rclpy.shutdown()
-        signal.signal(signal.SIGTERM, previous)
+                if args.timeout_s is not None and \
+                        time.monotonic() - dumper.last_frame_time > args.timeout_s:
+                    LOG.warning("no frame for %.0f s; stopping after %d frame(s)",
+                                args.timeout_s, len(dumper.frames))
+                    code = 0 if dumper.frames and args.max_frames is None else 1
+                    break
+            if dumper.done and args.diagnostics_wait_s > 0:
+                # let the node's next /diagnostics (with the last frame counted) reach the summary
+                deadline = time.monotonic() + args.diagnostics_wait_s
+                while time.monotonic() < deadline and (dumper.node_published() or 0) < \
+                        len(dumper.frames):
+                    executor.spin_once(timeout_sec=0.1)
+            executor.remove_node(dumper.node)
+            executor.shutdown()
+        except KeyboardInterrupt:
+            LOG.info("interrupted")
+        finally:
+            if dumper is not None:
+                summary_path = args.summary_json or args.out / "summary.json"
+                summary_path.parent.mkdir(parents=True, exist_ok=True)
+                summary_path.write_text(json.dumps(dumper.summary(), indent=2))
+                LOG.info("%d frame(s) written to %s", len(dumper.frames), args.out)
+                dumper.destroy()
     return code
 
 

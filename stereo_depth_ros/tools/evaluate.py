@@ -41,7 +41,9 @@ import numpy as np
 from stereo_depth_ros.core.disparity_io import read_disparity, write_disparity
 from stereo_depth_ros.core.metrics import (
     DEFAULT_METRICS, HOLE_POLICIES, MetricCounts, count_metrics, parse_metric_names)
-from stereo_depth_ros.data import DATASET_NAMES, DatasetError, StereoSample, make_dataset
+from stereo_depth_ros.data import DatasetError, StereoSample
+from stereo_depth_ros.tools._cli import (
+    add_dataset_arguments, dataset_from_args, hxw_size, positive_float)
 
 PROG = "stereo_depth_eval"
 PREDICTION_SUFFIXES = (".png", ".pfm", ".npy")
@@ -315,46 +317,19 @@ def format_table(summary: dict, names: tuple[str, ...]) -> str:
 
 # --------------------------------------------------------------------------- command line
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 256x320, got {text!r}") from None
-    if height < 8 or width < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
-    return height, width
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Evaluate a stereo matcher or precomputed disparities on a "
         "dataset with ground truth (EPE, bad-N, KITTI D1-all, density, time per pair).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = parser.add_argument_group("dataset")
-    data.add_argument("--dataset", required=True, choices=DATASET_NAMES)
-    data.add_argument("--root", type=Path, help="dataset folder (not used by synthetic)")
-    data.add_argument("--split", default="training", help="KITTI split folder under --root")
-    data.add_argument("--gt-root", type=Path,
-                      help="Middlebury/ETH3D: ground-truth tree when not beside the images")
-    data.add_argument("--subset", help="SceneFlow sub-folder, e.g. TEST")
-    data.add_argument("--pass", dest="passes", default="clean", choices=("clean", "final"),
-                      help="SceneFlow render pass")
-    data.add_argument("--count", type=int, default=8, help="synthetic: number of scenes")
-    data.add_argument("--seed", type=int, default=0, help="synthetic: scene seed")
-    data.add_argument("--size", type=_size, default=(256, 320), help="synthetic: HxW px")
-    data.add_argument("--scene-max-disparity", type=float, default=64.0,
-                      help="synthetic: scene disparities stay below 0.85 of this (px)")
-    data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    add_dataset_arguments(
+        parser.add_argument_group("dataset"), size_type=hxw_size("256x320", minimum=8),
+        size_default=(256, 320), size_help="synthetic: HxW px",
+        limit_help="evaluate only the first N pairs",
+        split_help="KITTI split folder under --root", pass_help="SceneFlow render pass",
+        synthetic_extra=[("--scene-max-disparity", dict(
+            type=float, default=64.0,
+            help="synthetic: scene disparities stay below 0.85 of this (px)"))])
     source = parser.add_argument_group("what to score (one of)")
     exclusive = source.add_mutually_exclusive_group(required=True)
     exclusive.add_argument("--backend", choices=("sgbm", "psmnet"))
@@ -370,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--max-disparity", type=int,
                          help="disparity search range in px at the matcher's input (PSMNet "
                          "max_disparity, SGBM num_disparities; rounded up to a multiple of 16)")
-    backend.add_argument("--input-scale", type=_positive_float, default=1.0,
+    backend.add_argument("--input-scale", type=positive_float, default=1.0,
                          help="resize the pair by this factor before matching; the disparity is "
                          "resized back and multiplied by 1/scale")
     backend.add_argument("--warmup", type=int, default=1,
@@ -389,23 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write each prediction as <out>/disparity/<name>.png")
     scoring.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
-
-
-def _dataset_from_args(args: argparse.Namespace):
-    options: dict = {}
-    if args.dataset in ("kitti2015", "kitti2012"):
-        options["split"] = args.split
-    elif args.dataset == "sceneflow":
-        options.update(passes=args.passes, subset=args.subset)
-    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
-        options["gt_root"] = args.gt_root
-    elif args.dataset == "synthetic":
-        height, width = args.size
-        return make_dataset("synthetic", count=args.count, seed=args.seed, height=height,
-                            width=width, max_disparity=args.scene_max_disparity)
-    if args.root is None:
-        raise EvalError(f"--root is required for --dataset {args.dataset}")
-    return make_dataset(args.dataset, args.root, **options)
 
 
 def _round16(value: int) -> int:
@@ -440,7 +398,8 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
         raise EvalError(f"--limit must be >= 1, got {args.limit}")
     if args.save_disparities and args.out is None:
         raise EvalError("--save-disparities needs --out DIR")
-    dataset = _dataset_from_args(args)
+    dataset = dataset_from_args(args, seed=args.seed, size=args.size,
+                                max_disparity=args.scene_max_disparity, error=EvalError)
     if len(dataset) == 0:
         raise EvalError(f"{args.dataset}: no samples")
     if not dataset.has_ground_truth:

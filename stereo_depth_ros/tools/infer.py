@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from stereo_depth_ros.tools._cli import positive_multiple_of_16
+
 OUTPUT_SUFFIXES = (".npy", ".pfm", ".png")
 DEFAULT_WEIGHTS = Path("assets") / "weights" / "pretrained_model_KITTI2015.tar"
 PROG = "stereo_depth_infer"
@@ -33,16 +35,6 @@ def _device(value: str) -> str:
     if not _DEVICE.match(value):
         raise argparse.ArgumentTypeError(f"invalid device {value!r} (auto, cpu, cuda or cuda:N)")
     return value
-
-
-def _positive_multiple_of_16(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number <= 0 or number % 16:
-        raise argparse.ArgumentTypeError(f"{number} is not a positive multiple of 16")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"PSMNet checkpoint (default: {DEFAULT_WEIGHTS} when present)")
     parser.add_argument("--model", choices=("stackhourglass", "basic"), default="stackhourglass",
                         help="PSMNet variant (default: %(default)s)")
-    parser.add_argument("--max-disparity", type=_positive_multiple_of_16, default=192,
+    parser.add_argument("--max-disparity", type=positive_multiple_of_16, default=192,
                         help="disparity search range in px, a multiple of 16; for SGBM the "
                              "number of disparities searched from 0 (default: %(default)s)")
     parser.add_argument("--device", type=_device, default="auto",

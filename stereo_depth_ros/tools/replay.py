@@ -34,7 +34,6 @@ import argparse
 import importlib
 import json
 import logging
-import signal
 import struct
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Iterator
 import numpy as np
 
 from stereo_depth_ros.core.kitti_calib import CalibrationError, rectified_stereo_calibration
+from stereo_depth_ros.tools._cli import parse_ros_args, ros_session
 
 LOG = logging.getLogger(__name__)
 
@@ -661,17 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise _Interrupted()
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import rclpy
-    from rclpy.utilities import remove_ros_args
-
-    args = build_parser().parse_args(remove_ros_args(sys.argv if argv is None
-                                                     else ["replay"] + list(argv))[1:])
+    args = parse_ros_args(build_parser(), argv, "replay")
     try:
         source = BagSource(args.bag, topics=args.topics, remaps=dict(args.remap),
                            start_s=args.start_s,
@@ -684,43 +676,40 @@ def main(argv: list[str] | None = None) -> int:
         for topic, count in sorted(source.message_counts.items()):
             LOG.info("%s: %d messages", topic, count)
         return 0
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    rclpy.init(args=sys.argv if argv is None else None)
     player = None
     code = 0
-    try:
-        player = Player(source, namespace=args.namespace, rate=args.rate, clock=args.clock,
-                        clock_hz=args.clock_hz, qos_depth=args.qos_depth,
-                        wait_topics=args.wait_topics, wait_timeout_s=args.wait_timeout_s,
-                        watch=args.watch, watch_type=args.watch_type, step=args.step,
-                        step_timeout_s=args.step_timeout_s,
-                        watch_subscribers=args.watch_subscribers)
-        player.wait_for_subscribers()
-        LOG.info("playing %s (%s) -> %s", args.bag, "ROS 1" if source.is_ros1 else "ROS 2",
-                 ", ".join(sorted(player.publishers)))
-        while True:
-            player.play_once()
-            if not args.loop:
-                break
-        linger = args.linger if args.linger is not None else (
-            args.step_timeout_s if args.watch else 0.0)
-        player.linger(linger)
-    except (KeyboardInterrupt, _Interrupted):
-        LOG.info("interrupted")
-        code = 130
-    except ReplayError as exc:
-        LOG.error("%s", exc)
-        code = 1
-    finally:
-        if player is not None:
-            stats = player.stats()
-            LOG.info("published %s", ", ".join(f"{t} x{n}" for t, n in stats["published"].items()))
-            if args.stats_json is not None:
-                args.stats_json.write_text(json.dumps(stats, indent=2))
-            player.destroy()
-        if rclpy.ok():
-            rclpy.shutdown()
-        signal.signal(signal.SIGTERM, previous)
+    with ros_session(argv, interrupt=_Interrupted):
+        try:
+            player = Player(source, namespace=args.namespace, rate=args.rate, clock=args.clock,
+                            clock_hz=args.clock_hz, qos_depth=args.qos_depth,
+                            wait_topics=args.wait_topics, wait_timeout_s=args.wait_timeout_s,
+                            watch=args.watch, watch_type=args.watch_type, step=args.step,
+                            step_timeout_s=args.step_timeout_s,
+                            watch_subscribers=args.watch_subscribers)
+            player.wait_for_subscribers()
+            LOG.info("playing %s (%s) -> %s", args.bag, "ROS 1" if source.is_ros1 else "ROS 2",
+                     ", ".join(sorted(player.publishers)))
+            while True:
+                player.play_once()
+                if not args.loop:
+                    break
+            linger = args.linger if args.linger is not None else (
+                args.step_timeout_s if args.watch else 0.0)
+            player.linger(linger)
+        except (KeyboardInterrupt, _Interrupted):
+            LOG.info("interrupted")
+            code = 130
+        except ReplayError as exc:
+            LOG.error("%s", exc)
+            code = 1
+        finally:
+            if player is not None:
+                stats = player.stats()
+                LOG.info("published %s",
+                         ", ".join(f"{t} x{n}" for t, n in stats["published"].items()))
+                if args.stats_json is not None:
+                    args.stats_json.write_text(json.dumps(stats, indent=2))
+                player.destroy()
     return code
 
 

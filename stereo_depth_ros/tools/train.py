@@ -46,8 +46,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from stereo_depth_ros.core.metrics import MetricCounts, count_metrics
 from stereo_depth_ros.core.padding import InputPadder
-from stereo_depth_ros.data import DATASET_NAMES, DatasetError, make_dataset
+from stereo_depth_ros.data import DatasetError
 from stereo_depth_ros.models import OFFICIAL_PREPROCESSING, build_psmnet, load_checkpoint
+from stereo_depth_ros.tools._cli import add_dataset_arguments, dataset_from_args, hxw_size
 
 PROG = "stereo_depth_train"
 LOSS_WEIGHTS = (0.5, 0.7, 1.0)
@@ -303,35 +304,19 @@ def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) 
 
 # --------------------------------------------------------------------------- command line
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 256x512, got {text!r}") from None
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return height, width
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train or fine-tune PSMNet with the official recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    size = hxw_size("256x512")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, choices=DATASET_NAMES)
-    data.add_argument("--root", type=Path, help="dataset folder (not used by synthetic)")
-    data.add_argument("--split", default="training", help="KITTI split folder")
-    data.add_argument("--gt-root", type=Path,
-                      help="Middlebury/ETH3D: ground-truth tree when not beside the images")
-    data.add_argument("--subset", help="SceneFlow sub-folder, e.g. TRAIN")
-    data.add_argument("--pass", dest="passes", default="clean", choices=("clean", "final"))
-    data.add_argument("--count", type=int, default=8, help="synthetic: number of scenes")
-    data.add_argument("--scene-seed", type=int, default=0, help="synthetic: scene seed")
-    data.add_argument("--size", type=_size, help="synthetic: HxW (default: the crop size)")
-    data.add_argument("--limit", type=int, help="use only the first N samples")
+    add_dataset_arguments(data, size_type=size, size_default=None,
+                          size_help="synthetic: HxW (default: the crop size)",
+                          limit_help="use only the first N samples", seed_flag="--scene-seed",
+                          subset_example="TRAIN")
     data.add_argument("--val-count", type=int, default=0,
                       help="hold out the last N samples (by name) for validation")
-    data.add_argument("--crop", type=_size, default=(256, 512), help="training crop HxW")
+    data.add_argument("--crop", type=size, default=(256, 512), help="training crop HxW")
     data.add_argument("--workers", type=int, help="data loader processes (default: 4 on CUDA, "
                       "0 on CPU)")
     data.add_argument("--cache", action="store_true", help="keep decoded samples in memory")
@@ -360,23 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate every N epochs (needs --val-count; 0 = never)")
     run.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     return parser
-
-
-def _dataset(args: argparse.Namespace):
-    if args.dataset == "synthetic":
-        height, width = args.size or args.crop
-        return make_dataset("synthetic", count=args.count, seed=args.scene_seed, height=height,
-                            width=width, max_disparity=float(args.max_disparity))
-    if args.root is None:
-        raise TrainError(f"--root is required for --dataset {args.dataset}")
-    options: dict = {}
-    if args.dataset in ("kitti2015", "kitti2012"):
-        options["split"] = args.split
-    elif args.dataset == "sceneflow":
-        options.update(passes=args.passes, subset=args.subset)
-    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
-        options["gt_root"] = args.gt_root
-    return make_dataset(args.dataset, args.root, **options)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -408,7 +376,8 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed % 2**32)
 
-    dataset = _dataset(args)
+    dataset = dataset_from_args(args, seed=args.scene_seed, size=args.size or args.crop,
+                                max_disparity=float(args.max_disparity), error=TrainError)
     total = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     if args.val_count >= total:
         raise TrainError(f"--val-count {args.val_count} leaves no training samples out of "

@@ -1,0 +1,152 @@
+"""Argparse and process helpers shared by the console tools, defined once.
+
+Only the stdlib is imported at module level: the dataset readers are imported when a dataset
+option group is built, and rclpy only inside `ros_session()`, so tools that never touch ROS
+(evaluate, train, infer) import this module without ROS installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+
+# --------------------------------------------------------------------------- value parsers
+
+def hxw_size(example: str, minimum: int = 1) -> Callable[[str], tuple[int, int]]:
+    """An argparse `type` parsing "HxW" into (height, width) px, each at least `minimum`.
+
+    example: shown in the error for text that is not HxW (e.g. "256x320").
+    """
+    def size(text: str) -> tuple[int, int]:
+        try:
+            height, width = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected HxW, e.g. {example}, got {text!r}") from None
+        if height < minimum or width < minimum:
+            bound = "positive" if minimum == 1 else f"at least {minimum}x{minimum}"
+            raise argparse.ArgumentTypeError(f"size must be {bound}, got {text!r}")
+        return height, width
+    return size
+
+
+def _convert(text: str, convert: Callable[[str], float], message: str):
+    """convert(text), or ArgumentTypeError(message) when it raises ValueError."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def positive_float(text: str) -> float:
+    """An argparse `type`: a finite number > 0."""
+    value = _convert(text, float, f"expected a number, got {text!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def positive_multiple_of_16(text: str) -> int:
+    """An argparse `type`: an integer > 0 that is a multiple of 16 (disparity ranges)."""
+    number = _convert(text, int, f"{text!r} is not an integer")
+    if number <= 0 or number % 16:
+        raise argparse.ArgumentTypeError(f"{number} is not a positive multiple of 16")
+    return number
+
+
+# --------------------------------------------------------------------------- datasets
+
+def add_dataset_arguments(
+        group, *, size_type: Callable[[str], tuple[int, int]],
+        size_default: tuple[int, int] | None, size_help: str, limit_help: str,
+        seed_flag: str = "--seed", split_help: str = "KITTI split folder",
+        subset_example: str = "TEST", pass_help: str | None = None,
+        synthetic_extra: Sequence[tuple[str, dict]] = ()) -> None:
+    """Add the dataset selection options (read by `dataset_from_args`) to `group`.
+
+    --dataset, --root, --split, --gt-root, --subset, --pass (dest `passes`), --count, the scene
+    seed (`seed_flag`, e.g. "--seed" or "--scene-seed"), --size, then `synthetic_extra`
+    ((flag, add_argument keywords) pairs), then --limit.
+    """
+    from stereo_depth_ros.data import DATASET_NAMES
+
+    group.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    group.add_argument("--root", type=Path, help="dataset folder (not used by synthetic)")
+    group.add_argument("--split", default="training", help=split_help)
+    group.add_argument("--gt-root", type=Path,
+                       help="Middlebury/ETH3D: ground-truth tree when not beside the images")
+    group.add_argument("--subset", help=f"SceneFlow sub-folder, e.g. {subset_example}")
+    group.add_argument("--pass", dest="passes", default="clean", choices=("clean", "final"),
+                       help=pass_help)
+    group.add_argument("--count", type=int, default=8, help="synthetic: number of scenes")
+    group.add_argument(seed_flag, type=int, default=0, help="synthetic: scene seed")
+    group.add_argument("--size", type=size_type, default=size_default, help=size_help)
+    for flag, options in synthetic_extra:
+        group.add_argument(flag, **options)
+    group.add_argument("--limit", type=int, help=limit_help)
+
+
+def dataset_from_args(args: argparse.Namespace, *, seed: int, size: tuple[int, int],
+                      max_disparity: float, error: type[Exception]):
+    """The dataset that `add_dataset_arguments` options select.
+
+    seed, size (height, width) and max_disparity (px) configure synthetic scenes; a missing
+    --root for a dataset on disk raises `error` (the calling tool's user-error class).
+    """
+    from stereo_depth_ros.data import make_dataset
+
+    if args.dataset == "synthetic":
+        height, width = size
+        return make_dataset("synthetic", count=args.count, seed=seed, height=height,
+                            width=width, max_disparity=max_disparity)
+    if args.root is None:
+        raise error(f"--root is required for --dataset {args.dataset}")
+    options: dict = {}
+    if args.dataset in ("kitti2015", "kitti2012"):
+        options["split"] = args.split
+    elif args.dataset == "sceneflow":
+        options.update(passes=args.passes, subset=args.subset)
+    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
+        options["gt_root"] = args.gt_root
+    return make_dataset(args.dataset, args.root, **options)
+
+
+# --------------------------------------------------------------------------- ROS processes
+
+def parse_ros_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                   argv0: str) -> argparse.Namespace:
+    """Parse `argv` (None: sys.argv[1:]) with the ROS arguments (--ros-args ...) removed."""
+    from rclpy.utilities import remove_ros_args
+
+    full = sys.argv if argv is None else [argv0] + list(argv)
+    return parser.parse_args(remove_ros_args(full)[1:])
+
+
+@contextlib.contextmanager
+def ros_session(argv: list[str] | None,
+                interrupt: type[BaseException] = KeyboardInterrupt) -> Iterator[None]:
+    """rclpy initialised (with sys.argv's ROS arguments when argv is None) for the block.
+
+    While inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C. On exit,
+    after the block's own cleanup, rclpy is shut down (if still up) and the previous SIGTERM
+    handler is restored.
+    """
+    import rclpy
+
+    def _raise_interrupt(signum, frame):  # noqa: ARG001
+        raise interrupt()
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        rclpy.init(args=sys.argv if argv is None else None)
+        yield
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+        signal.signal(signal.SIGTERM, previous)
