@@ -639,13 +639,15 @@ class FastPSMNet:
     The weights are copied and folded; the reference model is not used afterwards.
 
     mode: "exact" (float32; matches the reference to float rounding) or "fast".
+    int8: fast mode's int8 convolutions; None (default) uses them where available (x86 CPU with
+        oneDNN), False keeps fast mode in float32 (folded, channels-last features).
     Inputs and outputs as the reference: left, right (B, 3, H, W) float32 normalized RGB, H and W
     multiples of 16 and >= 256; disparity (B, 1, H, W) float32 px in [0, max_disparity - 1].
     """
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor], *, variant: str = "stackhourglass",
                  max_disparity: int = 192, align_corners: bool = True, mode: str = "exact",
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, int8: bool | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if variant not in ("stackhourglass", "basic"):
@@ -661,8 +663,11 @@ class FastPSMNet:
         self.max_disparity = int(max_disparity)
         self.levels = self.max_disparity // 4
         self.align_corners = bool(align_corners)
-        self.int8 = mode == "fast" and int8_available() and all(
-            v.device.type == "cpu" for v in sd.values())
+        on_cpu = all(v.device.type == "cpu" for v in sd.values())
+        if int8 and (mode != "fast" or not on_cpu or not int8_available()):
+            raise ValueError("int8=True needs mode='fast' on a CPU whose torch has oneDNN's "
+                             "quantized convolutions")
+        self.int8 = (mode == "fast" and on_cpu and int8_available()) if int8 is None else int8
         self.int8_feature_layers = INT8_FEATURE_LAYERS
         if mode == "exact":
             self._build_reference_features(sd)
@@ -672,13 +677,14 @@ class FastPSMNet:
         self.regression = ChunkedRegression(self.max_disparity, self.align_corners)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, *, mode: str = "exact") -> FastPSMNet:
+    def from_model(cls, model: torch.nn.Module, *, mode: str = "exact",
+                   int8: bool | None = None) -> FastPSMNet:
         """Fast copy of a loaded reference model (`models.build_psmnet` + `load_checkpoint`)."""
         variant = getattr(model, "variant", None) or (
             "stackhourglass" if hasattr(model, "dres2") else "basic")
         device = next(model.parameters()).device
         return cls(model.state_dict(), variant=variant, max_disparity=model.max_disparity,
-                   align_corners=model.align_corners, mode=mode, device=device)
+                   align_corners=model.align_corners, mode=mode, device=device, int8=int8)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -693,8 +699,12 @@ class FastPSMNet:
         from stereo_depth_ros.models.feature import FeatureExtraction
         module = FeatureExtraction(align_corners=self.align_corners)
         prefix = "feature_extraction."
-        module.load_state_dict({k[len(prefix):]: v for k, v in sd.items()
-                                if k.startswith(prefix)}, strict=False)
+        result = module.load_state_dict({k[len(prefix):]: v for k, v in sd.items()
+                                         if k.startswith(prefix)}, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"feature_extraction weights do not match: missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}")
         device = next(iter(sd.values())).device
         self.feature_module = module.to(device).eval()
 
