@@ -268,3 +268,34 @@ def test_quantized_activation_round_trip():
     assert (relu.dequantize() - x.relu()).abs().max() <= relu.scale / 2 + 1e-6
     zeros = fast.QuantizedActivation(torch.zeros(1, 4, 3, 5, 6), nonnegative=True)
     assert zeros.scale == 1.0 and int(zeros.data.max()) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend integration: PsmnetBackend(engine=...)
+# ----------------------------------------------------------------------------------------------
+
+def test_backend_engines_agree_with_reference():
+    from stereo_depth_ros.backends.psmnet import PsmnetBackend
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, (100, 130, 3), dtype=np.uint8)     # padded to 256x256
+    right = np.roll(left, -4, axis=1)
+    results = {}
+    for engine in ("reference", "exact", "fast"):
+        torch.manual_seed(0)
+        backend = PsmnetBackend(None, max_disparity=48, device="cpu", engine=engine)
+        results[engine] = backend.compute(left, right)
+        assert results[engine].disparity.shape == (100, 130)
+        assert results[engine].confidence.shape == (100, 130)
+    reference = results["reference"]
+    exact = results["exact"]
+    assert np.abs(exact.disparity - reference.disparity).max() < 1e-3
+    assert np.abs(exact.confidence - reference.confidence).mean() < 1e-4
+    assert np.isfinite(results["fast"].disparity).all()
+
+
+def test_backend_engine_options_are_checked():
+    from stereo_depth_ros.backends.psmnet import PsmnetBackend
+    with pytest.raises(ValueError, match="engine must be one of"):
+        PsmnetBackend(None, max_disparity=48, device="cpu", engine="turbo")
+    with pytest.raises(ValueError, match="precision='fp32'"):
+        PsmnetBackend(None, max_disparity=48, device="cpu", precision="bf16", engine="fast")
