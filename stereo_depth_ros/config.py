@@ -18,6 +18,7 @@ from typing import Any, Mapping
 BACKENDS = ("psmnet", "sgbm")
 MODELS = ("stackhourglass", "basic")
 PRECISIONS = ("fp32", "fp16", "bf16")
+ENGINES = ("auto", "reference", "exact", "fast")
 RECTIFY_MODES = ("auto", "true", "false")
 SGBM_MODES = ("sgbm", "hh", "sgbm_3way", "hh4")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -125,6 +126,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("precision", "fp32", "PSMNet arithmetic: fp32 (exact), bf16 (autocast, the fast CPU "
           "mode) or fp16 (autocast, CUDA only)",
           choices=PRECISIONS, read_only=True),
+    _spec("engine", "auto", "PSMNet implementation: reference (eager, as the official code), "
+          "exact (fused fp32 CPU path, same output, ~2.5x faster), fast (int8 where it pays, "
+          "~4.5x faster, ~0.05 px mean change), auto = exact on CPU with fp32, else reference",
+          choices=ENGINES, read_only=True),
     _spec("max_disparity", 192, "PSMNet disparity search range in px at the matcher's input "
           "resolution (the released checkpoints are trained with 192)", min_value=16,
           max_value=768, step=16, read_only=True),
@@ -197,6 +202,7 @@ class NodeConfig:
     model: str = SPECS["model"].default
     device: str = SPECS["device"].default
     precision: str = SPECS["precision"].default
+    engine: str = SPECS["engine"].default
     max_disparity: int = SPECS["max_disparity"].default
     input_scale: float = SPECS["input_scale"].default
     rectify: str = SPECS["rectify"].default
@@ -239,7 +245,7 @@ class NodeConfig:
         """Keyword arguments for backends.psmnet.PsmnetBackend."""
         return {"weights_path": self.weights_path, "model": self.model,
                 "max_disparity": self.max_disparity, "device": self.device,
-                "precision": self.precision}
+                "precision": self.precision, "engine": self.engine}
 
     def backend_options(self) -> dict[str, Any]:
         return self.psmnet_options() if self.backend == "psmnet" else self.sgbm_options()

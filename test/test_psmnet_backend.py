@@ -220,3 +220,10 @@ def test_cuda_matches_cpu(golden_dir, kitti_weights, kitti_pair):
     assert np.abs(cuda.disparity - cpu).max() < 0.05
     fp16 = PsmnetBackend(kitti_weights, device="cuda", precision="fp16").compute(left, right)
     assert np.median(np.abs(fp16.disparity - cpu)) < 0.5
+
+
+def test_engine_auto_picks_the_fused_exact_path_on_cpu_fp32_only():
+    auto = PsmnetBackend(max_disparity=48, device="cpu", engine="auto")
+    assert auto.engine == "exact"
+    autocast = PsmnetBackend(max_disparity=48, device="cpu", precision="bf16", engine="auto")
+    assert autocast.engine == "reference"

@@ -26,7 +26,7 @@ from stereo_depth_ros.models.psmnet import SIZE_MULTIPLE, VARIANTS
 LOG = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-ENGINES = ("reference", "exact", "fast")
+ENGINES = ("auto", "reference", "exact", "fast")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -71,7 +71,8 @@ class PsmnetBackend:
     precision: "fp32" (exact), "bf16" (autocast; the fast CPU mode, also allowed on CUDA) or
         "fp16" (autocast, CUDA only). The soft-argmin and confidence always run in float32.
     align_corners: upsampling mode; True is what the released weights need.
-    engine: "reference" (the model as built, under `precision`), or `models.fast.FastPSMNet`:
+    engine: "auto" ("exact" on a CPU with precision fp32, else "reference"), "reference" (the
+        model as built, under `precision`), or `models.fast.FastPSMNet`:
         "exact" (float32, same output within float rounding, ~2x faster on CPU) or "fast" (int8
         where the output tolerates it, ~4x faster on CPU, ~0.05 px mean change). "exact" and
         "fast" need precision "fp32" (they choose their own arithmetic).
@@ -99,10 +100,12 @@ class PsmnetBackend:
                              f"{max_disparity!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if engine != "reference" and precision != "fp32":
+        if engine in ("exact", "fast") and precision != "fp32":
             raise ValueError(f"engine={engine!r} chooses its own arithmetic: use "
                              f"precision='fp32' with it (got {precision!r})")
         self.device = resolve_device(device)
+        if engine == "auto":
+            engine = "exact" if self.device.type == "cpu" and precision == "fp32" else "reference"
         self.precision = precision
         self.engine = engine
         self._autocast_dtype = _autocast_dtype(precision, self.device)

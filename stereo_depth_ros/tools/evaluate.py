@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--device", default="auto", help="PSMNet device: auto, cpu, cuda[:N]")
     backend.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                          help="PSMNet compute precision")
+    backend.add_argument("--engine", default="auto",
+                         choices=("auto", "reference", "exact", "fast"),
+                         help="PSMNet implementation (auto = exact on CPU with fp32)")
     backend.add_argument("--max-disparity", type=int,
                          help="disparity search range in px at the matcher's input (PSMNet "
                          "max_disparity, SGBM num_disparities; rounded up to a multiple of 16)")
@@ -383,7 +386,7 @@ def make_backend_from_args(args: argparse.Namespace):
     if not args.weights.is_file():
         raise EvalError(f"weights file not found: {args.weights}")
     options = {"weights_path": str(args.weights), "model": args.model, "device": args.device,
-               "precision": args.precision}
+               "precision": args.precision, "engine": args.engine}
     if args.max_disparity is not None:
         options["max_disparity"] = _round16(args.max_disparity)
     return make_backend("psmnet", **options)
@@ -433,7 +436,7 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
                   "max_disparity": float(backend.max_disparity)}
         if args.backend == "psmnet":
             source.update(weights=str(args.weights), model=args.model, device=args.device,
-                          precision=args.precision)
+                          precision=args.precision, engine=args.engine)
 
     progress = Progress(count, enabled=not args.quiet, stream=stderr)
     save_dir = args.out / "disparity" if args.save_disparities else None

@@ -3,6 +3,7 @@
     stereo_depth_infer --left L.png --right R.png --output OUT.{npy,pfm,png}
         [--backend psmnet|sgbm] [--weights PATH] [--model stackhourglass|basic]
         [--max-disparity 192] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16]
+        [--engine auto|reference|exact|fast]
         [--colorize VIS.png]
 
 OUT by extension: .npy (float32 (H, W) px, NaN invalid), .pfm (float32, invalid = +inf),
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="PSMNet precision: fp32 (exact), bf16 (CPU), fp16 (CUDA) "
                              "(default: %(default)s)")
+    parser.add_argument("--engine", choices=("auto", "reference", "exact", "fast"),
+                        default="auto",
+                        help="PSMNet implementation: reference (eager, as the official code), "
+                             "exact (fused fp32, same output, faster on CPU), fast (int8 where "
+                             "it pays), auto = exact on CPU with fp32 (default: %(default)s)")
     parser.add_argument("--block-size", type=int, default=5,
                         help="SGBM block size in px, odd (default: %(default)s)")
     parser.add_argument("--colorize", type=Path, default=None, metavar="VIS.png",
@@ -122,7 +128,7 @@ def _make_backend(args: argparse.Namespace, weights: Path | None):
     if args.backend == "psmnet":
         return make_backend("psmnet", weights_path=str(weights), model=args.model,
                             max_disparity=args.max_disparity, device=args.device,
-                            precision=args.precision)
+                            precision=args.precision, engine=args.engine)
     return make_backend("sgbm", num_disparities=args.max_disparity, block_size=args.block_size)
 
 
