@@ -8,13 +8,17 @@ import torch.nn.functional as F
 
 def build_concat_volume(left_features: torch.Tensor, right_features: torch.Tensor,
                         num_levels: int, *,
-                        dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+                        dtype: torch.dtype | None = torch.float32,
+                        memory_format: torch.memory_format = torch.contiguous_format
+                        ) -> torch.Tensor:
     """Stack left features and right features shifted by each disparity level.
 
     left_features, right_features: (B, C, H, W) float, 1/4-resolution features.
     num_levels: D, the number of disparity levels (max_disparity // 4 for PSMNet).
     dtype: dtype of the volume; float32 (default) is what the official code always allocates.
         None keeps the features' dtype (e.g. for a reduced-precision path).
+    memory_format: layout of the volume; `torch.channels_last_3d` gives the (B, D, H, W, 2C)
+        memory order that cuDNN's reduced-precision 3-D convolutions read without a reorder.
     Returns (B, 2C, D, H, W): channels [0, C) hold left[..., x] and channels [C, 2C) hold
     right[..., x - i] at level i, for columns x >= i. Columns x < i are zero in both halves,
     exactly as in the official loop.
@@ -26,7 +30,8 @@ def build_concat_volume(left_features: torch.Tensor, right_features: torch.Tenso
         raise ValueError(f"num_levels must be >= 1, got {num_levels}")
     batch, channels, height, width = left_features.shape
     dtype = left_features.dtype if dtype is None else dtype
-    volume = left_features.new_empty((batch, 2 * channels, num_levels, height, width), dtype=dtype)
+    volume = torch.empty((batch, 2 * channels, num_levels, height, width), dtype=dtype,
+                         device=left_features.device, memory_format=memory_format)
 
     # Left half: the same features at every level, then zero the columns x < i.
     volume[:, :channels] = left_features.unsqueeze(2)

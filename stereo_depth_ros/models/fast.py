@@ -44,7 +44,9 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from stereo_depth_ros.models.regression import CONFIDENCE_RADIUS_PX
+from stereo_depth_ros.models.fused.folding import (batchnorm_state, fold_bn,
+                                                   strip_module_prefix)
+from stereo_depth_ros.models.fused.regression import ChunkedRegression, interpolation_matrix
 
 MODES = ("exact", "fast")
 INT8_FEATURE_LAYERS = ("layer2:8", "layer3", "layer4")
@@ -52,7 +54,6 @@ INT8_FEATURE_LAYERS = ("layer2:8", "layer3", "layer4")
 against exact mode on the sample pairs (worst pair): int8 3-D only 0.034 px mean |change|, 0.11 %
 of pixels > 3 px; + layer3/layer4 0.034 / 0.11 %; + layer2 blocks 8-15 0.040 / 0.13 %; all of
 layer2 0.065 / 0.37 %; lastconv 0.058 / 0.28 %; layer1 and firstconv ~0.10 / 0.54 %."""
-BN_EPS = 1e-5
 _CL2 = torch.channels_last
 _CL3 = torch.channels_last_3d
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
@@ -60,35 +61,8 @@ _MKLDNN_TRANSPOSED = _MKLDNN and hasattr(torch.ops.mkldnn, "_convolution_transpo
 
 
 # ----------------------------------------------------------------------------------------------
-# Folding BatchNorm into convolutions
+# Convolutions with BatchNorm folded in
 # ----------------------------------------------------------------------------------------------
-
-def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a DataParallel `module.` prefix from every key (no-op when absent)."""
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-
-
-def fold_bn(weight: torch.Tensor, bn: Mapping[str, torch.Tensor], *, transposed: bool = False,
-            eps: float = BN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm into the bias-free convolution before it.
-
-    weight: conv weight, (C_out, C_in, k...) or, for a transposed conv, (C_in, C_out, k...).
-    bn: {"weight", "bias", "running_mean", "running_var"} of the BatchNorm, each (C_out,).
-    Returns (weight, bias) in float32 with bn(conv(x, w)) == conv(x, weight) + bias; the
-    arithmetic is done in float64.
-    """
-    scale = bn["weight"].double() / torch.sqrt(bn["running_var"].double() + eps)
-    bias = bn["bias"].double() - bn["running_mean"].double() * scale
-    shape = [1, -1] if transposed else [-1, 1]
-    shape += [1] * (weight.dim() - 2)
-    folded = weight.double() * scale.view(shape)
-    return folded.float(), bias.float()
-
-
-def _bn(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {name: sd[f"{prefix}.{name}"]
-            for name in ("weight", "bias", "running_mean", "running_var")}
-
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=1,
           padding=0, dilation=1) -> torch.Tensor:
@@ -139,7 +113,7 @@ class Conv:
         weight = sd[conv_key].float()
         bias = None
         if bn_prefix is not None:
-            weight, bias = fold_bn(weight, _bn(sd, bn_prefix))
+            weight, bias = fold_bn(weight, batchnorm_state(sd, bn_prefix))
         return cls(weight, bias, **kwargs)
 
 
@@ -455,6 +429,15 @@ class ImplicitCostConv:
         self.bias = bias.float()
         self.right_bias = self.bias.repeat(2 * self.num_classes)
 
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> ImplicitCostConv:
+        """Move the kernels to `device` and `dtype` (e.g. CUDA float16), in place."""
+        for name in ("left_weight", "right_weight"):
+            setattr(self, name, getattr(self, name).to(device, dtype).contiguous(
+                memory_format=_CL2))
+        self.bias = self.bias.to(device, dtype)
+        self.right_bias = self.right_bias.to(device, dtype)
+        return self
+
     @staticmethod
     def _level_classes(levels: int) -> list[tuple[int, ...]]:
         """For each level d, the kernel depth taps a whose level d + a - 1 is inside [0, D)."""
@@ -474,8 +457,8 @@ class ImplicitCostConv:
         table_right = _conv(right, self.right_weight, self.right_bias, 1, (1, 0), 1)
         height, oc, k = left.shape[2], self.out_channels, self.num_classes
         # channels-last memory is (H, W, groups, C_out)
-        table_left = table_left.permute(0, 2, 3, 1).view(height, -1, k, len(self.BANDS), oc)
-        table_right = table_right.permute(0, 2, 3, 1).view(height, -1, k, 2, oc)
+        table_left = table_left.permute(0, 2, 3, 1).reshape(height, -1, k, len(self.BANDS), oc)
+        table_right = table_right.permute(0, 2, 3, 1).reshape(height, -1, k, 2, oc)
         return table_left, table_right
 
     def _fill_level(self, plane: torch.Tensor, d: int, table_left: torch.Tensor,
@@ -523,93 +506,6 @@ def explicit_cost_conv(left: torch.Tensor, right: torch.Tensor, weight: torch.Te
     from stereo_depth_ros.models.cost_volume import build_concat_volume
     volume = build_concat_volume(left, right, levels)
     return F.relu(F.conv3d(volume, weight, bias, padding=1))
-
-
-# ----------------------------------------------------------------------------------------------
-# Upsampling, softmax, soft-argmin and confidence in chunks
-# ----------------------------------------------------------------------------------------------
-
-def interpolation_matrix(size_in: int, size_out: int, align_corners: bool) -> torch.Tensor:
-    """(size_out, size_in) float32 matrix of PyTorch's 1-D linear interpolation weights.
-
-    Made by interpolating the identity with F.interpolate itself, so the source positions and
-    weights are exactly PyTorch's (align_corners True or False).
-    """
-    eye = torch.eye(size_in, dtype=torch.float32).unsqueeze(0)         # (1, in, in)
-    mat = F.interpolate(eye, size=size_out, mode="linear", align_corners=align_corners)
-    return mat[0].t().contiguous()
-
-
-class ChunkedRegression:
-    """Trilinear upsampling of the (D, h, w) cost to (max_disparity, H, W), softmax over
-    disparity, soft-argmin and the window confidence, a chunk of rows at a time.
-
-    The (h, w) -> (H, W) part is a bilinear resize of the D-channel cost (the trilinear weights
-    factor per axis); the D -> max_disparity part is a (max_disparity, D) matrix product per
-    chunk. The confidence is the reference definition (`regression.window_confidence`): the
-    probability mass of the integer levels within +-2 px of the regressed disparity.
-    """
-
-    def __init__(self, max_disparity: int, align_corners: bool, chunk_pixels: int = 32768,
-                 radius: float = CONFIDENCE_RADIUS_PX) -> None:
-        self.max_disparity = max_disparity
-        self.align_corners = align_corners
-        self.chunk_pixels = chunk_pixels
-        self.radius = radius
-        self._matrices: dict[tuple[int, str], torch.Tensor] = {}
-
-    def _level_matrix(self, levels: int, device: torch.device) -> torch.Tensor:
-        key = (levels, str(device))
-        if key not in self._matrices:
-            mat = interpolation_matrix(levels, self.max_disparity, self.align_corners)
-            self._matrices[key] = mat.to(device)
-        return self._matrices[key]
-
-    def __call__(self, cost: torch.Tensor, size: tuple[int, int], *,
-                 with_confidence: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """cost: (B, 1, D, h, w) -> disparity (B, 1, H, W) px and confidence or None."""
-        batch, _, levels, _, _ = cost.shape
-        height, width = size
-        cost = F.interpolate(cost[:, 0].float(), size=size, mode="bilinear",
-                             align_corners=self.align_corners)             # (B, D, H, W)
-        mat = self._level_matrix(levels, cost.device)
-        disparity = cost.new_empty((batch, 1, height, width))
-        confidence = cost.new_empty((batch, 1, height, width)) if with_confidence else None
-        dvals = torch.arange(self.max_disparity, dtype=torch.float32, device=cost.device)
-        flat_cost = cost.view(batch, levels, -1)
-        flat_disp = disparity.view(batch, -1)
-        flat_conf = confidence.view(batch, -1) if with_confidence else None
-        pixels = height * width
-        chunk = min(pixels, self.chunk_pixels)
-        logits_buffer = cost.new_empty((chunk, self.max_disparity))
-        prob_buffer = cost.new_empty((chunk, self.max_disparity))
-        mat_t = mat.t()
-        for b in range(batch):
-            for p0 in range(0, pixels, chunk):
-                p1 = min(pixels, p0 + chunk)
-                logits = logits_buffer[:p1 - p0]
-                prob = prob_buffer[:p1 - p0]
-                torch.mm(flat_cost[b, :, p0:p1].t(), mat_t, out=logits)      # (n, Dmax)
-                torch._softmax(logits, 1, False, out=prob)
-                disp = flat_disp[b, p0:p1]
-                torch.mv(prob, dvals, out=disp)
-                if with_confidence:
-                    flat_conf[b, p0:p1] = self._window_mass(prob, disp)
-        return disparity, confidence
-
-    def _window_mass(self, prob: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
-        """Mass of the levels d with |d - disp| <= radius; prob (n, Dmax) sums to 1 per row."""
-        levels = prob.shape[1]
-        span = int(2 * self.radius) + 1
-        first = torch.ceil(disp - self.radius)
-        candidates = first.unsqueeze(1) + torch.arange(span, dtype=disp.dtype,
-                                                       device=disp.device).unsqueeze(0)
-        inside = ((candidates <= (disp + self.radius).unsqueeze(1)) & (candidates >= 0)
-                  & (candidates <= levels - 1))
-        index = candidates.clamp(0, levels - 1).long()
-        mass = (torch.gather(prob, 1, index) * inside).sum(dim=1)
-        return mass.clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -788,7 +684,7 @@ class FastPSMNet:
                 return Int8Conv.from_conv(conv, nonnegative_input=nonnegative_input)
             return conv
 
-        weight, bias = fold_bn(sd["dres0.0.0.weight"].float(), _bn(sd, "dres0.0.1"))
+        weight, bias = fold_bn(sd["dres0.0.0.weight"].float(), batchnorm_state(sd, "dres0.0.1"))
         self.cost_conv = ImplicitCostConv(weight, bias, self.levels)
         self.dres0_2 = cbn("dres0.2", padding=1, nonnegative_input=True)
         if self.variant == "stackhourglass":
@@ -813,8 +709,8 @@ class FastPSMNet:
             return make(f"{p}.{name}", **kw)
 
         def deconv(name: str, cls: type) -> ConvTranspose3d:
-            w, b = fold_bn(sd[f"{p}.{name}.0.weight"].float(), _bn(sd, f"{p}.{name}.1"),
-                           transposed=True)
+            w, b = fold_bn(sd[f"{p}.{name}.0.weight"].float(),
+                           batchnorm_state(sd, f"{p}.{name}.1"), transposed=True)
             return cls(w, b)
 
         return {"conv1": cbn("conv1.0", stride=2, padding=1),

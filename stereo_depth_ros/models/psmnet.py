@@ -82,6 +82,10 @@ class PSMNetBase(nn.Module):
 
     def aggregate(self, cost: torch.Tensor) -> list[torch.Tensor]:
         """(B, 64, D/4, H/4, W/4) volume -> list of (B, 1, D/4, H/4, W/4) costs, final last."""
+        return self.aggregate_from(self.dres0(cost))
+
+    def aggregate_from(self, cost0: torch.Tensor) -> list[torch.Tensor]:
+        """The 3-D CNN after dres0: (B, 32, D/4, H/4, W/4) -> the costs of `aggregate`."""
         raise NotImplementedError
 
     def regress(self, cost: torch.Tensor, size: tuple[int, int], *,
@@ -159,12 +163,12 @@ class PSMNetStackHourglass(PSMNetBase):
         self.classif3 = _classifier()
         init_official_(self)
 
-    def aggregate(self, cost: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 64, D/4, H/4, W/4) -> [cost1, cost2, cost3], each (B, 1, D/4, H/4, W/4).
+    def aggregate_from(self, cost0: torch.Tensor) -> list[torch.Tensor]:
+        """dres0's output (B, 32, D/4, H/4, W/4) -> [cost1, cost2, cost3], each
+        (B, 1, D/4, H/4, W/4).
 
         cost2 includes cost1 and cost3 includes cost2 (the official accumulation).
         """
-        cost0 = self.dres0(cost)
         cost0 = self.dres1(cost0) + cost0
         out1, pre1, post1 = self.dres2(cost0, None, None)
         out1 = out1 + cost0
@@ -194,9 +198,8 @@ class PSMNetBasic(PSMNetBase):
         self.classify = _classifier()
         init_official_(self)
 
-    def aggregate(self, cost: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 64, D/4, H/4, W/4) -> [cost], (B, 1, D/4, H/4, W/4)."""
-        cost0 = self.dres0(cost)
+    def aggregate_from(self, cost0: torch.Tensor) -> list[torch.Tensor]:
+        """dres0's output (B, 32, D/4, H/4, W/4) -> [cost], (B, 1, D/4, H/4, W/4)."""
         for block in (self.dres1, self.dres2, self.dres3, self.dres4):
             cost0 = block(cost0) + cost0
         return [self.classify(cost0)]
