@@ -75,6 +75,37 @@ class CameraCalibration:
         return cls(K=K, D=D, R=R, P=P, distortion_model=distortion_model)
 
 
+@dataclass(frozen=True)
+class StereoCalibration:
+    """A validated stereo pair calibration (from two CameraInfo, a KITTI file, ...).
+
+    left, right: per-camera K, D, R, P. rig: the rectified pair (from both P; baseline from the
+    difference of P[0,3]). already_rectified: both cameras have D = 0, R = I, K = P[:3,:3].
+    frame_id: the left camera's optical frame, "" when unknown.
+    Compared by identity: build it once per calibration change (the pipeline caches its
+    rectification maps per object).
+    """
+
+    left: CameraCalibration
+    right: CameraCalibration
+    rig: StereoRig
+    already_rectified: bool
+    frame_id: str = ""
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    @property
+    def width(self) -> int:
+        return self.rig.width
+
+    @property
+    def height(self) -> int:
+        return self.rig.height
+
+
 def _calibration(value: object, name: str) -> CameraCalibration:
     if isinstance(value, CameraCalibration):
         return value
@@ -127,6 +158,12 @@ class Rectifier:
                                                        size, cv2.CV_16SC2)
         return cv2.initUndistortRectifyMap(calib.K, calib.D if calib.D.size else None, calib.R,
                                            new_camera, size, cv2.CV_16SC2)
+
+    def fixed_point_maps(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """cv2's remap tables of camera `index` (0 left, 1 right): (H, W, 2) int16 integer
+        source columns/rows and (H, W) uint16 5-bit fractions (row * 32 + column); None when the
+        pair needs no remapping. A device implementation reproduces cv2.remap from these."""
+        return None if self._maps is None else self._maps[index]
 
     def _remap(self, image: np.ndarray, index: int, name: str) -> np.ndarray:
         image = np.asarray(image)

@@ -11,31 +11,22 @@ structured array; sensor_msgs_py is not needed), the rectified CameraInfo for de
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from stereo_msgs.msg import DisparityImage
 
 from stereo_depth_ros.core.camera import StereoRig
-from stereo_depth_ros.core.rectify import CameraCalibration, is_already_rectified
+from stereo_depth_ros.core.rectify import (CameraCalibration, StereoCalibration,
+                                           is_already_rectified)
+from stereo_depth_ros.drop_reasons import (BAD_BASELINE, INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
+                                           NAN_IN_CALIBRATION, UNCALIBRATED, FrameDropped)
 from stereo_depth_ros.ros.image_conversion import numpy_to_image
 
 
-class CalibrationError(ValueError):
+class CalibrationError(FrameDropped, ValueError):
     """Unusable camera_info; `reason` is a diagnostics key, the message names field + value."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-# Diagnostics keys for calibration problems.
-NAN_IN_CALIBRATION = "nan_in_calibration"
-UNCALIBRATED = "uncalibrated_camera_info"
-BAD_BASELINE = "bad_baseline"
-INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
-INVALID_CALIBRATION = "invalid_calibration"
 
 _MATRICES = (("K", "k", (3, 3)), ("D", "d", None), ("R", "r", (3, 3)), ("P", "p", (3, 4)))
 
@@ -84,30 +75,6 @@ def calibration_key(left_info: CameraInfo, right_info: CameraInfo) -> tuple:
                 np.asarray(info.k, np.float64).tobytes(), np.asarray(info.d, np.float64).tobytes(),
                 np.asarray(info.r, np.float64).tobytes(), np.asarray(info.p, np.float64).tobytes())
     return one(left_info) + one(right_info)
-
-
-@dataclass(frozen=True)
-class StereoCalibration:
-    """A validated camera_info pair.
-
-    left, right: per-camera K, D, R, P. rig: the rectified pair (from both P; baseline from the
-    difference of P[0,3]). already_rectified: both infos say D = 0, R = I, K = P[:3,:3].
-    frame_id: the left camera's optical frame (header of every output).
-    """
-
-    left: CameraCalibration
-    right: CameraCalibration
-    rig: StereoRig
-    already_rectified: bool
-    frame_id: str
-
-    @property
-    def width(self) -> int:
-        return self.rig.width
-
-    @property
-    def height(self) -> int:
-        return self.rig.height
 
 
 def _distortion_model(info: CameraInfo, d: np.ndarray, topic: str) -> str:

@@ -1,0 +1,47 @@
+"""Why a stereo pair was not turned into outputs: the diagnostics keys, defined once.
+
+Every pair the node accepts is either published or counted under exactly one of these keys
+(`dropped.<key>` in /diagnostics). Pure Python: the pipeline raises `FrameDropped` with a key and
+a message that names the field and the value; the ROS layer counts and logs it.
+"""
+
+from __future__ import annotations
+
+# Input side (synchroniser and message conversion)
+STAMP_SKEW = "stamp_skew"
+"""Approximate sync: the four messages of a set were further apart than the tolerance."""
+UNMATCHED = "unmatched"
+"""A message never found partners with the same stamp (exact sync) before it aged out."""
+MISSING_CAMERA_INFO = "missing_camera_info"
+"""Images arrived but no camera_info ever did on one of the info topics."""
+MISSING_IMAGE = "missing_image"
+"""camera_info arrived but its image never did."""
+UNSUPPORTED_ENCODING = "unsupported_encoding"
+BAD_IMAGE_DATA = "bad_image_data"
+"""The image's step, size or data length is inconsistent."""
+
+# Calibration (camera_info)
+NAN_IN_CALIBRATION = "nan_in_calibration"
+UNCALIBRATED = "uncalibrated_camera_info"
+BAD_BASELINE = "bad_baseline"
+INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
+INVALID_CALIBRATION = "invalid_calibration"
+
+# Frame processing
+BUSY = "busy"
+"""A newer pair replaced this one before the worker took it (latest pair wins)."""
+SIZE_MISMATCH = "size_mismatch"
+"""Left and right images of one pair differ in size."""
+IMAGE_TOO_SMALL = "image_too_small"
+"""The matcher cannot search its disparity range in an image this narrow."""
+PROCESSING_ERROR = "processing_error"
+"""An unexpected exception inside the worker (the node keeps serving)."""
+
+
+class FrameDropped(Exception):
+    """A pair that cannot be processed: `reason` is one of the keys above, the message names the
+    field and the value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,329 @@
+"""The per-frame path from a raw stereo pair to disparity, depth and points; no ROS.
+
+    rectify (maps built once per calibration) -> input_scale -> backend -> confidence threshold
+    -> depth -> depth limits -> points
+
+The node, `stereo_depth_infer`, `stereo_depth_eval`, `stereo_depth_bench` and the demo all run this
+object, so what is benchmarked and evaluated is what the robot runs. With a backend on CUDA the
+whole path runs on the GPU (`pipeline.device`): the raw pair goes up once through pinned memory and
+only the outputs come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import cv2
+import numpy as np
+
+from stereo_depth_ros import drop_reasons
+from stereo_depth_ros.core.camera import StereoRig
+from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
+from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
+from stereo_depth_ros.drop_reasons import FrameDropped
+
+LOG = logging.getLogger(__name__)
+
+RECTIFY_MODES = ("auto", "true", "false")
+STAGES = ("auto", "host", "device")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What the pipeline does besides matching (the node's live parameters of the same names).
+
+    rectify: "auto" (remap only when the calibration says the images are raw), "true", "false".
+    input_scale: resize factor in (0, 1] applied to the rectified pair before matching
+        (INTER_AREA); every output is at the resized resolution, with the rig scaled to match.
+    confidence_threshold: pixels whose confidence is below this become invalid in every output
+        (0 = keep all; backends without confidence ignore it).
+    min_depth_m, max_depth_m: depth outside these limits becomes NaN (0 = no limit).
+    """
+
+    rectify: str = "auto"
+    input_scale: float = 1.0
+    confidence_threshold: float = 0.0
+    min_depth_m: float = 0.0
+    max_depth_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rectify not in RECTIFY_MODES:
+            raise ValueError(f"rectify={self.rectify!r}: expected one of "
+                             f"{', '.join(RECTIFY_MODES)}")
+        if not 0.0 < self.input_scale <= 1.0:
+            raise ValueError(f"input_scale={self.input_scale} must be in (0, 1]")
+
+    @classmethod
+    def from_config(cls, config) -> PipelineOptions:
+        """The options a `config.NodeConfig` (or anything with these attributes) asks for."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    @property
+    def depth_limits(self) -> tuple[float | None, float | None]:
+        return (self.min_depth_m or None, self.max_depth_m or None)
+
+
+@dataclass
+class FrameResult:
+    """Everything one pair produced, at the matcher's resolution.
+
+    disparity: (H, W) float32 px (x_left - x_right on the images matched), NaN invalid, the
+        confidence threshold applied. confidence: (H, W) float32 in [0, 1] or None.
+    depth_m: (H, W) float32 metres (REP 118, NaN invalid, limits applied) or None when not
+        asked for or there is no rig. points: (H, W, 3) float32 metres in the left optical
+        frame, or None.
+    left: the rectified (and scaled) left image the matcher saw, uint8 (H, W, 3) RGB or (H, W).
+    rig: the rectified rig at the matcher's resolution, or None (no calibration given).
+    min_disparity, max_disparity: the searched range, px. delta_d: the disparity step, px.
+    timings_s: seconds per stage ("rectify", "scale", "match", "depth_points", "download" on a
+        GPU, "total"); on CUDA the stages are device times from CUDA events.
+    """
+
+    disparity: np.ndarray
+    confidence: np.ndarray | None
+    depth_m: np.ndarray | None
+    points: np.ndarray | None
+    left: np.ndarray
+    rig: StereoRig | None
+    min_disparity: float
+    max_disparity: float
+    delta_d: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class StereoPipeline:
+    """One object per stream: caches the rectification maps per calibration and runs each pair.
+
+    backend: any `backends.StereoBackend`.
+    options: `PipelineOptions`; replace them at any time with `pipeline.options = ...`.
+    stages: "auto" (on the backend's device when it is CUDA, else on the host), "host" (numpy/cv2)
+        or "device" (torch on the backend's device; needs a backend with `upload` and
+        `compute_tensors`).
+    on_event: called with a one-line text when something worth a log line happens (new maps).
+    """
+
+    def __init__(self, backend, options: PipelineOptions | None = None, *, stages: str = "auto",
+                 on_event: Callable[[str], None] | None = None) -> None:
+        if stages not in STAGES:
+            raise ValueError(f"stages={stages!r}: expected one of {', '.join(STAGES)}")
+        device = getattr(backend, "device", None)
+        on_device = hasattr(backend, "compute_tensors") and device is not None
+        if stages == "device" and not on_device:
+            raise ValueError(f"stages='device' needs a backend that runs on a torch device; "
+                             f"{backend.name} runs on the host")
+        if stages == "auto":
+            stages = "device" if on_device and device.type == "cuda" else "host"
+        self.backend = backend
+        self.options = options or PipelineOptions()
+        self.stages = stages
+        self._on_event = on_event or LOG.info
+        self._rectifier: tuple[StereoCalibration, Rectifier] | None = None
+        self._device_cache: dict[str, tuple] = {}
+        self._copies = None
+
+    # -- per-stream state -----------------------------------------------------------------------
+
+    def _rectifier_for(self, calibration: StereoCalibration) -> Rectifier:
+        if self._rectifier is None or self._rectifier[0] is not calibration:
+            try:
+                rectifier = Rectifier(calibration.left, calibration.right, calibration.width,
+                                      calibration.height)
+            except ValueError as error:
+                raise FrameDropped(drop_reasons.INVALID_CALIBRATION,
+                                   f"cannot build rectification maps: {error}") from None
+            self._rectifier = (calibration, rectifier)
+            self._device_cache.clear()
+            self._on_event("rectification maps built for the new calibration")
+        return self._rectifier[1]
+
+    def _needs_rectifying(self, calibration) -> bool:
+        if not isinstance(calibration, StereoCalibration) or self.options.rectify == "false":
+            return False
+        return self.options.rectify == "true" or not calibration.already_rectified
+
+    @staticmethod
+    def _check_sizes(left: np.ndarray, right: np.ndarray, calibration) -> None:
+        if left.shape[:2] != right.shape[:2]:
+            raise FrameDropped(drop_reasons.SIZE_MISMATCH, (
+                f"left/right image sizes differ: left is {left.shape[1]}x{left.shape[0]}, "
+                f"right is {right.shape[1]}x{right.shape[0]}"))
+        rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
+        if rig is not None and (rig.width, rig.height) != (left.shape[1], left.shape[0]):
+            raise FrameDropped(drop_reasons.INFO_SIZE_MISMATCH, (
+                f"image/camera_info size mismatch: the images are {left.shape[1]}x"
+                f"{left.shape[0]} but the calibration says {rig.width}x{rig.height}"))
+
+    def _scaled_size(self, width: int, height: int) -> tuple[int, int]:
+        scale = self.options.input_scale
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def _check_matcher_input(self, width: int, height: int) -> None:
+        try:
+            self.backend.check_input_size(width, height)
+        except ValueError as error:
+            raise FrameDropped(drop_reasons.IMAGE_TOO_SMALL, str(error)) from None
+
+    # -- the frame ------------------------------------------------------------------------------
+
+    def process(self, left: np.ndarray, right: np.ndarray,
+                calibration: StereoCalibration | StereoRig | None = None, *,
+                depth: bool = True, points: bool = True) -> FrameResult:
+        """Run one pair.
+
+        left, right: uint8 (H, W, 3) RGB or (H, W) mono, raw (rectified here when the calibration
+            says so) or already rectified.
+        calibration: a `StereoCalibration` (raw cameras: K, D, R, P), a `StereoRig` (images
+            already rectified) or None (disparity only).
+        depth, points: build these outputs (points needs depth; both need a calibration).
+        Raises FrameDropped (reason + message) for a pair that cannot be processed.
+        """
+        self._check_sizes(left, right, calibration)
+        if self.stages == "device":
+            return self._process_on_device(left, right, calibration, depth, points)
+        return self._process_on_host(left, right, calibration, depth, points)
+
+    def _result_base(self) -> dict:
+        backend = self.backend
+        return {"min_disparity": float(backend.min_disparity),
+                "max_disparity": float(backend.max_disparity),
+                "delta_d": float(backend.delta_d)}
+
+    def _process_on_host(self, left, right, calibration, want_depth, want_points) -> FrameResult:
+        options = self.options
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        if self._needs_rectifying(calibration):
+            left, right = self._rectifier_for(calibration).rectify(left, right)
+        rectified = time.perf_counter()
+        rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
+        if options.input_scale != 1.0:
+            width, height = self._scaled_size(left.shape[1], left.shape[0])
+            left = cv2.resize(left, (width, height), interpolation=cv2.INTER_AREA)
+            right = cv2.resize(right, (width, height), interpolation=cv2.INTER_AREA)
+            rig = rig.scaled_to(width, height) if rig is not None else None
+        scaled = time.perf_counter()
+        self._check_matcher_input(left.shape[1], left.shape[0])
+        result = self.backend.compute(left, right)
+        matched = time.perf_counter()
+        disparity = np.array(result.disparity, dtype=np.float32, copy=True)
+        if disparity.shape != left.shape[:2]:
+            raise RuntimeError(f"backend returned disparity of shape {disparity.shape} for "
+                               f"input {left.shape}")
+        confidence = result.confidence
+        if confidence is not None and options.confidence_threshold > 0:
+            disparity[~(confidence >= options.confidence_threshold)] = np.nan
+        depth_m = cloud = None
+        if rig is not None and (want_depth or want_points):
+            depth_m = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
+            if options.min_depth_m > 0 or options.max_depth_m > 0:
+                depth_m = clip_depth(depth_m, *options.depth_limits)
+            if want_points:
+                cloud = depth_to_points(depth_m, rig.fx, rig.fy, rig.cx_left, rig.cy)
+        done = time.perf_counter()
+        timings.update(rectify=rectified - start, scale=scaled - rectified,
+                       match=matched - scaled, depth_points=done - matched, total=done - start)
+        for name, seconds in result.timings_s.items():
+            timings[f"match.{name}"] = seconds
+        return FrameResult(disparity=disparity, confidence=confidence,
+                           depth_m=depth_m if want_depth else None, points=cloud, left=left,
+                           rig=rig, timings_s=timings, **self._result_base())
+
+    def _device_stage(self, key: str, build: Callable):
+        if key not in self._device_cache:
+            self._device_cache[key] = build()
+        return self._device_cache[key]
+
+    def _process_on_device(self, left, right, calibration, want_depth,
+                           want_points) -> FrameResult:
+        import torch
+
+        from stereo_depth_ros.pipeline import device as ops
+
+        options = self.options
+        backend = self.backend
+        dev = backend.device
+        clock = _DeviceClock(dev)
+        left_t, right_t = backend.upload(left, right)
+        clock.mark("upload")
+        if self._needs_rectifying(calibration):
+            rectifier = self._rectifier_for(calibration)
+            remaps = self._device_stage("remap", lambda: tuple(
+                None if rectifier.fixed_point_maps(i) is None else ops.DeviceRemap(
+                    *rectifier.fixed_point_maps(i), (rectifier.height, rectifier.width), dev)
+                for i in (0, 1)))
+            if remaps[0] is not None:
+                left_t, right_t = remaps[0](left_t), remaps[1](right_t)
+        clock.mark("rectify")
+        rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
+        if options.input_scale != 1.0:
+            height, width = left_t.shape[:2]
+            size = self._scaled_size(width, height)
+            resize = self._device_stage(f"resize:{height}x{width}->{size}", lambda: (
+                ops.DeviceAreaResize((height, width), (size[1], size[0]), dev)))
+            left_t, right_t = resize(left_t), resize(right_t)
+            rig = rig.scaled_to(*size) if rig is not None else None
+        clock.mark("scale")
+        self._check_matcher_input(left_t.shape[1], left_t.shape[0])
+        disparity, confidence = backend.compute_tensors(left_t, right_t)
+        clock.mark("match")
+        if confidence is not None and options.confidence_threshold > 0:
+            disparity = torch.where(confidence >= options.confidence_threshold, disparity,
+                                    torch.full_like(disparity, float("nan")))
+        depth_t = points_t = None
+        if rig is not None and (want_depth or want_points):
+            depth_t = ops.depth_from_disparity(disparity, rig)
+            if options.min_depth_m > 0 or options.max_depth_m > 0:
+                depth_t = ops.clip_depth(depth_t, *options.depth_limits)
+            if want_points:
+                projector = self._device_stage(
+                    f"rays:{rig}", lambda: ops.PointProjector(rig, dev))
+                points_t = projector(depth_t)
+        clock.mark("depth_points")
+        if self._copies is None:
+            self._copies = ops.HostCopies()
+        host = self._copies.fetch({"disparity": disparity, "confidence": confidence,
+                                   "depth": depth_t if want_depth else None,
+                                   "points": points_t, "left": left_t})
+        clock.mark("download")
+        return FrameResult(disparity=host["disparity"], confidence=host["confidence"],
+                           depth_m=host["depth"], points=host["points"], left=host["left"],
+                           rig=rig, timings_s=clock.timings(), **self._result_base())
+
+
+class _DeviceClock:
+    """Stage times on a torch device: CUDA events (read after the frame's final wait), or host
+    time on the CPU."""
+
+    def __init__(self, device) -> None:
+        import torch
+        self._cuda = device.type == "cuda"
+        self._torch = torch
+        self._start = time.perf_counter()
+        self._marks: list[tuple[str, object]] = []
+        self._first = self._event()
+
+    def _event(self):
+        if self._cuda:
+            event = self._torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        self._marks.append((stage, self._event()))
+
+    def timings(self) -> dict[str, float]:
+        if self._cuda and self._marks:
+            self._marks[-1][1].synchronize()
+        result, previous = {}, self._first
+        for stage, event in self._marks:
+            if self._cuda:
+                result[stage] = previous.elapsed_time(event) / 1000.0
+            else:
+                result[stage] = event - previous
+            previous = event
+        result["total"] = time.perf_counter() - self._start
+        return result
