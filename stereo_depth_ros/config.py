@@ -123,12 +123,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("device", "auto", "torch device for PSMNet: auto (cuda if available, else cpu), cpu, "
           "cuda or cuda:N; asking for cuda without CUDA fails at start", read_only=True,
           constraints="auto|cpu|cuda|cuda:N"),
-    _spec("precision", "fp32", "PSMNet arithmetic: fp32 (exact), bf16 (autocast, the fast CPU "
-          "mode) or fp16 (autocast, CUDA only)",
+    _spec("precision", "fp32", "PSMNet arithmetic of the reference engine: fp32, bf16 "
+          "(autocast) or fp16 (autocast, CUDA only); with engine fast on CUDA it picks the "
+          "convolution type (bf16 -> bfloat16, else float16)",
           choices=PRECISIONS, read_only=True),
     _spec("engine", "auto", "PSMNet implementation: reference (eager, as the official code), "
-          "exact (fused fp32 CPU path, same output, ~2.5x faster), fast (int8 where it pays, "
-          "~4.5x faster, ~0.05 px mean change), auto = exact on CPU with fp32, else reference",
+          "exact (fused float32: same output; on CUDA TF32 off), fast (CPU: int8 where it "
+          "pays; CUDA: fp16 convolutions + CUDA graph; mean change < 0.05 px), auto = exact on "
+          "the CPU (reference with precision bf16), fast on CUDA",
           choices=ENGINES, read_only=True),
     _spec("max_disparity", 192, "PSMNet disparity search range in px at the matcher's input "
           "resolution (the released checkpoints are trained with 192)", min_value=16,

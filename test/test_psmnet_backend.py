@@ -191,7 +191,7 @@ def test_bad_input_pairs(random_backend, left, right, message):
     ({"max_disparity": -16}, "positive multiple of 16"),
     ({"max_disparity": 192.0}, "positive multiple of 16"),
     ({"precision": "int8"}, "precision must be one of"),
-    ({"precision": "fp16", "device": "cpu"}, "fp16.*needs CUDA.*bf16"),
+    ({"precision": "fp16", "device": "cpu"}, "fp16.*needs CUDA.*engine='fast'"),
     ({"device": "tpu"}, "device must be"),
     ({"model": "resnet"}, "model must be one of"),
 ])

@@ -27,14 +27,27 @@ class StereoBackend(Protocol):
     """A stereo matcher: `compute(left, right)` on a rectified pair.
 
     `min_disparity`/`max_disparity` give the searched range [min, max) in px at the input
-    resolution.
+    resolution; `delta_d` the smallest disparity step it reports (DisparityImage.delta_d).
+    Each backend carries its own knowledge: `check_input_size` refuses sizes it cannot match
+    (ValueError naming the limit), `update` applies live option changes (ValueError when an
+    option cannot change while running), `describe` says what runs, for logs and reports.
     """
 
     name: str
     min_disparity: float
     max_disparity: float
+    delta_d: float
 
     def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
+        ...
+
+    def check_input_size(self, width: int, height: int) -> None:
+        ...
+
+    def update(self, **changes: object) -> object:
+        ...
+
+    def describe(self) -> str:
         ...
 
 

@@ -1,14 +1,22 @@
-"""PSMNet backend: device and precision choice, official preprocessing, padding, inference.
+"""PSMNet backend: device, engine and precision choice, official preprocessing, padding, inference.
 
-The model and its weights live in `stereo_depth_ros.models`; this class only prepares the images
-the way the official test scripts do, runs the network under `torch.inference_mode` and returns
-numpy results at the input resolution.
+The model and its weights live in `stereo_depth_ros.models`; this class prepares the images the
+way the official test scripts do, runs one of the engines under `torch.inference_mode` and
+returns the disparity at the input resolution: as numpy arrays (`compute`) or, for a pipeline that
+keeps the frame on the GPU, as tensors on the backend's device (`upload` + `compute_tensors`).
+
+Engines (`engine`):
+- reference: the model as built (`models.psmnet`), eager, under `precision` autocast: what the
+  official code computes.
+- exact / fast on the CPU: `models.fast.FastPSMNet` (fused float32; int8 where it pays).
+- exact / fast on CUDA: `models.fused.cuda.CudaPSMNet` (folded BatchNorm, channels-last, CUDA
+  graphs; float32 with TF32 off, or fp16/bf16 convolutions).
+- auto: exact on the CPU, fast on CUDA.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from contextlib import nullcontext
@@ -17,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stereo_depth_ros.backends.base import DisparityResult, to_rgb, validate_pair
+from stereo_depth_ros.backends.base import DisparityResult, validate_pair
+from stereo_depth_ros.config import DEVICE_PATTERN, ENGINES, PRECISIONS
 from stereo_depth_ros.core.padding import InputPadder
 from stereo_depth_ros.models import (OFFICIAL_PREPROCESSING, PsmnetPreprocessing, build_psmnet,
                                      load_checkpoint)
@@ -25,22 +34,27 @@ from stereo_depth_ros.models.psmnet import SIZE_MULTIPLE, VARIANTS
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-ENGINES = ("auto", "reference", "exact", "fast")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DELTA_D_PX = 1.0 / 256.0
+"""Disparity step reported in DisparityImage.delta_d: PSMNet regresses a continuous value,
+reported at KITTI's 1/256 px storage resolution."""
+
+
+def cuda_unavailable_reason() -> str:
+    """Why CUDA cannot be used, for error messages."""
+    return (f"CUDA is not available (torch {torch.__version__}, built with CUDA "
+            f"{torch.version.cuda or 'none'}, torch.cuda.is_available() is False)")
 
 
 def resolve_device(device: str) -> torch.device:
     """Map "auto" | "cpu" | "cuda" | "cuda:N" to a torch.device; ValueError if CUDA is absent."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was requested but CUDA is not available "
-                             f"(torch {torch.__version__}, built with CUDA "
-                             f"{torch.version.cuda or 'none'}); use device='cpu' or 'auto'")
+            raise ValueError(f"device={device!r} was requested but {cuda_unavailable_reason()}; "
+                             "use device='cpu' or 'auto'")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r} does not exist: "
@@ -55,8 +69,70 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs CUDA (float16 autocast on CPU is slow and "
-                         "inexact); use precision='bf16' for the fast CPU mode")
+                         "inexact); use engine='fast' for the fast CPU mode")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class ReferenceRunner:
+    """The reference model behind the engines' interface, with per-stage timings.
+
+    forward_with_confidence(left, right, timings=None, with_confidence=True) runs the model's
+    stages (features, cost volume, 3-D CNN, regression) under the given autocast dtype.
+    """
+
+    def __init__(self, model: torch.nn.Module, autocast_dtype: torch.dtype | None) -> None:
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+
+    def describe(self) -> str:
+        arithmetic = "fp32" if self.autocast_dtype is None else \
+            f"{str(self.autocast_dtype).replace('torch.', '')} autocast"
+        return f"reference eager model, {arithmetic}"
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def forward_with_confidence(self, left: torch.Tensor, right: torch.Tensor, *,
+                                timings: dict[str, float] | None = None,
+                                with_confidence: bool = True
+                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model = self.model
+        model._check_input(left, right)
+        size = (left.shape[2], left.shape[3])
+        marks = _StageClock(timings, left.device)
+        with torch.inference_mode(), self._autocast(left.device):
+            features = model.extract_features(left, right)
+            marks.mark("features")
+            volume = model.build_cost_volume(*features)
+            del features
+            marks.mark("cost_volume")
+            cost = model.aggregate(volume)[-1]
+            del volume
+            marks.mark("cnn3d")
+            result = model.regress(cost, size, with_confidence=with_confidence)
+            marks.mark("regression")
+        return result
+
+
+class _StageClock:
+    """Adds wall seconds per stage to `timings` (synchronizing CUDA at each mark); no-op if
+    None."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
+        self.timings = timings
+        self.device = device
+        self.last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 class PsmnetBackend:
@@ -68,14 +144,13 @@ class PsmnetBackend:
     max_disparity: disparity levels searched, px at the input resolution; a positive multiple of
         16 (the released weights were trained with 192).
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-    precision: "fp32" (exact), "bf16" (autocast; the fast CPU mode, also allowed on CUDA) or
-        "fp16" (autocast, CUDA only). The soft-argmin and confidence always run in float32.
+    precision: arithmetic of the `reference` engine: "fp32", "bf16" (autocast) or "fp16"
+        (autocast, CUDA only). On CUDA it also picks fast mode's convolution type ("bf16" ->
+        bfloat16, else float16). The soft-argmin and confidence always run in float32.
     align_corners: upsampling mode; True is what the released weights need.
-    engine: "auto" ("exact" on a CPU with precision fp32, else "reference"), "reference" (the
-        model as built, under `precision`), or `models.fast.FastPSMNet`:
-        "exact" (float32, same output within float rounding, ~2x faster on CPU) or "fast" (int8
-        where the output tolerates it, ~4x faster on CPU, ~0.05 px mean change). "exact" and
-        "fast" need precision "fp32" (they choose their own arithmetic).
+    engine: see the module docstring. "exact" needs precision "fp32"; on the CPU "fast" does too
+        (it chooses its own arithmetic).
+    cuda_graphs: the CUDA engines capture their forward as a CUDA graph per input size.
 
     Output: disparity (H, W) float32 in px, [0, max_disparity - 1], NaN only where the network
     produced a non-finite value; confidence (H, W) float32 in [0, 1] = the softmax probability
@@ -85,12 +160,13 @@ class PsmnetBackend:
 
     name = "psmnet"
     min_disparity = 0.0
+    delta_d = DELTA_D_PX
 
     def __init__(self, weights_path: str | Path | None = None, model: str = "stackhourglass",
                  max_disparity: int = 192, device: str = "auto", precision: str = "fp32",
                  align_corners: bool = True,
                  preprocessing: PsmnetPreprocessing = OFFICIAL_PREPROCESSING,
-                 engine: str = "reference") -> None:
+                 engine: str = "reference", cuda_graphs: bool = True) -> None:
         if model not in VARIANTS:
             raise ValueError(f"model must be one of {', '.join(VARIANTS)}, got {model!r}")
         if (isinstance(max_disparity, bool) or not isinstance(max_disparity, (int, np.integer))
@@ -100,15 +176,20 @@ class PsmnetBackend:
                              f"{max_disparity!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if engine in ("exact", "fast") and precision != "fp32":
-            raise ValueError(f"engine={engine!r} chooses its own arithmetic: use "
-                             f"precision='fp32' with it (got {precision!r})")
         self.device = resolve_device(device)
+        on_cuda = self.device.type == "cuda"
         if engine == "auto":
-            engine = "exact" if self.device.type == "cpu" and precision == "fp32" else "reference"
+            engine = ("fast" if on_cuda else "exact") if precision == "fp32" or on_cuda \
+                else "reference"
+        if engine == "exact" and precision != "fp32":
+            raise ValueError(f"engine='exact' is float32: use precision='fp32' with it "
+                             f"(got {precision!r})")
+        if engine == "fast" and not on_cuda and precision != "fp32":
+            raise ValueError(f"engine='fast' chooses its own arithmetic on the CPU: use "
+                             f"precision='fp32' with it (got {precision!r})")
         self.precision = precision
         self.engine = engine
-        self._autocast_dtype = _autocast_dtype(precision, self.device)
+        autocast_dtype = _autocast_dtype(precision, self.device)
         self.preprocessing = preprocessing
         self.max_disparity = float(max_disparity)
 
@@ -122,20 +203,44 @@ class PsmnetBackend:
             self.weights_path = Path(weights_path)
             load_checkpoint(self.model, self.weights_path)
         self.model.to(self.device).eval()
-        self._fast = None
-        if engine != "reference":
-            from stereo_depth_ros.models.fast import FastPSMNet
-            self._fast = FastPSMNet.from_model(self.model, mode=engine)
+        self.runner = self._make_runner(engine, autocast_dtype, cuda_graphs)
 
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(preprocessing.mean, device=self.device).view(shape)
         self._std = torch.tensor(preprocessing.std, device=self.device).view(shape)
+        self._staging: torch.Tensor | None = None
         self._lock = threading.Lock()
 
-    def _autocast(self):
-        if self._autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
+    def _make_runner(self, engine: str, autocast_dtype: torch.dtype | None, cuda_graphs: bool):
+        if engine == "reference":
+            return ReferenceRunner(self.model, autocast_dtype)
+        if self.device.type == "cuda":
+            from stereo_depth_ros.models.fused.cuda import CudaPSMNet
+            fast_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return CudaPSMNet(self.model, mode=engine, fast_dtype=fast_dtype,
+                              cuda_graphs=cuda_graphs)
+        from stereo_depth_ros.models.fast import FastPSMNet
+        return FastPSMNet.from_model(self.model, mode=engine)
+
+    def describe(self) -> str:
+        """One line for start-up logs and reports: engine, device and arithmetic."""
+        runner = self.runner
+        detail = runner.describe() if hasattr(runner, "describe") else (
+            f"fused CPU engine, mode {runner.mode}" + (", int8" if runner.int8 else ""))
+        return f"psmnet engine={self.engine} on {self.device}: {detail}"
+
+    # -- the interface every backend has ------------------------------------------------------
+
+    def check_input_size(self, width: int, height: int) -> None:
+        """Any size works: the input is padded to PSMNet's multiples (see `preprocess`)."""
+
+    def update(self, **changes: object) -> None:
+        """PSMNet options need a model reload: nothing changes while running."""
+        if changes:
+            raise ValueError(f"PSMNet options cannot change while running "
+                             f"({', '.join(sorted(changes))}): restart with the new values")
+
+    # -- preprocessing ------------------------------------------------------------------------
 
     def preprocess(self, left: np.ndarray, right: np.ndarray
                    ) -> tuple[torch.Tensor, torch.Tensor, InputPadder]:
@@ -146,40 +251,97 @@ class PsmnetBackend:
         ((x / 255 - mean) / std) and zero-padded on the top and right to multiples of 16 that are
         at least 256, and the InputPadder that crops the result back to (H, W).
         """
+        return self.normalize(*self.upload(left, right))
+
+    def upload(self, left: np.ndarray, right: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a pair and copy it to the device as uint8 tensors, (H, W, 3) or (H, W).
+
+        On CUDA the copy goes through a reused pinned host buffer without blocking the host.
+        """
         left, right = validate_pair(left, right)
+        pair = np.stack([left, right])
+        if self.device.type != "cuda":
+            images = torch.from_numpy(pair)
+        else:
+            if self._staging is None or tuple(self._staging.shape) != pair.shape:
+                torch.cuda.synchronize(self.device)     # the old buffer may still be read
+                self._staging = torch.empty(pair.shape, dtype=torch.uint8, pin_memory=True)
+            else:
+                torch.cuda.current_stream(self.device).synchronize()
+            np.copyto(self._staging.numpy(), pair)
+            images = self._staging.to(self.device, non_blocking=True)
+        return images[0], images[1]
+
+    def normalize(self, left: torch.Tensor, right: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, InputPadder]:
+        """uint8 (H, W, 3) RGB or (H, W) mono tensors -> normalized, padded (1, 3, H', W')
+        float32 tensors and their InputPadder (see `preprocess`)."""
         pre = self.preprocessing
-        pair = np.stack([to_rgb(left), to_rgb(right)])                  # (2, H, W, 3) uint8
+        images = torch.stack([left, right])
+        if images.dim() == 3:
+            images = images.unsqueeze(-1).expand(-1, -1, -1, 3)
+        images = images.to(self.device).permute(0, 3, 1, 2).float()
         if pre.channel_order == "BGR":
-            pair = pair[..., ::-1]
-        images = torch.from_numpy(np.ascontiguousarray(pair)).to(self.device)
-        images = images.permute(0, 3, 1, 2).float().div(pre.scale)
-        images = images.sub(self._mean).div(self._std)
+            images = images.flip(1)
+        images = images.div(pre.scale).sub(self._mean).div(self._std)
         padder = InputPadder(images.shape, multiple=pre.pad_multiple, min_size=pre.min_size,
                              value=pre.pad_value)
         images = padder.pad(images)
         return images[0:1], images[1:2], padder
 
-    def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
-        """Disparity (and confidence) of a rectified pair; see the class docstring."""
+    # -- inference ----------------------------------------------------------------------------
+
+    def compute_tensors(self, left: torch.Tensor, right: torch.Tensor, *,
+                        timings: dict[str, float] | None = None, with_confidence: bool = True
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Disparity and confidence of a rectified uint8 pair already on the device.
+
+        left, right: (H, W, 3) RGB or (H, W) mono uint8 tensors (`upload`).
+        Returns (H, W) float32 tensors on the device (disparity px, NaN where not finite;
+        confidence in [0, 1] or None). Nothing waits for the device unless `timings` is given
+        (then stages are timed: "preprocess" and the engine's own stages).
+        """
         with self._lock:
             start = time.perf_counter()
-            left_t, right_t, padder = self.preprocess(left, right)
-            self._synchronize()
-            preprocessed = time.perf_counter()
-            runner = self.model if self._fast is None else self._fast
-            with torch.inference_mode(), self._autocast():
-                disparity, confidence = runner.forward_with_confidence(left_t, right_t)
-            self._synchronize()
-            inferred = time.perf_counter()
-            disparity = padder.unpad(disparity[0, 0]).float().cpu().numpy()
-            confidence = padder.unpad(confidence[0, 0]).float().cpu().numpy()
-            disparity = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)
-            confidence = np.ascontiguousarray(confidence, dtype=np.float32)
-            done = time.perf_counter()
+            left_t, right_t, padder = self.normalize(left, right)
+            if timings is not None:
+                self._synchronize()
+                timings["preprocess"] = timings.get("preprocess", 0.0) + \
+                    time.perf_counter() - start
+            with torch.inference_mode():
+                disparity, confidence = self.runner.forward_with_confidence(
+                    left_t, right_t, timings=timings, with_confidence=with_confidence)
+            disparity = padder.unpad(disparity[0, 0]).float()
+            disparity = torch.where(torch.isfinite(disparity), disparity,
+                                    torch.full_like(disparity, float("nan")))
+            if confidence is not None:
+                confidence = padder.unpad(confidence[0, 0]).float()
+        return disparity, confidence
+
+    def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
+        """Disparity (and confidence) of a rectified pair; see the class docstring."""
+        start = time.perf_counter()
+        left_u8, right_u8 = self.upload(left, right)
+        stages: dict[str, float] = {}
+        disparity, confidence = self.compute_tensors(left_u8, right_u8, timings=stages)
+        inferred = time.perf_counter()
+        disparity = np.ascontiguousarray(disparity.cpu().numpy(), dtype=np.float32)
+        confidence = np.ascontiguousarray(confidence.cpu().numpy(), dtype=np.float32)
+        done = time.perf_counter()
+        preprocess = stages.pop("preprocess", 0.0)
         return DisparityResult(
             disparity=disparity, confidence=confidence,
-            timings_s={"preprocess": preprocessed - start, "infer": inferred - preprocessed,
+            timings_s={"preprocess": preprocess,
+                       "infer": inferred - start - preprocess,
                        "postprocess": done - inferred})
+
+    def release(self) -> None:
+        """Drop the model and the engine (GPU memory goes back to the device's free pool)."""
+        self.runner = None
+        self.model = None
+        self._staging = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":

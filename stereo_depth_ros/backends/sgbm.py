@@ -125,6 +125,8 @@ class SgbmBackend:
     """
 
     name = "sgbm"
+    delta_d = 1.0 / cv2.StereoMatcher_DISP_SCALE
+    """Disparity step: OpenCV's fixed-point output is in 1/16 px."""
 
     def __init__(self, min_disparity: int = 0, num_disparities: int = 128, block_size: int = 5,
                  p1: int | None = None, p2: int | None = None, uniqueness_ratio: int = 10,
@@ -173,6 +175,22 @@ class SgbmBackend:
         params = replace(self.params, **changes)
         self._apply(params)
         return params
+
+    def describe(self) -> str:
+        """One line for start-up logs and reports."""
+        p = self.params
+        return (f"sgbm (OpenCV {cv2.__version__}): disparities [{self.min_disparity:g}, "
+                f"{self.max_disparity:g}) px, block {p.block_size}, mode {p.mode}")
+
+    def check_input_size(self, width: int, height: int) -> None:
+        """ValueError when the image is too narrow for the search range plus half a block."""
+        needed = int(self.max_disparity) + self.params.block_size // 2
+        if width <= needed:
+            raise ValueError(
+                f"the matcher input is {width} px wide, but SGBM searches up to "
+                f"{self.max_disparity:g} px (sgbm.min_disparity + sgbm.num_disparities) plus "
+                f"half a block: it needs more than {needed} px; lower sgbm.num_disparities or "
+                "raise input_scale")
 
     def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
         """Disparity of a rectified pair; see the class docstring."""
