@@ -1,27 +1,35 @@
-"""stereo_depth_bench: time the matchers and the whole per-frame path, with speed-ups measured
+"""stereo_depth_bench: time the matchers and the whole per-frame pipeline, with speed-ups measured
 side by side against the reference PSMNet in the same run.
 
-    stereo_depth_bench [--sizes 384x1248 256x512] [--configs reference exact fast sgbm]
-                       [--runs 5] [--warmup 1] [--rounds 1] [--threads N] [--json OUT]
+    stereo_depth_bench [--device cpu|cuda] [--sizes 384x1248 256x512]
+                       [--configs reference exact fast sgbm] [--runs 5] [--warmup 1]
+                       [--rounds 1] [--frame-runs N] [--threads N] [--json OUT]
                        [--weights PATH] [--malloc default|reuse]
 
 Configurations (--configs):
   reference  the plain eager float32 PSMNet exactly as the official code computes it
-             (`models.psmnet`, disparity only, as the official test scripts)
-  exact      models.fast, mode "exact": float32, golden parity (disparity + confidence)
-  fast       models.fast, mode "fast": int8 where it pays (disparity + confidence)
-  fast-fp32  models.fast, mode "fast" without int8 (for comparison)
-  bf16       the reference under bfloat16 autocast (backends.psmnet precision "bf16")
-  sgbm       OpenCV StereoSGBM with the backend's default parameters
+             (`models.psmnet`, disparity only, as the official test scripts; on CUDA with
+             PyTorch's default settings)
+  exact      CPU: models.fast "exact" (fused float32); CUDA: models.fused.cuda "exact" (float32,
+             TF32 off, CUDA graph). Golden parity; disparity + confidence
+  fast       CPU: models.fast "fast" (int8 where it pays); CUDA: fp16 convolutions, CUDA graph
+  fast-fp32  CPU only: models.fast "fast" without int8 (for comparison)
+  fast-bf16  CUDA only: bf16 convolutions, CUDA graph
+  fast-eager CUDA only: fast without the CUDA graph (what the graph saves)
+  bf16       the reference under bfloat16 autocast (precision "bf16")
+  sgbm       OpenCV StereoSGBM with the backend's default parameters (always on the CPU)
 
 Each configuration runs in its own subprocess, so that process's peak RSS (ru_maxrss) is that
 configuration's peak memory; `--rounds R` runs every configuration R times, alternating, so
 that a load change on a shared machine hits all of them alike. Speed-ups are the reference's
 median over each configuration's median (and the same with minima) from the same run.
 
-The per-frame overhead outside the matcher (image message -> array, rectification, depth and
-points, DisparityImage/depth/PointCloud2 message build) is measured once per size with the
-package's own functions (ROS messages when rclpy's message packages import).
+Two measurements per configuration:
+  matcher  preprocess + network + result on the host (`median_s`; on CUDA also the network
+           alone, timed with CUDA events: `network`, with the peak GPU memory)
+  frame    the whole per-frame path the node runs (`pipeline.StereoPipeline`): a raw, distorted
+           pair -> rectification -> matching -> depth -> points, plus the ROS message
+           conversion and building when rclpy's message packages import (`frame`)
 """
 
 from __future__ import annotations
@@ -39,18 +47,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from stereo_depth_ros.tools._cli import hxw_size
+
 CONFIGS: dict[str, dict] = {
-    "reference": {"kind": "psmnet", "engine": "reference", "precision": "fp32"},
-    "exact": {"kind": "psmnet", "engine": "exact", "precision": "fp32"},
-    "fast": {"kind": "psmnet", "engine": "fast", "precision": "int8+fp32"},
-    "fast-fp32": {"kind": "psmnet", "engine": "fast-fp32", "precision": "fp32"},
-    "bf16": {"kind": "psmnet", "engine": "reference", "precision": "bf16"},
-    "sgbm": {"kind": "sgbm", "engine": "opencv", "precision": "-"},
+    "reference": {"kind": "psmnet", "engine": "reference", "precision": "fp32",
+                  "devices": ("cpu", "cuda")},
+    "exact": {"kind": "psmnet", "engine": "exact", "precision": "fp32",
+              "devices": ("cpu", "cuda")},
+    "fast": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "devices": ("cpu", "cuda")},
+    "fast-fp32": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "int8": False,
+                  "devices": ("cpu",)},
+    "fast-bf16": {"kind": "psmnet", "engine": "fast", "precision": "bf16",
+                  "devices": ("cuda",)},
+    "fast-eager": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "graphs": False,
+                   "devices": ("cuda",)},
+    "bf16": {"kind": "psmnet", "engine": "reference", "precision": "bf16",
+             "devices": ("cpu", "cuda")},
+    "sgbm": {"kind": "sgbm", "engine": "opencv", "precision": "-", "devices": ("cpu",)},
 }
-DEFAULT_CONFIGS = ("reference", "exact", "fast", "sgbm")
+DEFAULT_CONFIGS = {"cpu": ("reference", "exact", "fast", "sgbm"),
+                   "cuda": ("reference", "exact", "fast", "fast-eager")}
 DEFAULT_SIZES = ((384, 1248), (256, 512))
 PSMNET_STAGES = ("preprocess", "features", "cost_volume", "cnn3d", "regression", "postprocess")
-OVERHEAD_STAGES = ("convert", "rectify", "depth_points", "message_build")
 RESULT_PREFIX = "STEREO_DEPTH_BENCH_RESULT "
 
 
@@ -92,6 +110,28 @@ def load_pair(height: int, width: int):
     return (np.ascontiguousarray(left[:, :width]), right), "random dots, 16 px shift"
 
 
+def raw_calibration(width: int, height: int):
+    """A KITTI-like stereo calibration with lens distortion and a small rotation, so that the
+    frame measurement rectifies (core.rectify.StereoCalibration)."""
+    import numpy as np
+    from stereo_depth_ros.core.camera import StereoRig
+    from stereo_depth_ros.core.rectify import CameraCalibration, StereoCalibration
+
+    fx = 721.5377 * width / 1242.0
+    K = np.array([[fx, 0, width / 2 + 3.2], [0, fx, height / 2 - 1.7], [0, 0, 1.0]])
+    D = np.array([-0.37, 0.2, 0.0005, -0.001, -0.07])
+    angle = 0.004
+    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                  [-np.sin(angle), 0, np.cos(angle)]])
+    P_left = np.hstack([K, np.zeros((3, 1))])
+    P_right = np.hstack([K, np.array([[-fx * 0.54], [0], [0]])])
+    return StereoCalibration(
+        left=CameraCalibration.create(K, D, R, P_left, name="left"),
+        right=CameraCalibration.create(K, D, R.T, P_right, name="right"),
+        rig=StereoRig.from_projection_matrices(P_left, P_right, width, height),
+        already_rectified=False, frame_id="left_camera_optical_frame")
+
+
 # ----------------------------------------------------------------------------------------------
 # Worker: one configuration at one size, in its own process
 # ----------------------------------------------------------------------------------------------
@@ -118,87 +158,84 @@ def _timed(function, warmup: int, runs: int):
     return result, totals, stages
 
 
-def _psmnet_runner(config: dict, weights: Path | None, left, right):
-    import torch
+def _make_backend(config: dict, device: str, weights: Path | None):
+    from stereo_depth_ros.backends import make_backend
+    if config["kind"] == "sgbm":
+        return make_backend("sgbm")
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
-    from stereo_depth_ros.models.fast import FastPSMNet
+    backend = PsmnetBackend(weights, device=device, engine=config["engine"],
+                            precision=config["precision"],
+                            cuda_graphs=config.get("graphs", True))
+    if config.get("int8") is False:
+        from stereo_depth_ros.models.fast import FastPSMNet
+        backend.runner = FastPSMNet.from_model(backend.model, mode="fast", int8=False)
+    return backend
 
-    precision = "bf16" if config["precision"] == "bf16" else "fp32"
-    backend = PsmnetBackend(weights, device="cpu", precision=precision)
-    model = backend.model
-    engine = None
-    if config["engine"] in ("exact", "fast", "fast-fp32"):
-        mode = "exact" if config["engine"] == "exact" else "fast"
-        engine = FastPSMNet.from_model(model, mode=mode,
-                                       int8=False if config["engine"] == "fast-fp32" else None)
+
+def _matcher_runner(backend, config: dict, left, right):
+    """preprocess -> network -> result on the host, with the engine's stage timings."""
+    if config["kind"] == "sgbm":
+        def run_sgbm():
+            start = time.perf_counter()
+            result = backend.compute(left, right)
+            return result.disparity, {"infer": time.perf_counter() - start}
+        return run_sgbm
+
+    with_confidence = config["engine"] != "reference"     # the official scripts: disparity only
 
     def run():
         stages: dict[str, float] = {}
         start = time.perf_counter()
         left_t, right_t, padder = backend.preprocess(left, right)
+        backend._synchronize()
         stages["preprocess"] = time.perf_counter() - start
-        size = tuple(left_t.shape[-2:])
-        if engine is not None:
-            disparity, confidence = engine.forward_with_confidence(left_t, right_t,
-                                                                   timings=stages)
-        else:
-            with torch.inference_mode(), backend._autocast():
-                mark = time.perf_counter()
-                features = model.extract_features(left_t, right_t)
-                stages["features"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                volume = model.build_cost_volume(*features)
-                del features
-                stages["cost_volume"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                cost = model.aggregate(volume)[-1]
-                del volume
-                stages["cnn3d"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                disparity, confidence = model.regress(cost, size)
-                stages["regression"] = time.perf_counter() - mark
+        disparity, confidence = backend.runner.forward_with_confidence(
+            left_t, right_t, timings=stages, with_confidence=with_confidence)
         mark = time.perf_counter()
-        out = padder.unpad(disparity[0, 0]).float().numpy().copy()
+        out = padder.unpad(disparity[0, 0]).float().cpu().numpy().copy()
         if confidence is not None:
-            padder.unpad(confidence[0, 0]).float().numpy().copy()
+            padder.unpad(confidence[0, 0]).float().cpu().numpy().copy()
         stages["postprocess"] = time.perf_counter() - mark
         return out, stages
 
     return run
 
 
-def _sgbm_runner(left, right):
-    from stereo_depth_ros.backends import make_backend
-    backend = make_backend("sgbm")
+def _network_on_cuda(backend, config: dict, left, right, warmup: int, runs: int) -> dict:
+    """The network alone on CUDA: CUDA-event times after warm-up, and the peak GPU memory of
+    warm-up (graph capture included) and runs."""
+    import torch
+    with_confidence = config["engine"] != "reference"
+    left_t, right_t, _ = backend.preprocess(left, right)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(max(1, warmup)):
+        backend.runner.forward_with_confidence(left_t, right_t, with_confidence=with_confidence)
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        backend.runner.forward_with_confidence(left_t, right_t, with_confidence=with_confidence)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0)
+    record = _stat(times)
+    record["runs_s"] = times
+    record["fps"] = 1.0 / record["median_s"]
+    record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return record
 
-    def run():
-        start = time.perf_counter()
-        result = backend.compute(left, right)
-        return result.disparity, {"infer": time.perf_counter() - start}
 
-    return run
+def _frame_runner(backend, left, right):
+    """The node's per-frame path: (Image messages ->) raw arrays -> StereoPipeline -> (messages).
 
-
-def _overhead_runner(left, right, disparity):
-    """convert -> rectify -> depth/points -> message build, with the package's functions."""
+    Returns (run, with_messages)."""
     import numpy as np
-    from stereo_depth_ros.core.camera import StereoRig
-    from stereo_depth_ros.core.geometry import depth_to_points, disparity_to_depth
-    from stereo_depth_ros.core.rectify import CameraCalibration, Rectifier
+    from stereo_depth_ros.pipeline import StereoPipeline
 
     height, width = left.shape[:2]
-    fx = 721.5377 * width / 1242.0
-    K = np.array([[fx, 0, width / 2 + 3.2], [0, fx, height / 2 - 1.7], [0, 0, 1.0]])
-    D = np.array([-0.37, 0.2, 0.0005, -0.001, -0.07])
-    angle = 0.004
-    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0,
-                                                                 np.cos(angle)]])
-    P_left = np.hstack([K, np.zeros((3, 1))])
-    P_right = np.hstack([K, np.array([[-fx * 0.54], [0], [0]])])
-    calibration = (CameraCalibration.create(K, D, R, P_left, name="left"),
-                   CameraCalibration.create(K, D, R.T, P_right, name="right"))
-    rectifier = Rectifier(*calibration, width, height)
-    rig = StereoRig.from_projection_matrices(P_left, P_right, width, height)
+    calibration = raw_calibration(width, height)
+    pipeline = StereoPipeline(backend)
     bgr = [np.ascontiguousarray(image[..., ::-1]) for image in (left, right)]
     try:
         from std_msgs.msg import Header
@@ -207,7 +244,7 @@ def _overhead_runner(left, right, disparity):
         from stereo_depth_ros.ros.messages import (make_disparity_image, make_float_image,
                                                    make_pointcloud2)
         messages = [numpy_to_image(image, "bgr8") for image in bgr]
-        header = Header(frame_id="left_camera_optical_frame")
+        header = Header(frame_id=calibration.frame_id)
     except ImportError:
         messages = None
 
@@ -220,28 +257,26 @@ def _overhead_runner(left, right, disparity):
         else:
             left_in, right_in = (np.ascontiguousarray(image[..., ::-1]) for image in bgr)
         stages["convert"] = time.perf_counter() - start
-        mark = time.perf_counter()
-        rectifier.rectify(left_in, right_in)
-        stages["rectify"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        depth = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
-        points = depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
-        stages["depth_points"] = time.perf_counter() - mark
+        result = pipeline.process(left_in, right_in, calibration)
+        for name in ("upload", "rectify", "scale", "match", "depth_points", "download"):
+            if name in result.timings_s:
+                stages[name] = result.timings_s[name]
         mark = time.perf_counter()
         if messages is not None:
-            make_disparity_image(disparity, header, rig, 0.0, 192.0, 1.0 / 256.0)
-            make_float_image(depth, header)
-            make_pointcloud2(points, header, left_in)
+            make_disparity_image(result.disparity, header, result.rig, result.min_disparity,
+                                 result.max_disparity, result.delta_d)
+            make_float_image(result.depth_m, header)
+            make_pointcloud2(result.points, header, result.left)
         stages["message_build"] = time.perf_counter() - mark
-        return None, stages
+        return result.disparity, stages
 
     return run, messages is not None
 
 
-def run_worker(config_name: str, size: tuple[int, int], *, runs: int, warmup: int,
-               threads: int | None, weights: Path | None, malloc: str,
+def run_worker(config_name: str, size: tuple[int, int], *, device: str, runs: int, warmup: int,
+               frame_runs: int, threads: int | None, weights: Path | None, malloc: str,
                save_output: Path | None = None) -> dict:
-    """Time one configuration (or "overhead") at one size in this process; return a record."""
+    """Time one configuration at one size in this process; return a record."""
     import cv2
     import numpy as np
     import torch
@@ -252,33 +287,41 @@ def run_worker(config_name: str, size: tuple[int, int], *, runs: int, warmup: in
     if threads is not None:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
+    config = CONFIGS[config_name]
+    run_device = device if device in config["devices"] else "cpu"
     height, width = size
     (left, right), source = load_pair(height, width)
     record = {"config": config_name, "size": f"{height}x{width}", "height": height,
               "width": width, "input": source, "threads": torch.get_num_threads(),
-              "runs": runs, "warmup": warmup}
-    if config_name == "overhead":
-        disparity = np.full((height, width), 20.0, dtype=np.float32)
-        disparity[: height // 8] = np.nan
-        run, with_messages = _overhead_runner(left, right, disparity)
-        record["ros_messages"] = with_messages
-        stage_names = OVERHEAD_STAGES
-    else:
-        config = CONFIGS[config_name]
-        record.update(config)
-        if config["kind"] == "sgbm":
-            run = _sgbm_runner(left, right)
-            stage_names = ("infer",)
-        else:
-            run = _psmnet_runner(config, weights, left, right)
-            record["weights"] = str(weights) if weights else "random (no weights file found)"
-            record["confidence"] = config["engine"] != "reference"
-            stage_names = PSMNET_STAGES
-    output, totals, stages = _timed(run, warmup, runs)
+              "runs": runs, "warmup": warmup, "device": run_device,
+              **{k: v for k, v in config.items() if k != "devices"}}
+    backend = _make_backend(config, run_device, weights)
+    if config["kind"] == "psmnet":
+        record["weights"] = str(weights) if weights else "random (no weights file found)"
+        record["confidence"] = config["engine"] != "reference"
+        record["engine_detail"] = backend.describe()
+    if run_device == "cuda":
+        record["gpu"] = torch.cuda.get_device_name()
+        record["network"] = _network_on_cuda(backend, config, left, right, warmup, runs)
+    output, totals, stages = _timed(_matcher_runner(backend, config, left, right), warmup, runs)
     record["runs_s"] = totals
     record.update(_stat(totals))
+    names = sorted({name for s in stages for name in s}, key=lambda n: (
+        PSMNET_STAGES.index(n) if n in PSMNET_STAGES else len(PSMNET_STAGES), n))
     record["stages_s"] = {name: statistics.median(s.get(name, 0.0) for s in stages)
-                          for name in stage_names}
+                          for name in names}
+    if frame_runs > 0:
+        if run_device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        frame_run, with_messages = _frame_runner(backend, left, right)
+        _, frame_totals, frame_stages = _timed(frame_run, max(1, warmup), frame_runs)
+        record["frame"] = {**_stat(frame_totals), "runs_s": frame_totals,
+                           "fps": 1.0 / statistics.median(frame_totals),
+                           "ros_messages": with_messages,
+                           "stages_s": {name: statistics.median(s[name] for s in frame_stages)
+                                        for name in frame_stages[0]}}
+        if run_device == "cuda":
+            record["frame"]["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if save_output is not None and output is not None:
         np.save(save_output, np.asarray(output, dtype=np.float32))
@@ -292,8 +335,9 @@ def run_worker(config_name: str, size: tuple[int, int], *, runs: int, warmup: in
 def _worker_command(args: argparse.Namespace, config: str, size: tuple[int, int],
                     save_output: Path | None) -> list[str]:
     command = [sys.executable, "-m", "stereo_depth_ros.tools.bench", "--worker", config,
-               "--sizes", f"{size[0]}x{size[1]}", "--runs", str(args.runs),
-               "--warmup", str(args.warmup), "--malloc", args.malloc]
+               "--device", args.device, "--sizes", f"{size[0]}x{size[1]}",
+               "--runs", str(args.runs), "--warmup", str(args.warmup),
+               "--frame-runs", str(args.frame_runs), "--malloc", args.malloc]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
     if args.weights is not None:
@@ -306,9 +350,9 @@ def _worker_command(args: argparse.Namespace, config: str, size: tuple[int, int]
 def _run_config(args: argparse.Namespace, config: str, size: tuple[int, int],
                 save_output: Path | None) -> dict:
     if args.in_process:
-        return run_worker(config, size, runs=args.runs, warmup=args.warmup,
-                          threads=args.threads, weights=args.weights, malloc=args.malloc,
-                          save_output=save_output)
+        return run_worker(config, size, device=args.device, runs=args.runs, warmup=args.warmup,
+                          frame_runs=args.frame_runs, threads=args.threads,
+                          weights=args.weights, malloc=args.malloc, save_output=save_output)
     proc = subprocess.run(_worker_command(args, config, size, save_output), text=True,
                           capture_output=True)
     for line in proc.stdout.splitlines():
@@ -319,16 +363,27 @@ def _run_config(args: argparse.Namespace, config: str, size: tuple[int, int],
                      f"(exit {proc.returncode}): " + " | ".join(tail))
 
 
+def _merge_stats(records: list[dict]) -> dict:
+    runs = [t for r in records for t in r["runs_s"]]
+    merged = {**records[0], **_stat(runs), "runs_s": runs}
+    if "stages_s" in records[0]:
+        merged["stages_s"] = {name: statistics.median(r["stages_s"][name] for r in records)
+                              for name in records[0]["stages_s"]}
+    return merged
+
+
 def _merge(records: list[dict]) -> dict:
-    """One record from the rounds of a configuration: all runs pooled, peak = max."""
-    merged = dict(records[0])
-    totals = [t for r in records for t in r["runs_s"]]
-    merged["runs_s"] = totals
-    merged.update(_stat(totals))
+    """One record from the rounds of a configuration: all runs pooled, peaks = max."""
+    merged = _merge_stats(records)
     merged["rounds"] = len(records)
     merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
-    merged["stages_s"] = {name: statistics.median(r["stages_s"][name] for r in records)
-                          for name in records[0]["stages_s"]}
+    for part in ("network", "frame"):
+        if part in records[0]:
+            merged[part] = _merge_stats([r[part] for r in records])
+            merged[part]["fps"] = 1.0 / merged[part]["median_s"]
+            for peak in ("peak_gpu_mb",):
+                if peak in records[0][part]:
+                    merged[part][peak] = max(r[part][peak] for r in records)
     return merged
 
 
@@ -345,14 +400,22 @@ def _accuracy(output: Path, reference: Path) -> dict | None:
             "bad3_pct": float(100.0 * (diff > 3.0).mean())}
 
 
+def _ratios(record: dict, reference: dict) -> None:
+    record["speedup_vs_reference"] = reference["median_s"] / record["median_s"]
+    record["speedup_vs_reference_min"] = reference["min_s"] / record["min_s"]
+    for part in ("network", "frame"):
+        if part in record and part in reference:
+            record[part]["speedup_vs_reference"] = (reference[part]["median_s"]
+                                                    / record[part]["median_s"])
+
+
 def run_bench(args: argparse.Namespace) -> dict:
     """Every configuration at every size (rounds alternate); returns the report dict."""
     load_before = os.getloadavg()
-    results, overhead = [], []
+    results = []
     with tempfile.TemporaryDirectory(prefix="stereo_depth_bench_") as tmp:
         for size in args.sizes:
             collected: dict[str, list[dict]] = {name: [] for name in args.configs}
-            overhead_records = []
             outputs = {name: Path(tmp) / f"{name}_{size[0]}x{size[1]}.npy"
                        for name in args.configs}
             for round_index in range(args.rounds):
@@ -361,41 +424,33 @@ def run_bench(args: argparse.Namespace) -> dict:
                               f"{name}")
                     save = outputs[name] if round_index == 0 else None
                     collected[name].append(_run_config(args, name, size, save))
-                if not args.no_overhead:
-                    overhead_records.append(_run_config(args, "overhead", size, None))
             merged = {name: _merge(records) for name, records in collected.items()}
             reference = merged.get("reference")
-            overhead_total = None
-            if overhead_records:
-                over = _merge(overhead_records)
-                over["total_s"] = over.pop("median_s")
-                overhead_total = sum(over["stages_s"].values())
-                over["stages_total_s"] = overhead_total
-                overhead.append(over)
             for name, record in merged.items():
                 if reference is not None:
-                    record["speedup_vs_reference"] = reference["median_s"] / record["median_s"]
-                    record["speedup_vs_reference_min"] = reference["min_s"] / record["min_s"]
+                    _ratios(record, reference)
                     if name != "reference" and record["kind"] == "psmnet":
                         record["accuracy_vs_reference"] = _accuracy(outputs[name],
                                                                     outputs["reference"])
-                if overhead_total is not None:
-                    record["frame_total_s"] = record["median_s"] + overhead_total
                 results.append(record)
     import torch
+    machine = {"platform": platform.platform(), "processor": _cpu_model(),
+               "cpus": os.cpu_count(), "torch": torch.__version__,
+               "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    if args.device == "cuda":
+        machine.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
+                       cudnn=torch.backends.cudnn.version())
     return {
-        "tool": "stereo_depth_bench", "schema": 1,
+        "tool": "stereo_depth_bench", "schema": 2,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": ["stereo_depth_bench", *sys.argv[1:]],
-        "machine": {"platform": platform.platform(), "processor": _cpu_model(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "settings": {"sizes": [f"{h}x{w}" for h, w in args.sizes], "configs": args.configs,
-                     "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+        "machine": machine,
+        "settings": {"device": args.device, "sizes": [f"{h}x{w}" for h, w in args.sizes],
+                     "configs": args.configs, "runs": args.runs, "warmup": args.warmup,
+                     "rounds": args.rounds, "frame_runs": args.frame_runs,
                      "threads": args.threads, "malloc": args.malloc,
                      "weights": str(args.weights) if args.weights else None},
         "results": results,
-        "overhead": overhead,
     }
 
 
@@ -415,39 +470,42 @@ def _progress(args: argparse.Namespace, text: str) -> None:
         print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.1f}"
+
+
 def format_table(report: dict) -> str:
     """Plain-text summary of a report."""
-    lines = [f"{'size':>9} {'config':>10} {'median s':>9} {'min s':>7} {'spread':>7} "
-             f"{'x ref':>6} {'x ref(min)':>10} {'peak MB':>8}  accuracy vs reference"]
+    lines = [f"{'size':>9} {'config':>10} {'device':>6} {'matcher ms':>10} {'x ref':>6} "
+             f"{'network ms':>10} {'x ref':>6} {'frame ms':>9} {'fps':>6} {'peak MB':>8}  "
+             "accuracy vs reference"]
     for r in report["results"]:
         accuracy = r.get("accuracy_vs_reference")
         acc_text = "" if not accuracy else (
             f"mean {accuracy['mean_abs_px']:.3f} px, max {accuracy['max_abs_px']:.2f} px, "
             f">3 px {accuracy['bad3_pct']:.2f} %")
-        lines.append(f"{r['size']:>9} {r['config']:>10} {r['median_s']:9.3f} {r['min_s']:7.3f} "
-                     f"{r['spread_pct']:6.1f}% {r.get('speedup_vs_reference', float('nan')):6.2f}"
-                     f" {r.get('speedup_vs_reference_min', float('nan')):10.2f} "
-                     f"{r['peak_rss_mb']:8.0f}  {acc_text}")
-    for over in report["overhead"]:
-        stages = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in over["stages_s"].items())
-        lines.append(f"per-frame overhead at {over['size']}: {1000 * over['stages_total_s']:.1f} "
-                     f"ms ({stages}; ROS messages: {over.get('ros_messages')})")
+        network = r.get("network") or {}
+        frame = r.get("frame") or {}
+        peak = network.get("peak_gpu_mb", r["peak_rss_mb"])
+        lines.append(
+            f"{r['size']:>9} {r['config']:>10} {r.get('device', 'cpu'):>6} "
+            f"{_ms(r['median_s']):>10} {r.get('speedup_vs_reference', float('nan')):6.2f} "
+            f"{_ms(network.get('median_s')):>10} "
+            f"{network.get('speedup_vs_reference', float('nan')):6.2f} "
+            f"{_ms(frame.get('median_s')):>9} {frame.get('fps', float('nan')):6.1f} "
+            f"{peak:8.0f}  {acc_text}")
+    stages = [r for r in report["results"] if r.get("frame")]
+    for r in stages:
+        text = ", ".join(f"{k} {1000 * v:.1f}" for k, v in r["frame"]["stages_s"].items())
+        lines.append(f"frame stages (ms) {r['size']} {r['config']}: {text} "
+                     f"(ROS messages: {r['frame']['ros_messages']})")
+    lines.append("peak MB: GPU memory (max allocated) on CUDA, process RSS on the CPU")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 384x1248, got {text!r}") from None
-    if height < 16 or width < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return height, width
-
 
 def _positive(text: str) -> int:
     try:
@@ -474,17 +532,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stereo_depth_bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="configurations:\n" + "\n".join(
-            line for line in __doc__.splitlines() if line.startswith("  ")))
-    parser.add_argument("--sizes", type=_size, nargs="+", default=list(DEFAULT_SIZES),
-                        metavar="HxW", help="input sizes (default: 384x1248 256x512); sizes "
-                        "that are not multiples of 16 are padded as the backend does")
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                        choices=sorted(CONFIGS), metavar="NAME",
-                        help=f"configurations (default: {' '.join(DEFAULT_CONFIGS)}; one of "
-                        f"{', '.join(sorted(CONFIGS))})")
+            line for line in __doc__.split("Configurations (--configs):\n")[1].split(
+                "\n\n")[0].splitlines()))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the PSMNet configurations run (default cpu)")
+    parser.add_argument("--sizes", type=hxw_size("384x1248", minimum=16), nargs="+",
+                        default=list(DEFAULT_SIZES), metavar="HxW",
+                        help="input sizes (default: 384x1248 256x512); sizes that are not "
+                        "multiples of 16 are padded as the backend does")
+    parser.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS),
+                        metavar="NAME",
+                        help="configurations (default: " + "; ".join(
+                            f"{d}: {' '.join(c)}" for d, c in DEFAULT_CONFIGS.items())
+                        + f"; any of {', '.join(CONFIGS)})")
     parser.add_argument("--runs", type=_positive, default=5, help="timed runs (default 5)")
     parser.add_argument("--warmup", type=_non_negative, default=1,
                         help="untimed warm-up runs (default 1)")
+    parser.add_argument("--frame-runs", type=_non_negative, default=None,
+                        help="timed runs of the whole frame path (default: --runs; 0 = skip)")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="same as --frame-runs 0")
     parser.add_argument("--rounds", type=_positive, default=1,
                         help="run every configuration this many times, alternating (default 1)")
     parser.add_argument("--threads", type=_positive, default=None,
@@ -497,8 +564,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(models.fast.reuse_freed_memory); default: glibc as is")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="write the full report (all runs, stages, ratios) as JSON")
-    parser.add_argument("--no-overhead", action="store_true",
-                        help="skip the per-frame overhead measurement")
     parser.add_argument("--in-process", action="store_true",
                         help="run configurations in this process (peak memory is then shared)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -510,23 +575,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.configs is None:
+        args.configs = list(DEFAULT_CONFIGS[args.device])
+    unsupported = [name for name in args.configs
+                   if CONFIGS[name]["kind"] == "psmnet" and args.device not in
+                   CONFIGS[name]["devices"]]
+    if unsupported:
+        parser.error(f"configuration(s) {', '.join(unsupported)} do not run on "
+                     f"--device {args.device}")
+    if args.frame_runs is None:
+        args.frame_runs = 0 if args.no_overhead else args.runs
     if args.weights is not None and not args.weights.is_file():
-        print(f"stereo_depth_bench: error: --weights {args.weights}: no such file",
-              file=sys.stderr)
-        return 2
+        parser.error(f"--weights {args.weights}: no such file")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            print(f"stereo_depth_bench: error: --device cuda, but CUDA is not available (torch "
+                  f"{torch.__version__})", file=sys.stderr)
+            return 1
     if args.weights is None:
         from stereo_depth_ros.tools.infer import find_default_weights
         args.weights = find_default_weights()
     if args.worker is not None:
-        record = run_worker(args.worker, args.sizes[0], runs=args.runs, warmup=args.warmup,
+        record = run_worker(args.worker, args.sizes[0], device=args.device, runs=args.runs,
+                            warmup=args.warmup, frame_runs=args.frame_runs,
                             threads=args.threads, weights=args.weights, malloc=args.malloc,
                             save_output=args.save_output)
         print(RESULT_PREFIX + json.dumps(record), flush=True)
         return 0
     if args.json is not None and not args.json.parent.is_dir():
-        print(f"stereo_depth_bench: error: --json {args.json}: directory "
-              f"{args.json.parent} does not exist", file=sys.stderr)
-        return 2
+        parser.error(f"--json {args.json}: directory {args.json.parent} does not exist")
     try:
         report = run_bench(args)
     except BenchError as error:
