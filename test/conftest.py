@@ -76,3 +76,19 @@ def assets_dir() -> Path:
 @pytest.fixture(scope="session")
 def kitti_weights(assets_dir: Path) -> Path:
     return assets_dir / "weights" / "pretrained_model_KITTI2015.tar"
+
+
+REAL_GOLDEN_DIR = REPO_ROOT / "test" / "data" / "golden_real_weights"
+
+
+@pytest.fixture(scope="session")
+def real_golden() -> dict:
+    """The official output with the released weights on a real 256x512 crop (test/data, with
+    its provenance README): left/right (256, 512, 3) uint8 RGB, disparity per align_corners."""
+    import cv2
+    import numpy as np
+    left, right = (cv2.imread(str(REAL_GOLDEN_DIR / f"drivingstereo_crop_{side}.png"),
+                              cv2.IMREAD_COLOR)[..., ::-1].copy() for side in ("left", "right"))
+    return {"left": left, "right": right,
+            True: np.load(REAL_GOLDEN_DIR / "official_disp_align_corners_true.npy"),
+            False: np.load(REAL_GOLDEN_DIR / "official_disp_align_corners_false.npy")}
