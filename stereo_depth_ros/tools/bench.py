@@ -16,6 +16,8 @@ Configurations (--configs):
   fast-fp32  CPU only: models.fast "fast" without int8 (for comparison)
   fast-bf16  CUDA only: bf16 convolutions, CUDA graph
   fast-eager CUDA only: fast without the CUDA graph (what the graph saves)
+  fast-compile CUDA only: fast through torch.compile(mode="reduce-overhead") instead of the
+             engine's own graph capture (compiles for a minute or more)
   bf16       the reference under bfloat16 autocast (precision "bf16")
   sgbm       OpenCV StereoSGBM with the backend's default parameters (always on the CPU)
 
@@ -61,6 +63,8 @@ CONFIGS: dict[str, dict] = {
                   "devices": ("cuda",)},
     "fast-eager": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "graphs": False,
                    "devices": ("cuda",)},
+    "fast-compile": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "compile": True,
+                     "devices": ("cuda",)},
     "bf16": {"kind": "psmnet", "engine": "reference", "precision": "bf16",
              "devices": ("cpu", "cuda")},
     "sgbm": {"kind": "sgbm", "engine": "opencv", "precision": "-", "devices": ("cpu",)},
@@ -166,6 +170,9 @@ def _make_backend(config: dict, device: str, weights: Path | None):
     backend = PsmnetBackend(weights, device=device, engine=config["engine"],
                             precision=config["precision"],
                             cuda_graphs=config.get("graphs", True))
+    if config.get("compile"):
+        from stereo_depth_ros.models.fused.cuda import CudaPSMNet
+        backend.runner = CudaPSMNet(backend.model, mode="fast", fuse_relu=False, compile=True)
     if config.get("int8") is False:
         from stereo_depth_ros.models.fast import FastPSMNet
         backend.runner = FastPSMNet.from_model(backend.model, mode="fast", int8=False)

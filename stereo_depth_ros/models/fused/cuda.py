@@ -173,6 +173,9 @@ class CudaPSMNet:
     channels_last: channels-last layouts (False: PyTorch's default NCHW / NCDHW; measured
         15.5 vs 11.8 ms on an H200).
     fuse_relu: convolution + bias + ReLU as one cuDNN call where a ReLU follows a convolution.
+    compile: run the forward through `torch.compile(mode="reduce-overhead")` instead of the
+        engine's own graph capture (use with fuse_relu=False: Inductor fuses the pointwise ops
+        itself).
 
     Inputs and outputs as the reference: left, right (B, 3, H, W) float32 normalized RGB, H and W
     multiples of 16 and >= 256; disparity (B, 1, H, W) float32 px in [0, max_disparity - 1] and
@@ -183,7 +186,7 @@ class CudaPSMNet:
                  fast_dtype: torch.dtype = torch.float16, cuda_graphs: bool = True,
                  device: torch.device | str | None = None, chunk_pixels: int = 32768,
                  implicit_cost: bool = False, channels_last: bool = True,
-                 fuse_relu: bool = True) -> None:
+                 fuse_relu: bool = True, compile: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if fast_dtype not in FAST_DTYPES.values():
@@ -214,7 +217,11 @@ class CudaPSMNet:
         self.max_disparity = int(model.max_disparity)
         self.regression = ChunkedRegression(self.max_disparity, bool(model.align_corners),
                                             chunk_pixels=chunk_pixels)
-        self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda" and not compile
+        # torch.compile(mode="reduce-overhead"): Inductor kernels replayed as CUDA graphs; the
+        # alternative to our own capture (the benchmark's fast-compile configuration).
+        self._compiled = (torch.compile(self._forward, mode="reduce-overhead", dynamic=False)
+                          if compile else None)
         self._captured: CapturedForward | None = None
         self._captured_key: tuple | None = None
 
@@ -228,7 +235,8 @@ class CudaPSMNet:
 
     def describe(self) -> str:
         """One line for the start-up log and the bench report."""
-        graphs = "CUDA graph per input size" if self.cuda_graphs else "eager"
+        graphs = ("torch.compile reduce-overhead" if self._compiled is not None else
+                  "CUDA graph per input size" if self.cuda_graphs else "eager")
         return (f"{self.device.type} engine, mode {self.mode}: {self.arithmetic}, folded "
                 f"BatchNorm, channels-last, {graphs}")
 
@@ -275,7 +283,11 @@ class CudaPSMNet:
         exact = self.mode == "exact"
         with torch.inference_mode(), float32_arithmetic(allow_tf32=not exact,
                                                         benchmark=self.device.type == "cuda"):
-            if not self.cuda_graphs:
+            if self._compiled is not None:
+                disparity, confidence = self._compiled(left, right, with_confidence)
+                result = (disparity.clone(),
+                          confidence.clone() if confidence is not None else None)
+            elif not self.cuda_graphs:
                 result = self._forward(left, right, with_confidence)
             else:
                 disparity, confidence = self._replay(left, right, with_confidence)

@@ -1,0 +1,259 @@
+"""pipeline.StereoPipeline: the per-frame path the node and the tools share (host and device).
+
+The device stages (torch) run on the CPU here and must give what the host stages (cv2/numpy) give;
+test_cuda.py checks the same on a GPU.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stereo_depth_ros import drop_reasons
+from stereo_depth_ros.backends import make_backend
+from stereo_depth_ros.core.camera import StereoRig
+from stereo_depth_ros.core.rectify import CameraCalibration, Rectifier, StereoCalibration
+from stereo_depth_ros.core.synthetic import make_scene
+from stereo_depth_ros.drop_reasons import FrameDropped
+from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
+from stereo_depth_ros.pipeline import device as ops
+
+HEIGHT, WIDTH, FX, BASELINE = 120, 200, 150.0, 0.2
+
+
+def _calibration(distorted: bool = True, width: int = WIDTH,
+                 height: int = HEIGHT) -> StereoCalibration:
+    K = np.array([[FX, 0, width / 2 + 3.2], [0, FX, height / 2 - 1.7], [0, 0, 1.0]])
+    D = np.array([-0.3, 0.12, 0.0005, -0.001, -0.02]) if distorted else np.zeros(5)
+    angle = 0.004 if distorted else 0.0
+    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                  [-np.sin(angle), 0, np.cos(angle)]])
+    P_left = np.hstack([K, np.zeros((3, 1))])
+    P_right = np.hstack([K, np.array([[-FX * BASELINE], [0], [0]])])
+    return StereoCalibration(
+        left=CameraCalibration.create(K, D, R, P_left, name="left"),
+        right=CameraCalibration.create(K, D, R.T, P_right, name="right"),
+        rig=StereoRig.from_projection_matrices(P_left, P_right, width, height),
+        already_rectified=not distorted, frame_id="cam")
+
+
+def _textured_pair(shift: int = 8, height: int = HEIGHT, width: int = WIDTH):
+    rng = np.random.default_rng(1)
+    wide = cv2.GaussianBlur(rng.integers(0, 256, (height, width + shift, 3), np.uint8),
+                            (3, 3), 0.8)
+    return np.ascontiguousarray(wide[:, shift:]), np.ascontiguousarray(wide[:, :width])
+
+
+@pytest.fixture(scope="module")
+def psmnet():
+    torch.manual_seed(0)
+    return make_backend("psmnet", weights_path=None, max_disparity=32, device="cpu",
+                        engine="exact")
+
+
+# ---------------------------------------------------------------------------- device stages
+
+def test_device_remap_is_cv2_remap():
+    calibration = _calibration()
+    rectifier = Rectifier(calibration.left, calibration.right, WIDTH, HEIGHT)
+    rng = np.random.default_rng(0)
+    for shape in ((HEIGHT, WIDTH, 3), (HEIGHT, WIDTH)):
+        image = rng.integers(0, 256, shape, np.uint8)
+        for index in (0, 1):
+            remap = ops.DeviceRemap(*rectifier.fixed_point_maps(index), (HEIGHT, WIDTH),
+                                    torch.device("cpu"))
+            got = remap(torch.from_numpy(image)).numpy()
+            want = rectifier.rectify_left(image) if index == 0 else rectifier.rectify_right(image)
+            assert got.shape == want.shape and got.dtype == np.uint8
+            assert np.abs(got.astype(int) - want).max() <= 1
+            assert (got != want).mean() < 0.01
+            assert (got[want == 0] == 0).all()                   # border pixels stay black
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.37, 0.8])
+def test_device_area_resize_is_cv2_inter_area(scale):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8)
+    size = (round(WIDTH * scale), round(HEIGHT * scale))
+    want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    resize = ops.DeviceAreaResize((HEIGHT, WIDTH), (size[1], size[0]), torch.device("cpu"))
+    got = resize(torch.from_numpy(image)).numpy()
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    mono = resize(torch.from_numpy(image[..., 0].copy())).numpy()
+    assert np.abs(mono.astype(int) - want[..., 0]).max() <= 1
+
+
+def test_device_depth_and_points_are_core_geometry():
+    from stereo_depth_ros.core.geometry import (clip_depth, depth_to_points,
+                                                disparity_to_depth)
+    rig = _calibration().rig
+    rng = np.random.default_rng(3)
+    disparity = rng.uniform(-2, 40, (HEIGHT, WIDTH)).astype(np.float32)
+    disparity[0, :5] = np.nan
+    depth = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
+    got = ops.depth_from_disparity(torch.from_numpy(disparity), rig).numpy()
+    np.testing.assert_allclose(got, depth, rtol=1e-6, equal_nan=True)
+    clipped = clip_depth(depth, 1.0, 5.0)
+    got_clipped = ops.clip_depth(torch.from_numpy(depth), 1.0, 5.0).numpy()
+    np.testing.assert_array_equal(got_clipped, clipped)
+    points = ops.PointProjector(rig, torch.device("cpu"))(torch.from_numpy(clipped)).numpy()
+    np.testing.assert_allclose(points, depth_to_points(clipped, rig.fx, rig.fy, rig.cx_left,
+                                                       rig.cy), rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("options", [
+    PipelineOptions(),
+    PipelineOptions(input_scale=0.6, confidence_threshold=0.3, min_depth_m=1.0,
+                    max_depth_m=20.0)], ids=["plain", "scaled-thresholded-clipped"])
+def test_device_stages_give_what_the_host_stages_give(psmnet, options):
+    left, right = _textured_pair()
+    calibration = _calibration()
+    host = StereoPipeline(psmnet, options, stages="host").process(left, right, calibration)
+    device = StereoPipeline(psmnet, options, stages="device").process(left, right, calibration)
+    assert np.abs(host.left.astype(int) - device.left).max() <= 1
+    assert host.rig == device.rig
+    for name in ("disparity", "confidence", "depth_m", "points"):
+        got, want = getattr(device, name), getattr(host, name)
+        assert got.shape == want.shape, name
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True,
+                                   err_msg=name)
+    assert set(device.timings_s) >= {"upload", "rectify", "match", "download", "total"}
+
+
+def test_stages_option():
+    sgbm = make_backend("sgbm", num_disparities=16)
+    assert StereoPipeline(sgbm).stages == "host"
+    with pytest.raises(ValueError, match="runs on the host"):
+        StereoPipeline(sgbm, stages="device")
+    with pytest.raises(ValueError, match="stages="):
+        StereoPipeline(sgbm, stages="gpu")
+
+
+# ---------------------------------------------------------------------------- host path
+
+def _plane(disparity: float = 8.0):
+    """A rectified random-dot pair of a fronto-parallel plane at `disparity` px (exact)."""
+    return make_scene(HEIGHT, WIDTH, background_disparity=disparity, foreground_disparity=None,
+                      fx=FX, baseline_m=BASELINE, texture_cell_px=2.0)
+
+
+def test_depth_follows_the_disparity_and_the_rig():
+    """A plane at 8 px on an already rectified rig -> depth fx*B/8 where SGBM matched."""
+    sgbm = make_backend("sgbm", num_disparities=32, block_size=5)
+    scene = _plane(8.0)
+    result = StereoPipeline(sgbm).process(scene.left, scene.right, scene.rig)
+    valid = np.isfinite(result.disparity)
+    assert valid.mean() > 0.6
+    assert np.median(result.disparity[valid]) == pytest.approx(8.0, abs=0.1)
+    assert np.nanmedian(result.depth_m) == pytest.approx(FX * BASELINE / 8.0, rel=0.02)
+    np.testing.assert_allclose(result.points[..., 2], result.depth_m, equal_nan=True)
+    assert result.delta_d == 1 / 16 and (result.min_disparity, result.max_disparity) == (0, 32)
+    assert result.left is scene.left                            # nothing to rectify
+
+
+def test_input_scale_scales_images_rig_and_disparity():
+    sgbm = make_backend("sgbm", num_disparities=16, block_size=5)
+    scene = _plane(8.0)
+    result = StereoPipeline(sgbm, PipelineOptions(input_scale=0.5)).process(
+        scene.left, scene.right, scene.rig)
+    assert result.disparity.shape == (HEIGHT // 2, WIDTH // 2) == result.left.shape[:2]
+    assert result.rig.width == WIDTH // 2 and result.rig.fx == pytest.approx(FX / 2)
+    valid = np.isfinite(result.disparity)
+    assert np.median(result.disparity[valid]) == pytest.approx(4.0, abs=0.1)
+    # Depth does not depend on the scale: fx and the disparity both halve.
+    assert np.nanmedian(result.depth_m) == pytest.approx(FX * BASELINE / 8.0, rel=0.03)
+
+
+def test_outputs_are_built_only_when_asked():
+    sgbm = make_backend("sgbm", num_disparities=16)
+    left, right = _textured_pair()
+    pipeline = StereoPipeline(sgbm)
+    calibration = _calibration(distorted=False)
+    none = pipeline.process(left, right, calibration, depth=False, points=False)
+    assert none.depth_m is None and none.points is None
+    points_only = pipeline.process(left, right, calibration, depth=False, points=True)
+    assert points_only.depth_m is None and points_only.points is not None
+    no_rig = pipeline.process(left, right, None)
+    assert no_rig.rig is None and no_rig.depth_m is None and no_rig.points is None
+
+
+def test_rectify_modes_and_maps_built_once_per_calibration():
+    sgbm = make_backend("sgbm", num_disparities=16)
+    left, right = _textured_pair()
+    events = []
+    pipeline = StereoPipeline(sgbm, on_event=events.append)
+    calibration = _calibration()
+    first = pipeline.process(left, right, calibration)
+    pipeline.process(left, right, calibration)
+    assert len(events) == 1 and "rectification maps built" in events[0]
+    rectifier = Rectifier(calibration.left, calibration.right, WIDTH, HEIGHT)
+    np.testing.assert_array_equal(first.left, rectifier.rectify_left(left))
+    pipeline.process(left, right, _calibration())                   # a new calibration
+    assert len(events) == 2
+    pipeline.options = PipelineOptions(rectify="false")
+    assert pipeline.process(left, right, calibration).left is left
+    rectified = _calibration(distorted=False)
+    pipeline.options = PipelineOptions(rectify="auto")
+    assert pipeline.process(left, right, rectified).left is left
+    pipeline.options = PipelineOptions(rectify="true")
+    forced = pipeline.process(left, right, rectified).left            # identity maps
+    np.testing.assert_array_equal(forced, left)
+
+
+def test_confidence_threshold_masks_every_output(kitti_weights):
+    psmnet = make_backend("psmnet", weights_path=kitti_weights, device="cpu", engine="exact")
+    scene = make_scene(HEIGHT, WIDTH, fx=FX, baseline_m=BASELINE, texture_cell_px=2.0)
+    plain = StereoPipeline(psmnet).process(scene.left, scene.right, scene.rig)
+    threshold = float(np.median(plain.confidence))
+    masked = StereoPipeline(psmnet, PipelineOptions(confidence_threshold=threshold)).process(
+        scene.left, scene.right, scene.rig)
+    low = plain.confidence < threshold
+    assert 0.2 < low.mean() < 0.8
+    assert np.isnan(masked.disparity[low]).all() and np.isnan(masked.depth_m[low]).all()
+    assert np.isnan(masked.points[low]).all()
+    keep = ~low & np.isfinite(plain.depth_m)
+    np.testing.assert_array_equal(masked.depth_m[keep], plain.depth_m[keep])
+
+
+def test_depth_limits_keep_the_part_inside():
+    sgbm = make_backend("sgbm", num_disparities=32)
+    scene = make_scene(HEIGHT, WIDTH, background_slope=0.1, fx=FX, baseline_m=BASELINE,
+                       texture_cell_px=2.0)
+    left, right, calibration = scene.left, scene.right, scene.rig
+    plain = StereoPipeline(sgbm).process(left, right, calibration)
+    depth = plain.depth_m[np.isfinite(plain.depth_m)]
+    low, high = np.percentile(depth, [25, 75])
+    clipped = StereoPipeline(sgbm, PipelineOptions(min_depth_m=low, max_depth_m=high)).process(
+        left, right, calibration)
+    inside = (plain.depth_m >= np.float32(low)) & (plain.depth_m <= np.float32(high))
+    np.testing.assert_array_equal(clipped.depth_m[inside], plain.depth_m[inside])
+    assert np.isnan(clipped.depth_m[~inside]).all() and inside.any() and (~inside).any()
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("size_mismatch", drop_reasons.SIZE_MISMATCH),
+    ("info_size", drop_reasons.INFO_SIZE_MISMATCH),
+    ("too_narrow", drop_reasons.IMAGE_TOO_SMALL),
+])
+def test_bad_pairs_are_dropped_with_a_reason(case, reason):
+    sgbm = make_backend("sgbm", num_disparities=16 if case != "too_narrow" else 256)
+    left, right = _textured_pair()
+    calibration = _calibration(distorted=False)
+    if case == "size_mismatch":
+        right = right[:, :-2]
+    elif case == "info_size":
+        calibration = _calibration(distorted=False, width=WIDTH + 10)
+    with pytest.raises(FrameDropped) as caught:
+        StereoPipeline(sgbm).process(left, right, calibration)
+    assert caught.value.reason == reason
+    assert str(WIDTH) in str(caught.value) or "256" in str(caught.value)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="input_scale"):
+        PipelineOptions(input_scale=0.0)
+    with pytest.raises(ValueError, match="rectify"):
+        PipelineOptions(rectify="maybe")
