@@ -284,6 +284,8 @@ class CudaPSMNet:
         with torch.inference_mode(), float32_arithmetic(allow_tf32=not exact,
                                                         benchmark=self.device.type == "cuda"):
             if self._compiled is not None:
+                self.regression.prepare(self.levels, self.device)   # constants made outside
+                torch.compiler.cudagraph_mark_step_begin()
                 disparity, confidence = self._compiled(left, right, with_confidence)
                 result = (disparity.clone(),
                           confidence.clone() if confidence is not None else None)
