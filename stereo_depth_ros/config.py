@@ -189,6 +189,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}
 
 SGBM_PREFIX = "sgbm."
+PSMNET_PARAMETERS = ("weights_path", "model", "max_disparity", "device", "precision", "engine")
+"""The parameters that are PsmnetBackend options of the same name."""
 
 
 def _field_name(param_name: str) -> str:
@@ -238,6 +240,13 @@ class NodeConfig:
         """{parameter name: value} for every parameter."""
         return {spec.name: self.get(spec.name) for spec in PARAMS}
 
+    def backend_parameters(self) -> dict[str, str]:
+        """{parameter name: the backend's option name} for the configured backend."""
+        if self.backend == "psmnet":
+            return {name: name for name in PSMNET_PARAMETERS}
+        return {spec.name: spec.name[len(SGBM_PREFIX):] for spec in PARAMS
+                if spec.name.startswith(SGBM_PREFIX)}
+
     def sgbm_options(self) -> dict[str, Any]:
         """Keyword arguments for backends.sgbm.SgbmBackend."""
         return {spec.name[len(SGBM_PREFIX):]: self.get(spec.name) for spec in PARAMS
@@ -245,9 +254,7 @@ class NodeConfig:
 
     def psmnet_options(self) -> dict[str, Any]:
         """Keyword arguments for backends.psmnet.PsmnetBackend."""
-        return {"weights_path": self.weights_path, "model": self.model,
-                "max_disparity": self.max_disparity, "device": self.device,
-                "precision": self.precision, "engine": self.engine}
+        return {name: self.get(name) for name in PSMNET_PARAMETERS}
 
     def backend_options(self) -> dict[str, Any]:
         return self.psmnet_options() if self.backend == "psmnet" else self.sgbm_options()

@@ -309,7 +309,10 @@ class _FakeBackend:
     """Constant disparity 10 px with a confidence ramp 0..1 along x (a stand-in matcher)."""
 
     name = "fake"
-    min_disparity, max_disparity = 0.0, 64.0
+    min_disparity, max_disparity, delta_d = 0.0, 64.0, 1.0 / 256.0
+
+    def check_input_size(self, width, height):
+        pass
 
     def compute(self, left, right):
         from stereo_depth_ros.backends.base import DisparityResult
@@ -347,7 +350,7 @@ def test_confidence_threshold_depth_limits_and_colour_switch_in_process(scene):
         node = StereoDepthNode(context=context, parameter_overrides=[
             Parameter("backend", value="sgbm"), Parameter("confidence_threshold", value=0.5),
             Parameter("max_depth_m", value=1.9), Parameter("use_color", value=False)])
-        node._backend = _FakeBackend()
+        node._backend = node._pipeline.backend = _FakeBackend()
         names = ("disparity", "depth", "depth_info", "points", "left_rect", "confidence",
                  "color")
         fakes = {name: _FakePublisher(name) for name in names}

@@ -103,10 +103,14 @@ class StereoPipeline:
         or "device" (torch on the backend's device; needs a backend with `upload` and
         `compute_tensors`).
     on_event: called with a one-line text when something worth a log line happens (new maps).
+    input_names: how drop messages name the left image, the right image and the calibration
+        (the node passes its topic names).
     """
 
     def __init__(self, backend, options: PipelineOptions | None = None, *, stages: str = "auto",
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None,
+                 input_names: tuple[str, str, str] = ("left", "right", "the calibration")
+                 ) -> None:
         if stages not in STAGES:
             raise ValueError(f"stages={stages!r}: expected one of {', '.join(STAGES)}")
         device = getattr(backend, "device", None)
@@ -120,6 +124,7 @@ class StereoPipeline:
         self.options = options or PipelineOptions()
         self.stages = stages
         self._on_event = on_event or LOG.info
+        self.input_names = input_names
         self._rectifier: tuple[StereoCalibration, Rectifier] | None = None
         self._device_cache: dict[str, tuple] = {}
         self._copies = None
@@ -144,17 +149,17 @@ class StereoPipeline:
             return False
         return self.options.rectify == "true" or not calibration.already_rectified
 
-    @staticmethod
-    def _check_sizes(left: np.ndarray, right: np.ndarray, calibration) -> None:
+    def _check_sizes(self, left: np.ndarray, right: np.ndarray, calibration) -> None:
+        left_name, right_name, calibration_name = self.input_names
         if left.shape[:2] != right.shape[:2]:
             raise FrameDropped(drop_reasons.SIZE_MISMATCH, (
-                f"left/right image sizes differ: left is {left.shape[1]}x{left.shape[0]}, "
-                f"right is {right.shape[1]}x{right.shape[0]}"))
+                f"left/right image sizes differ: {left_name} is {left.shape[1]}x"
+                f"{left.shape[0]}, {right_name} is {right.shape[1]}x{right.shape[0]}"))
         rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
         if rig is not None and (rig.width, rig.height) != (left.shape[1], left.shape[0]):
             raise FrameDropped(drop_reasons.INFO_SIZE_MISMATCH, (
-                f"image/camera_info size mismatch: the images are {left.shape[1]}x"
-                f"{left.shape[0]} but the calibration says {rig.width}x{rig.height}"))
+                f"image/camera_info size mismatch: {left_name} is {left.shape[1]}x"
+                f"{left.shape[0]} but {calibration_name} says {rig.width}x{rig.height}"))
 
     def _scaled_size(self, width: int, height: int) -> tuple[int, int]:
         scale = self.options.input_scale

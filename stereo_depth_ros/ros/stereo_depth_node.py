@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -36,48 +35,29 @@ from stereo_msgs.msg import DisparityImage
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.config import WEIGHTS_HINT, NodeConfig
 from stereo_depth_ros.core.disparity_io import colorize
-from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
-from stereo_depth_ros.core.rectify import Rectifier
+from stereo_depth_ros.core.stamps import stamp_to_ns
+from stereo_depth_ros.drop_reasons import (BAD_IMAGE_DATA, BUSY, PROCESSING_ERROR,
+                                           UNSUPPORTED_ENCODING, FrameDropped)
+from stereo_depth_ros.pipeline import FrameResult, PipelineOptions, StereoPipeline
 from stereo_depth_ros.ros import diagnostics
 from stereo_depth_ros.ros.image_conversion import (ImageDataError, UnsupportedEncodingError,
                                                    image_to_numpy, numpy_to_image,
                                                    pair_to_matcher_input)
-from stereo_depth_ros.ros.messages import (INVALID_CALIBRATION, CalibrationError,
-                                           calibration_key, make_disparity_image,
-                                           make_float_image, make_pointcloud2,
-                                           rectified_camera_info, stereo_calibration)
+from stereo_depth_ros.ros.messages import (CalibrationError, calibration_key,
+                                           make_disparity_image, make_float_image,
+                                           make_pointcloud2, rectified_camera_info,
+                                           stereo_calibration)
 from stereo_depth_ros.ros.params import ParameterError, ParameterGuard, declare_parameters
 from stereo_depth_ros.ros.sync import create_stereo_sync
 
 NODE_NAME = "stereo_depth_node"
 INPUT_TOPICS = ("left/image_raw", "right/image_raw", "left/camera_info", "right/camera_info")
 
-# Drop reasons found by the worker (the synchroniser adds stamp_skew, missing_camera_info and
-# missing_image; calibration problems use the keys from ros.messages).
-BUSY = "busy"
-SIZE_MISMATCH = "size_mismatch"
-INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
-UNSUPPORTED_ENCODING = "unsupported_encoding"
-BAD_IMAGE_DATA = "bad_image_data"
-PROCESSING_ERROR = "processing_error"
-IMAGE_TOO_SMALL = "image_too_small"
-
-# Disparity quantisation reported in DisparityImage.delta_d: SGBM is 1/16 px fixed point;
-# PSMNet regresses a continuous value, reported at KITTI's 1/256 px storage resolution.
-DELTA_D = {"sgbm": 1.0 / 16.0, "psmnet": 1.0 / 256.0}
 LOG_THROTTLE_S = 5.0
 
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameter, missing weights, CUDA absent...): message says why."""
-
-
-class _Drop(Exception):
-    """A pair the worker rejects: reason is the diagnostics key, the message names field/value."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class _Mailbox:
@@ -147,18 +127,10 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 def create_backend(config: NodeConfig):
     """Build the matcher; StartupError with the path/device and the reason on failure."""
     if config.backend == "psmnet":
-        config.validate_startup()
         path = Path(config.weights_path).expanduser()
         if not path.is_file():
             raise StartupError(f"weights_path {str(path)!r} does not exist or is not a file: "
                                + WEIGHTS_HINT)
-        if config.device.startswith("cuda"):
-            import torch  # noqa: PLC0415  (only the PSMNet path pays for torch)
-            if not torch.cuda.is_available():
-                raise StartupError(
-                    f"device={config.device!r} was requested but CUDA is not available "
-                    f"(torch {torch.__version__}, torch.cuda.is_available() is False): use "
-                    "device:=cpu, or device:=auto to fall back to the CPU")
     try:
         return make_backend(config.backend, **config.backend_options())
     except Exception as error:  # noqa: BLE001  (any loader error: say what and where)
@@ -185,8 +157,10 @@ class StereoDepthNode(Node):
         config = self._config
         self._backend = create_backend(config)
         self._topics = [self.resolve_topic_name(name) for name in INPUT_TOPICS]
+        self._pipeline = StereoPipeline(self._backend, PipelineOptions.from_config(config),
+                                        on_event=self.get_logger().info,
+                                        input_names=tuple(self._topics[:3]))
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
-        self._rectifier_state: tuple | None = None  # (key, Rectifier)
 
         self._pub_disparity = self.create_publisher(DisparityImage, "disparity", OUTPUT_QOS)
         self._pub_depth = self.create_publisher(Image, "depth/image_rect", OUTPUT_QOS)
@@ -217,7 +191,9 @@ class StereoDepthNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: backend={config.backend} (range [{self._backend.min_disparity:g}, "
-            f"{self._backend.max_disparity:g}) px), input_scale={config.input_scale:g}, "
+            f"{self._backend.max_disparity:g}) px; {self._backend.describe()}; frame on the "
+            f"{'GPU' if self._pipeline.stages == 'device' else 'host'}), "
+            f"input_scale={config.input_scale:g}, "
             f"rectify={config.rectify}, sync={self._sync.implementation} "
             f"{'approximate' if config.approximate_sync else 'exact'}, "
             f"qos={'system default' if config.use_system_default_qos else 'sensor data'}, "
@@ -234,8 +210,11 @@ class StereoDepthNode(Node):
 
     def _apply_config(self, new_config: NodeConfig, changed: set[str]) -> None:
         """Make a validated parameter change take effect (ValueError rejects it)."""
-        if self._backend.name == "sgbm" and any(name.startswith("sgbm.") for name in changed):
-            self._backend.update(**new_config.sgbm_options())
+        options = new_config.backend_parameters()            # {parameter: backend option}
+        updates = {options[name]: new_config.get(name) for name in changed if name in options}
+        if updates:
+            self._backend.update(**updates)
+        self._pipeline.options = PipelineOptions.from_config(new_config)
         self._config = new_config
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{name}={new_config.get(name)!r}" for name in sorted(changed)))
@@ -290,7 +269,7 @@ class StereoDepthNode(Node):
     def _process_one(self, item) -> None:
         try:
             self._process(*item)
-        except _Drop as drop:
+        except FrameDropped as drop:
             # Worker messages carry no stamps: one throttle key per distinct problem.
             self._stats.drop(drop.reason, str(drop))
             self._log_drop(drop.reason, str(drop), key=f"{drop.reason}:{drop}")
@@ -306,11 +285,25 @@ class StereoDepthNode(Node):
         try:
             return image_to_numpy(msg)
         except UnsupportedEncodingError as error:
-            raise _Drop(UNSUPPORTED_ENCODING, f"{topic}: {error}") from None
+            raise FrameDropped(UNSUPPORTED_ENCODING, f"{topic}: {error}") from None
         except ImageDataError as error:
-            raise _Drop(BAD_IMAGE_DATA, f"{topic}: {error}") from None
+            raise FrameDropped(BAD_IMAGE_DATA, f"{topic}: {error}") from None
+
+    def _matcher_input(self, left_msg: Image, right_msg: Image
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The pair as the matcher takes it (uint8 RGB or mono); FrameDropped if unusable."""
+        left = self._convert(left_msg, self._topics[0])
+        right = self._convert(right_msg, self._topics[1])
+        if left.shape[:2] != right.shape[:2]:
+            return left, right                    # the pipeline drops it with both sizes
+        try:
+            return pair_to_matcher_input(left, left_msg.encoding, right, right_msg.encoding)
+        except UnsupportedEncodingError as error:
+            raise FrameDropped(UNSUPPORTED_ENCODING,
+                               f"{self._topics[0]}/{self._topics[1]}: {error}") from None
 
     def _calibration(self, left_info: CameraInfo, right_info: CameraInfo):
+        """The StereoCalibration of an info pair, validated once per calibration change."""
         key = calibration_key(left_info, right_info)
         if self._calibration_state is None or self._calibration_state[0] != key:
             try:
@@ -327,137 +320,66 @@ class StereoDepthNode(Node):
             self._calibration_state = (key, value)
         value = self._calibration_state[1]
         if isinstance(value, CalibrationError):
-            raise _Drop(value.reason, str(value))
-        return key, value
-
-    def _rectifier(self, key, calibration) -> Rectifier:
-        if self._rectifier_state is None or self._rectifier_state[0] != key:
-            try:
-                rectifier = Rectifier(calibration.left, calibration.right, calibration.width,
-                                      calibration.height)
-            except ValueError as error:
-                raise _Drop(INVALID_CALIBRATION, f"cannot build rectification maps: {error}") \
-                    from None
-            self._rectifier_state = (key, rectifier)
-            self.get_logger().info("rectification maps built for the new calibration")
-        return self._rectifier_state[1]
+            raise value
+        return value
 
     def _process(self, left_msg: Image, right_msg: Image, left_info: CameraInfo,
                  right_info: CameraInfo) -> None:
-        config = self._config
-        timings: dict[str, float] = {}
+        """convert -> pipeline (rectify, match, depth, points) -> messages -> publish."""
         start = time.perf_counter()
-
-        # convert
-        left_raw = self._convert(left_msg, self._topics[0])
-        right_raw = self._convert(right_msg, self._topics[1])
-        if left_raw.shape[:2] != right_raw.shape[:2]:
-            raise _Drop(SIZE_MISMATCH, f"left/right image sizes differ: {self._topics[0]} is "
-                        f"{left_raw.shape[1]}x{left_raw.shape[0]}, {self._topics[1]} is "
-                        f"{right_raw.shape[1]}x{right_raw.shape[0]}")
-        try:
-            left, right = pair_to_matcher_input(left_raw, left_msg.encoding, right_raw,
-                                                right_msg.encoding)
-        except UnsupportedEncodingError as error:
-            raise _Drop(UNSUPPORTED_ENCODING, f"{self._topics[0]}/{self._topics[1]}: {error}") \
-                from None
-        key, calibration = self._calibration(left_info, right_info)
-        height, width = left.shape[:2]
-        if (width, height) != (calibration.width, calibration.height):
-            raise _Drop(INFO_SIZE_MISMATCH, f"image/camera_info size mismatch: "
-                        f"{self._topics[0]} is {width}x{height} but {self._topics[2]} says "
-                        f"{calibration.width}x{calibration.height}")
-        after_convert = time.perf_counter()
-        timings["convert"] = after_convert - start
-
-        # rectify
-        rectify = config.rectify == "true" or (config.rectify == "auto"
-                                               and not calibration.already_rectified)
-        if rectify:
-            left, right = self._rectifier(key, calibration).rectify(left, right)
-        rig = calibration.rig
-        if config.input_scale != 1.0:
-            scaled_w = max(1, round(width * config.input_scale))
-            scaled_h = max(1, round(height * config.input_scale))
-            left = cv2.resize(left, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA)
-            right = cv2.resize(right, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA)
-            rig = rig.scaled_to(scaled_w, scaled_h)
-        after_rectify = time.perf_counter()
-        timings["rectify"] = after_rectify - after_convert
-
-        # infer
-        backend = self._backend
-        self._check_search_range(backend, left.shape[1])
-        result = backend.compute(left, right)
-        min_disparity, max_disparity = backend.min_disparity, backend.max_disparity
-        after_infer = time.perf_counter()
-        timings["infer"] = after_infer - after_rectify
-
-        # postprocess
-        disparity = np.array(result.disparity, dtype=np.float32, copy=True)
-        if disparity.shape != (rig.height, rig.width):
-            raise RuntimeError(f"backend returned disparity of shape {disparity.shape} for "
-                               f"input {left.shape}")
-        confidence = result.confidence
-        if confidence is not None and config.confidence_threshold > 0:
-            disparity[~(confidence >= config.confidence_threshold)] = np.nan
+        left, right = self._matcher_input(left_msg, right_msg)
+        calibration = self._calibration(left_info, right_info)
+        converted = time.perf_counter()
+        points = self._pub_points.get_subscription_count() > 0
+        depth = points or self._pub_depth.get_subscription_count() > 0
+        result = self._pipeline.process(left, right, calibration, depth=depth, points=points)
+        processed = time.perf_counter()
         header = Header(stamp=left_msg.header.stamp,
                         frame_id=calibration.frame_id or left_msg.header.frame_id)
-        outgoing: list[tuple] = []
-        if self._pub_disparity.get_subscription_count():
-            outgoing.append((self._pub_disparity, make_disparity_image(
-                disparity, header, rig, min_disparity, max_disparity,
-                DELTA_D.get(backend.name, 1.0 / 256.0))))
-        need_depth = (self._pub_depth.get_subscription_count()
-                      or self._pub_points.get_subscription_count())
-        if need_depth:
-            depth = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
-            if config.min_depth_m > 0 or config.max_depth_m > 0:
-                depth = clip_depth(depth, config.min_depth_m or None, config.max_depth_m or None)
-            if self._pub_depth.get_subscription_count():
-                outgoing.append((self._pub_depth, make_float_image(depth, header)))
-            if self._pub_points.get_subscription_count():
-                points = depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
-                outgoing.append((self._pub_points, make_pointcloud2(
-                    points, header, left if config.use_color else None)))
-        if self._pub_depth_info.get_subscription_count():
-            outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
-        if self._pub_left_rect.get_subscription_count():
-            outgoing.append((self._pub_left_rect, numpy_to_image(
-                left, "mono8" if left.ndim == 2 else "rgb8", header)))
-        if confidence is not None and self._pub_confidence.get_subscription_count():
-            outgoing.append((self._pub_confidence, make_float_image(confidence, header)))
-        if self._pub_color.get_subscription_count():
-            offset = rig.cx_offset
-            colour = colorize(disparity - np.float32(offset), vmin=min_disparity - offset,
-                              vmax=max_disparity - offset)
-            outgoing.append((self._pub_color, numpy_to_image(colour, "bgr8", header)))
-        after_post = time.perf_counter()
-        timings["postprocess"] = after_post - after_infer
-
-        # publish
+        outgoing = self._messages(result, header)
+        built = time.perf_counter()
         for publisher, msg in outgoing:
             publisher.publish(msg)
         end = time.perf_counter()
-        timings["publish"] = end - after_post
-        timings["total"] = end - start
-        stamp = left_msg.header.stamp
-        age = (self.get_clock().now().nanoseconds
-               - (int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))) / 1e9
-        self._stats.processed(timings, published=bool(outgoing), input_age_s=age)
+        stages = result.timings_s
+        rectify = stages.get("rectify", 0.0) + stages.get("scale", 0.0)
+        timings = {"convert": converted - start, "rectify": rectify,
+                   "infer": processed - converted - rectify, "postprocess": built - processed,
+                   "publish": end - built, "total": end - start}
+        age_s = (self.get_clock().now().nanoseconds - stamp_to_ns(left_msg.header.stamp)) / 1e9
+        self._stats.processed(timings, published=bool(outgoing), input_age_s=age_s)
 
-    @staticmethod
-    def _check_search_range(backend, width: int) -> None:
-        """SGBM needs the image wider than its search range plus half a block."""
-        if backend.name != "sgbm":
-            return
-        needed = int(backend.max_disparity) + backend.params.block_size // 2
-        if width <= needed:
-            raise _Drop(IMAGE_TOO_SMALL, (
-                f"the matcher input is {width} px wide, but SGBM searches up to "
-                f"{backend.max_disparity:g} px (sgbm.min_disparity + sgbm.num_disparities) plus "
-                f"half a block: it needs more than {needed} px; lower sgbm.num_disparities or "
-                "raise input_scale"))
+    def _messages(self, result: FrameResult, header: Header) -> list[tuple]:
+        """(publisher, message) for every output somebody subscribes to."""
+        outgoing: list[tuple] = []
+
+        def wanted(publisher) -> bool:
+            return publisher.get_subscription_count() > 0
+
+        rig = result.rig
+        if wanted(self._pub_disparity):
+            outgoing.append((self._pub_disparity, make_disparity_image(
+                result.disparity, header, rig, result.min_disparity, result.max_disparity,
+                result.delta_d)))
+        if result.depth_m is not None and wanted(self._pub_depth):
+            outgoing.append((self._pub_depth, make_float_image(result.depth_m, header)))
+        if result.points is not None:
+            colours = result.left if self._config.use_color else None
+            outgoing.append((self._pub_points, make_pointcloud2(result.points, header, colours)))
+        if wanted(self._pub_depth_info):
+            outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
+        if wanted(self._pub_left_rect):
+            outgoing.append((self._pub_left_rect, numpy_to_image(
+                result.left, "mono8" if result.left.ndim == 2 else "rgb8", header)))
+        if result.confidence is not None and wanted(self._pub_confidence):
+            outgoing.append((self._pub_confidence, make_float_image(result.confidence, header)))
+        if wanted(self._pub_color):
+            offset = rig.cx_offset
+            colour = colorize(result.disparity - np.float32(offset),
+                              vmin=result.min_disparity - offset,
+                              vmax=result.max_disparity - offset)
+            outgoing.append((self._pub_color, numpy_to_image(colour, "bgr8", header)))
+        return outgoing
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics_snapshot(self) -> dict:

@@ -23,12 +23,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
+from stereo_depth_ros.core.stamps import ns_to_seconds_text, seconds_to_ns, stamp_to_ns
+from stereo_depth_ros.drop_reasons import (MISSING_CAMERA_INFO, MISSING_IMAGE, STAMP_SKEW,
+                                           UNMATCHED)
 
-STAMP_SKEW = "stamp_skew"
-UNMATCHED = "unmatched"
-MISSING_CAMERA_INFO = "missing_camera_info"
-MISSING_IMAGE = "missing_image"
+LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,10 @@ class SyncDrop:
 
 def stamp_ns(msg) -> int:
     """header.stamp of a message in integer nanoseconds."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
-def _seconds(ns: int) -> str:
-    return f"{ns / 1e9:.6f}"
+_seconds = ns_to_seconds_text
 
 
 class _DropAccounting:
@@ -175,7 +172,7 @@ class StereoSynchronizer:
         self.topics = list(topics)
         self.queue_size = int(queue_size)
         self.approximate = bool(approximate)
-        self.tolerance_ns = int(round(tolerance_s * 1e9))
+        self.tolerance_ns = seconds_to_ns(tolerance_s)
         self._callback = callback
         self._on_drop = on_drop
         self._queues: list[dict[int, object]] = [{} for _ in range(4)]
@@ -255,7 +252,7 @@ class MessageFiltersSync:
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._accounting = _DropAccounting(self.topics, int(queue_size), bool(approximate),
-                                           int(round(tolerance_s * 1e9)))
+                                           seconds_to_ns(tolerance_s))
         self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=qos)
                             for msg_type, topic in zip(msg_types, topics)]
         # The taps go first so that an arrival is noted before the synchroniser can emit it.
