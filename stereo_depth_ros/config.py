@@ -68,6 +68,15 @@ class ParamSpec:
             extra.append("read-only: restart to change")
         return self.description + (" (" + "; ".join(extra) + ")" if extra else "")
 
+    def _step_rule(self) -> str:
+        """The step constraint in words: "odd", "a multiple of 16", or "M plus a multiple of S"."""
+        first = int(self.min_value or 0)
+        if first % self.step == 0:
+            return f"a multiple of {self.step}"
+        if self.step == 2:
+            return "odd"
+        return f"{first} plus a multiple of {self.step}"
+
     def coerce(self, value: Any) -> Any:
         """Return `value` converted to this parameter's type; ValueError with the reason if not."""
         if self.dynamic_typing and isinstance(value, bool):
@@ -103,8 +112,7 @@ class ParamSpec:
             if self.max_value is not None and value > self.max_value:
                 raise ValueError(f"{self.name}={value} is above the maximum {self.max_value}")
             if self.step and (value - int(self.min_value or 0)) % self.step:
-                raise ValueError(f"{self.name}={value} must be {self.min_value} plus a multiple "
-                                 f"of {self.step}")
+                raise ValueError(f"{self.name}={value} must be {self._step_rule()}")
         return value
 
 

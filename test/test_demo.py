@@ -98,7 +98,7 @@ def test_demo_failure_is_reported_and_cleaned_up(tmp_path, assets_dir):
                    "--assets", str(assets_dir), "--start-timeout", "120"])
     assert result.returncode == 1, result.stdout + result.stderr
     text = result.stdout + result.stderr
-    assert "demo failed: stereo_depth_node exited" in text, text
+    assert "stereo_depth_demo: error: stereo_depth_node exited" in text, text
     assert time.monotonic() - started < 150
     _assert_children_gone(out)
     # a second run may reuse the folder (the demo marked it), a foreign folder is refused

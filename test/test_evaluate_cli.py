@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from stereo_depth_ros.core.disparity_io import write_kitti_png
-from stereo_depth_ros.tools.evaluate import main, resize_disparity
+from stereo_depth_ros.core.geometry import resize_disparity
+from stereo_depth_ros.tools.evaluate import main
 
 H, W = 24, 40
 
@@ -150,7 +151,7 @@ def test_sgbm_input_scale_half(tmp_path):
 def test_resize_disparity_scales_values_and_keeps_holes():
     small = np.full((10, 16), 7.0, np.float32)
     small[:, :4] = np.nan
-    big = resize_disparity(small, 32, 20)
+    big = resize_disparity(small, 32, 20, interpolation="linear")
     assert big.shape == (20, 32)
     finite = big[np.isfinite(big)]
     np.testing.assert_allclose(finite, 14.0, rtol=1e-6)      # x2 in width -> values x2
@@ -159,9 +160,8 @@ def test_resize_disparity_scales_values_and_keeps_holes():
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "kitti2015", "--backend", "sgbm"], "--root is required"),
-    (["--dataset", "synthetic", "--backend", "psmnet"], "--weights"),
     (["--dataset", "synthetic", "--backend", "psmnet", "--weights", "/no/such.tar"],
-     "weights file not found"),
+     "--weights /no/such.tar: no such file"),
     (["--dataset", "synthetic", "--backend", "sgbm", "--metrics", "D1"], "unknown metric"),
     (["--dataset", "eth3d", "--root", "/no/such/dir", "--backend", "sgbm"], "not found"),
 ])

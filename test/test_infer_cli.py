@@ -77,7 +77,7 @@ BAD_CASES = {
     "bad max disparity": (["--max-disparity", "40"], "multiple of 16", ""),
     "bad block size": (["--block-size", "4"], "block_size", "odd"),
     "bad colorize type": (["--colorize", "{tmp}/vis.xyz"], "--colorize", ".png"),
-    "size mismatch": (["--right", "{tmp}/small.png"], "differ in size", "192x120"),
+    "size mismatch": (["--right", "{tmp}/small.png"], "image sizes differ", "192x120"),
     "missing weights file": (["--backend", "psmnet", "--weights", "{tmp}/none.tar"],
                              "--weights", "no such file"),
 }
@@ -112,8 +112,9 @@ def test_psmnet_without_weights_says_where_to_get_them(pair, tmp_path):
     left, right, _, _ = pair
     # Hide the checkout's fetched weights: empty $STEREO_DEPTH_ASSETS, cwd without assets/, and
     # no source-checkout fallback.
-    script = ("import pathlib, sys, stereo_depth_ros.tools.infer as m; "
-              "m._repo_root = lambda: pathlib.Path('/nonexistent'); "
+    script = ("import pathlib, sys, stereo_depth_ros.tools._cli as c; "
+              "import stereo_depth_ros.tools.infer as m; "
+              "c.source_checkout = lambda: pathlib.Path('/nonexistent'); "
               "sys.exit(m.main(sys.argv[1:]))")
     result = subprocess.run(
         [sys.executable, "-c", script, "--left", str(left), "--right", str(right),

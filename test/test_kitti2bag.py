@@ -129,7 +129,7 @@ def test_frames_pair_by_id_not_by_sorted_glob(tmp_path):
     assert all(f.left_path.name == f.right_path.name for f in frames)
 
 
-def test_bad_trees_give_clear_errors(tmp_path, caplog):
+def test_bad_trees_give_clear_errors(tmp_path, capsys):
     drive = make_raw_drive(tmp_path / "kitti", n_frames=2)
     with pytest.raises(LayoutError, match="pass one drive folder"):
         discover_frames(drive.parent.parent / "2011_09_26")
@@ -146,10 +146,12 @@ def test_bad_trees_give_clear_errors(tmp_path, caplog):
         discover_frames(split)
     with pytest.raises(LayoutError, match="pass one of"):
         discover_frames(split.parent)
-    # CLI: clear message, exit code 2, nothing left behind
+    # CLI: one-line message, exit code 1, nothing left behind
     out = tmp_path / "out_bag"
-    assert kitti2bag.main([str(split), str(out)]) == 2
-    assert "calib_cam_to_cam/000000.txt" in caplog.text
+    assert kitti2bag.main([str(split), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stereo_depth_kitti2bag: error:")
+    assert "calib_cam_to_cam/000000.txt" in err
     assert not out.exists()
     # an unreadable image fails the conversion and removes the partial bag
     drive2 = make_raw_drive(tmp_path / "kitti2", n_frames=2)

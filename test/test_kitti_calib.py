@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stereo_depth_ros.core.kitti_calib import (KITTI_2011_09_26_P_RECT_02,
-                                               KITTI_2011_09_26_P_RECT_03, CalibrationError,
+                                               KITTI_2011_09_26_P_RECT_03, CalibrationFileError,
                                                format_calib_text, load_stereo_calibration,
                                                parse_calib_text, rectified_stereo_calibration,
                                                stereo_calibration_from_values)
@@ -38,7 +38,7 @@ def test_parse_skips_non_numeric_lines():
     assert "calib_time" not in values
     assert values["corner_dist"][0] == pytest.approx(0.0995)
     np.testing.assert_allclose(values["P_rect_02"].reshape(3, 4), KITTI_2011_09_26_P_RECT_02)
-    with pytest.raises(CalibrationError, match="no 'key: numbers' lines"):
+    with pytest.raises(CalibrationFileError, match="no 'key: numbers' lines"):
         parse_calib_text("just some words\n", source="bad.txt")
 
 
@@ -109,16 +109,16 @@ def test_real_drivingstereo_sample(assets_dir):
 
 
 def test_bad_pairs_are_rejected():
-    with pytest.raises(CalibrationError, match="swapped"):
+    with pytest.raises(CalibrationFileError, match="swapped"):
         rectified_stereo_calibration(KITTI_2011_09_26_P_RECT_03, KITTI_2011_09_26_P_RECT_02,
                                      1242, 375, source="x.txt")
     other_fx = KITTI_2011_09_26_P_RECT_03.copy()
     other_fx[0, 0] = 700.0
-    with pytest.raises(CalibrationError, match="rectified pair"):
+    with pytest.raises(CalibrationFileError, match="rectified pair"):
         rectified_stereo_calibration(KITTI_2011_09_26_P_RECT_02, other_fx, 1242, 375)
-    with pytest.raises(CalibrationError, match="no stereo projection pair"):
+    with pytest.raises(CalibrationFileError, match="no stereo projection pair"):
         stereo_calibration_from_values({"K_00": np.eye(3).reshape(-1)}, 10, 10)
-    with pytest.raises(CalibrationError, match="12 numbers"):
+    with pytest.raises(CalibrationFileError, match="12 numbers"):
         stereo_calibration_from_values({"P2": np.ones(9), "P3": np.ones(12)}, 10, 10)
 
 

@@ -12,8 +12,8 @@ import pytest
 from kitti_fixtures import (BASELINE_M, FX, LEFT_STAMPS, WRONG_BASELINE_M, make_kitti2bag_ros1,
                             make_raw_drive)
 from stereo_depth_ros.tools.kitti2bag import convert, parse_kitti_timestamp
-from stereo_depth_ros.tools.replay import (PRESETS, BagSource, KittiStereoGrouper, ReplayError,
-                                           header_stamp_ns, parse_remap)
+from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
+from stereo_depth_ros.tools.replay import parse_remap
 
 SIZE = (96, 192)
 SHIFT = 8
@@ -108,14 +108,14 @@ def test_grouper_drops_a_frame_missing_its_right_image(ros1_bag):
 
 
 def test_bad_input_errors(tmp_path, ros2_bag):
-    with pytest.raises(ReplayError, match="no such bag"):
+    with pytest.raises(BagError, match="no such bag"):
         BagSource(tmp_path / "nope")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(ReplayError, match="metadata.yaml"):
+    with pytest.raises(BagError, match="metadata.yaml"):
         BagSource(tmp_path / "folder")
-    with pytest.raises(ReplayError, match="topics not in the bag: /x"):
+    with pytest.raises(BagError, match="topics not in the bag: /x"):
         BagSource(ros2_bag, topics=["/x"])
-    with pytest.raises(ReplayError, match="preset kitti2bag needs"):
+    with pytest.raises(BagError, match="preset kitti2bag needs"):
         BagSource(ros2_bag, preset=PRESETS["kitti2bag"], topics=["/left/image_raw"])
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):

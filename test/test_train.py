@@ -96,9 +96,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert train.main(["--dataset", "synthetic", "--crop", "256x256", "--batch-size", "1",
                        "--out", str(tmp_path)]) == 1
     assert "batch-size >= 2" in capsys.readouterr().err
-    assert train.main(["--dataset", "synthetic", "--max-disparity", "40", "--out",
-                       str(tmp_path)]) == 1
-    assert "multiple of 16" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:                # a bad value: usage error, 2
+        train.main(["--dataset", "synthetic", "--max-disparity", "40", "--out", str(tmp_path)])
+    assert usage.value.code == 2 and "multiple of 16" in capsys.readouterr().err
     assert train.main(["--dataset", "synthetic", "--resume", str(tmp_path / "none.tar"),
                        "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err

@@ -121,15 +121,31 @@ def scale_disparity(disparity: np.ndarray, sx: float) -> np.ndarray:
     return np.asarray(disparity, dtype=np.float32) * np.float32(_check_scalar("sx", sx))
 
 
-def resize_disparity(disparity: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_disparity(disparity: np.ndarray, width: int, height: int, *,
+                     interpolation: str = "nearest") -> np.ndarray:
     """Resize a disparity map to (height, width) and rescale its values by width / W_in.
 
-    Nearest-neighbour sampling, so NaN never bleeds into valid pixels. Returns float32.
+    interpolation: "nearest" (NaN never bleeds into valid pixels) or "linear" (bilinear on the
+    finite values, normalised by the resized validity, so holes neither spread nor pull values
+    towards 0; a pixel is NaN where less than half of its support was valid). Returns float32.
     """
     source = _as_2d_float32("disparity", disparity)
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"target size must be positive, got width={width}, height={height}")
+    if interpolation not in ("nearest", "linear"):
+        raise ValueError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
     if source.shape == (height, width):
         return source.copy()
-    resized = cv2.resize(source, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
-    return scale_disparity(resized, int(width) / source.shape[1])
+    size = (int(width), int(height))
+    ratio = np.float32(int(width) / source.shape[1])
+    if interpolation == "nearest":
+        resized = cv2.resize(source, size, interpolation=cv2.INTER_NEAREST)
+        return scale_disparity(resized, int(width) / source.shape[1])
+    finite = np.isfinite(source)
+    values = cv2.resize(np.where(finite, source, 0.0).astype(np.float32), size,
+                        interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(finite.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    out = np.full((int(height), int(width)), np.nan, dtype=np.float32)
+    ok = weight > 0.5
+    out[ok] = values[ok] / weight[ok] * ratio
+    return out

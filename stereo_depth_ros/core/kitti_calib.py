@@ -58,7 +58,7 @@ _PAIR_CANDIDATES = (
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-class CalibrationError(ValueError):
+class CalibrationFileError(ValueError):
     """A calibration file is missing, malformed or not a rectified stereo pair."""
 
 
@@ -118,7 +118,8 @@ class RectifiedStereoCalibration:
 
 def parse_calib_text(text: str, source: str = "<text>") -> dict[str, np.ndarray]:
     """Parse `key: v1 v2 ...` lines into float64 arrays; lines whose values are not numbers (for
-    example `calib_time: 09-Jan-2012 13:57:47`) are skipped. Raises CalibrationError on no keys."""
+    example `calib_time: 09-Jan-2012 13:57:47`) are skipped. Raises CalibrationFileError on no
+    keys."""
     values: dict[str, np.ndarray] = {}
     for line in text.splitlines():
         if ":" not in line:
@@ -129,7 +130,7 @@ def parse_calib_text(text: str, source: str = "<text>") -> dict[str, np.ndarray]
             continue
         values[key.strip()] = np.array([float(tok) for tok in tokens], dtype=np.float64)
     if not values:
-        raise CalibrationError(
+        raise CalibrationFileError(
             f"{source}: no 'key: numbers' lines found; not a KITTI calibration file")
     return values
 
@@ -140,17 +141,18 @@ def parse_calib_file(path: str | Path) -> dict[str, np.ndarray]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise CalibrationError(f"{path}: cannot read calibration file ({exc.strerror})") from None
+        raise CalibrationFileError(f"{path}: cannot read calibration file ({exc.strerror})") \
+            from None
     return parse_calib_text(text, source=str(path))
 
 
 def _projection(values: dict[str, np.ndarray], key: str, source: str) -> np.ndarray:
     if key not in values:
-        raise CalibrationError(
+        raise CalibrationFileError(
             f"{source}: key {key!r} not found (keys: {', '.join(sorted(values))})")
     array = values[key]
     if array.size != 12:
-        raise CalibrationError(f"{source}: {key} must have 12 numbers (3x4), got {array.size}")
+        raise CalibrationFileError(f"{source}: {key} must have 12 numbers (3x4), got {array.size}")
     return array.reshape(3, 4)
 
 
@@ -161,8 +163,8 @@ def find_projection_keys(values: dict[str, np.ndarray],
         if left in values and right in values:
             return left, right, t_left, t_right
     tried = ", ".join(f"{left}/{right}" for left, right, _, _ in _PAIR_CANDIDATES)
-    raise CalibrationError(f"{source}: no stereo projection pair found (tried {tried}; "
-                           f"keys present: {', '.join(sorted(values))})")
+    raise CalibrationFileError(f"{source}: no stereo projection pair found (tried {tried}; "
+                               f"keys present: {', '.join(sorted(values))})")
 
 
 def translation_keys_for(left_key: str, right_key: str) -> tuple[str | None, str | None]:
@@ -194,13 +196,13 @@ def rectified_stereo_calibration(p_left: np.ndarray, p_right: np.ndarray, width:
         raise ValueError(f"baseline_source must be auto, projection or translation, "
                          f"got {baseline_source!r}")
     if int(width) <= 0 or int(height) <= 0:
-        raise CalibrationError(f"{label}: image size must be positive, got {width}x{height}")
+        raise CalibrationFileError(f"{label}: image size must be positive, got {width}x{height}")
     fx, fy = p_left[0, 0], p_left[1, 1]
     if not (fx > 0 and fy > 0):
-        raise CalibrationError(f"{label}: focal lengths must be positive (fx={fx}, fy={fy})")
+        raise CalibrationFileError(f"{label}: focal lengths must be positive (fx={fx}, fy={fy})")
     if not (np.isclose(p_right[0, 0], fx, rtol=1e-6) and np.isclose(p_right[1, 1], fy, rtol=1e-6)
             and np.isclose(p_right[1, 2], p_left[1, 2], rtol=1e-6, atol=1e-6)):
-        raise CalibrationError(
+        raise CalibrationFileError(
             f"{label}: left and right projections do not describe a rectified pair "
             f"(fx {fx} vs {p_right[0, 0]}, fy {fy} vs {p_right[1, 1]}, cy {p_left[1, 2]} vs "
             f"{p_right[1, 2]})")
@@ -212,8 +214,8 @@ def rectified_stereo_calibration(p_left: np.ndarray, p_right: np.ndarray, width:
                      f"{projection_baseline:.4f} m)")
     elif baseline_source == "translation":
         if translation_baseline_m is None:
-            raise CalibrationError(f"{label}: baseline_source='translation' but the file has no "
-                                   "camera translations (T_xx)")
+            raise CalibrationFileError(f"{label}: baseline_source='translation' but the file "
+                                       "has no camera translations (T_xx)")
         chosen = float(translation_baseline_m)
     else:
         chosen = float(projection_baseline)
@@ -226,7 +228,7 @@ def rectified_stereo_calibration(p_left: np.ndarray, p_right: np.ndarray, width:
                 f"baseline from the P difference ({projection_baseline:.4f} m) disagrees with the "
                 f"camera translations ({translation_baseline_m:.4f} m); using the translations")
     if not (np.isfinite(chosen) and chosen > 0):
-        raise CalibrationError(
+        raise CalibrationFileError(
             f"{label}: baseline must be positive (got {chosen:.6g} m from P_left[0,3]="
             f"{p_left[0, 3]:.6g}, P_right[0,3]={p_right[0, 3]:.6g}); are left and right swapped?")
     if rect_size is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stereo_depth_ros.core.camera import StereoRig
-from stereo_depth_ros.core.kitti_calib import CalibrationError, load_stereo_calibration
+from stereo_depth_ros.core.kitti_calib import CalibrationFileError, load_stereo_calibration
 from stereo_depth_ros.data.samples import (
     DatasetError, FileStereoDataset, SampleFiles, StereoSample, index_by_frame_id,
     pair_by_frame_id)
@@ -77,7 +77,7 @@ class _KittiBase(FileStereoDataset):
             try:
                 calibration = load_stereo_calibration(files.calib, width, height,
                                                       keys=self.projection_keys)
-            except (CalibrationError, ValueError) as error:
+            except (CalibrationFileError, ValueError) as error:
                 raise DatasetError(f"{self.dataset_name}: {error}") from None
             sample.rig = StereoRig.from_projection_matrices(
                 calibration.p_left, calibration.p_right, width, height)

@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
+from stereo_depth_ros import topics
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.config import WEIGHTS_HINT, NodeConfig
 from stereo_depth_ros.core.disparity_io import colorize
@@ -51,7 +52,6 @@ from stereo_depth_ros.ros.params import ParameterError, ParameterGuard, declare_
 from stereo_depth_ros.ros.sync import create_stereo_sync
 
 NODE_NAME = "stereo_depth_node"
-INPUT_TOPICS = ("left/image_raw", "right/image_raw", "left/camera_info", "right/camera_info")
 
 LOG_THROTTLE_S = 5.0
 
@@ -156,20 +156,20 @@ class StereoDepthNode(Node):
             raise StartupError(str(error)) from None
         config = self._config
         self._backend = create_backend(config)
-        self._topics = [self.resolve_topic_name(name) for name in INPUT_TOPICS]
+        self._topics = [self.resolve_topic_name(name) for name in topics.INPUTS]
         self._pipeline = StereoPipeline(self._backend, PipelineOptions.from_config(config),
                                         on_event=self.get_logger().info,
                                         input_names=tuple(self._topics[:3]))
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
 
-        self._pub_disparity = self.create_publisher(DisparityImage, "disparity", OUTPUT_QOS)
-        self._pub_depth = self.create_publisher(Image, "depth/image_rect", OUTPUT_QOS)
-        self._pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS)
-        self._pub_points = self.create_publisher(PointCloud2, "points2", OUTPUT_QOS)
-        self._pub_left_rect = self.create_publisher(Image, "left/image_rect", OUTPUT_QOS)
-        self._pub_confidence = self.create_publisher(Image, "disparity/confidence", OUTPUT_QOS)
-        self._pub_color = self.create_publisher(Image, "disparity/image_color", OUTPUT_QOS)
-        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pub_disparity = self.create_publisher(DisparityImage, topics.DISPARITY, OUTPUT_QOS)
+        self._pub_depth = self.create_publisher(Image, topics.DEPTH, OUTPUT_QOS)
+        self._pub_depth_info = self.create_publisher(CameraInfo, topics.DEPTH_INFO, OUTPUT_QOS)
+        self._pub_points = self.create_publisher(PointCloud2, topics.POINTS, OUTPUT_QOS)
+        self._pub_left_rect = self.create_publisher(Image, topics.LEFT_RECT, OUTPUT_QOS)
+        self._pub_confidence = self.create_publisher(Image, topics.CONFIDENCE, OUTPUT_QOS)
+        self._pub_color = self.create_publisher(Image, topics.DISPARITY_COLOR, OUTPUT_QOS)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self._outputs = (self._pub_disparity, self._pub_depth, self._pub_depth_info,
                          self._pub_points, self._pub_left_rect, self._pub_confidence,
                          self._pub_color)
@@ -177,7 +177,7 @@ class StereoDepthNode(Node):
         qos = (qos_profile_system_default if config.use_system_default_qos
                else sensor_qos(config.queue_size))
         self._sync = create_stereo_sync(
-            self, (Image, Image, CameraInfo, CameraInfo), INPUT_TOPICS, qos, self._on_pair,
+            self, (Image, Image, CameraInfo, CameraInfo), topics.INPUTS, qos, self._on_pair,
             queue_size=config.queue_size, approximate=config.approximate_sync,
             tolerance_s=config.approximate_sync_tolerance_seconds, on_drop=self._on_sync_drop,
             display_names=self._topics)

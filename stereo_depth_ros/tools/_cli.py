@@ -16,6 +16,46 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 
+# --------------------------------------------------------------------------- running a tool
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""Exit status of every tool: 0 ok, 1 failure (message on stderr), 2 bad command line (argparse),
+130 interrupted (Ctrl-C / SIGTERM)."""
+
+
+class ToolError(Exception):
+    """A problem the user can fix; printed as `<prog>: error: <message>` (exit status 1)."""
+
+
+#: Exceptions reported in one line without a traceback (anything else is a bug: traceback).
+REPORTED_ERRORS = (ToolError, ValueError, OSError, RuntimeError, ImportError, MemoryError)
+
+
+def report_error(prog: str, error: BaseException) -> None:
+    """`<prog>: error: <message>` on stderr (the one message style of all tools)."""
+    text = str(error).strip() or type(error).__name__
+    print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
+
+
+def run_tool(prog: str, run: Callable[[], int | None], *, interrupted_hint: str = "") -> int:
+    """Call `run()` and turn its outcome into the tools' exit status (see EXIT_*).
+
+    run returns None/0 for success or its own status; ToolError and the other REPORTED_ERRORS
+    become `<prog>: error: ...` and status 1; KeyboardInterrupt becomes `<prog>: interrupted`
+    (plus `interrupted_hint`, e.g. how to resume) and 130.
+    """
+    try:
+        status = run()
+    except KeyboardInterrupt:
+        hint = f" ({interrupted_hint})" if interrupted_hint else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except REPORTED_ERRORS as error:
+        report_error(prog, error)
+        return EXIT_FAILURE
+    return EXIT_OK if status is None else int(status)
+
+
 # --------------------------------------------------------------------------- value parsers
 
 def hxw_size(example: str, minimum: int = 1) -> Callable[[str], tuple[int, int]]:
@@ -58,6 +98,107 @@ def positive_multiple_of_16(text: str) -> int:
     if number <= 0 or number % 16:
         raise argparse.ArgumentTypeError(f"{number} is not a positive multiple of 16")
     return number
+
+
+def spec_type(name: str) -> Callable[[str], object]:
+    """An argparse `type` checking a value against the node parameter `name` (config.SPECS):
+    the same type, range and step as the parameter, stated once in config.py."""
+    from stereo_depth_ros.config import SPECS
+    spec = SPECS[name]
+
+    def parse(text: str):
+        try:
+            value = spec.type(text) if spec.type is not bool else text
+            return spec.check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    parse.__name__ = name
+    return parse
+
+
+# --------------------------------------------------------------------------- backends
+
+DEFAULT_WEIGHTS = Path("assets") / "weights" / "pretrained_model_KITTI2015.tar"
+"""Where `make assets` puts the official KITTI 2015 checkpoint (relative to the checkout)."""
+
+
+def source_checkout() -> Path:
+    """The folder holding the package's source checkout (where `make assets` writes)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def find_default_weights() -> Path | None:
+    """First existing default checkpoint: $STEREO_DEPTH_ASSETS, ./assets, the source checkout."""
+    import os
+    candidates = []
+    if os.environ.get("STEREO_DEPTH_ASSETS"):
+        candidates.append(Path(os.environ["STEREO_DEPTH_ASSETS"])
+                          / DEFAULT_WEIGHTS.relative_to("assets"))
+    candidates += [Path.cwd() / DEFAULT_WEIGHTS, source_checkout() / DEFAULT_WEIGHTS]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def add_backend_arguments(group, *, default: str | None = "psmnet", backend_group=None,
+                          device_default: str = "auto") -> None:
+    """--backend and the matcher options, with the node parameters' choices, ranges and help.
+
+    --backend (in `backend_group` when given, e.g. a mutually exclusive group), --weights,
+    --model, --max-disparity (PSMNet max_disparity; SGBM num_disparities), --device,
+    --precision, --engine, --block-size (SGBM). Read back with `backend_from_args`.
+    """
+    from stereo_depth_ros.config import BACKENDS, SPECS
+
+    def helptext(name: str) -> str:
+        return SPECS[name].help_line().replace("%", "%%")
+
+    (backend_group or group).add_argument("--backend", choices=BACKENDS, default=default,
+                                          help=helptext("backend"))
+    group.add_argument("--weights", type=Path, default=None,
+                       help=f"PSMNet checkpoint (default: {DEFAULT_WEIGHTS} when present)")
+    group.add_argument("--model", type=spec_type("model"), default=SPECS["model"].default,
+                       help=helptext("model"))
+    group.add_argument("--max-disparity", type=positive_multiple_of_16, default=None,
+                       help="disparity search range in px, a multiple of 16 (PSMNet "
+                       "max_disparity, default 192; SGBM num_disparities, default 128)")
+    group.add_argument("--device", type=spec_type("device"), default=device_default,
+                       help=helptext("device"))
+    group.add_argument("--precision", type=spec_type("precision"),
+                       default=SPECS["precision"].default, help=helptext("precision"))
+    group.add_argument("--engine", type=spec_type("engine"), default=SPECS["engine"].default,
+                       help=helptext("engine"))
+    group.add_argument("--block-size", type=spec_type("sgbm.block_size"),
+                       default=SPECS["sgbm.block_size"].default,
+                       help=helptext("sgbm.block_size"))
+
+
+def resolve_weights(weights: Path | None) -> Path:
+    """--weights, or the default checkpoint; ToolError saying how to get one."""
+    if weights is not None:
+        if not weights.is_file():
+            raise ToolError(f"--weights {weights}: no such file")
+        return weights
+    found = find_default_weights()
+    if found is None:
+        raise ToolError(f"no PSMNet weights: pass --weights PATH, or run `make assets`, which "
+                        f"puts the official KITTI 2015 checkpoint at {DEFAULT_WEIGHTS} (or use "
+                        "--backend sgbm, which needs no weights)")
+    return found
+
+
+def backend_from_args(args: argparse.Namespace):
+    """The backend `add_backend_arguments` options ask for (torch is imported for psmnet only).
+    """
+    from stereo_depth_ros.backends import make_backend
+    if args.backend == "sgbm":
+        options = {"block_size": args.block_size}
+        if args.max_disparity is not None:
+            options["num_disparities"] = args.max_disparity
+        return make_backend("sgbm", **options)
+    options = {"weights_path": str(resolve_weights(args.weights)), "model": args.model,
+               "device": args.device, "precision": args.precision, "engine": args.engine}
+    if args.max_disparity is not None:
+        options["max_disparity"] = args.max_disparity
+    return make_backend("psmnet", **options)
 
 
 # --------------------------------------------------------------------------- datasets

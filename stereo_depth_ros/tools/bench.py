@@ -85,7 +85,7 @@ class BenchError(Exception):
 # ----------------------------------------------------------------------------------------------
 
 def _sample_pair_paths() -> tuple[Path, Path] | None:
-    from stereo_depth_ros.tools.infer import find_default_weights
+    from stereo_depth_ros.tools._cli import find_default_weights
     weights = find_default_weights()
     roots = [weights.parent.parent] if weights is not None else []
     roots += [Path.cwd() / "assets", Path(__file__).resolve().parents[2] / "assets"]
@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{torch.__version__})", file=sys.stderr)
             return 1
     if args.weights is None:
-        from stereo_depth_ros.tools.infer import find_default_weights
+        from stereo_depth_ros.tools._cli import find_default_weights
         args.weights = find_default_weights()
     if args.worker is not None:
         record = run_worker(args.worker, args.sizes[0], device=args.device, runs=args.runs,

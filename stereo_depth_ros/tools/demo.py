@@ -45,8 +45,10 @@ from pathlib import Path
 from stereo_depth_ros.core.kitti_calib import (KITTI_2011_09_26_P_RECT_02,
                                                KITTI_2011_09_26_P_RECT_03, format_calib_text)
 from stereo_depth_ros.tools import kitti2bag
+from stereo_depth_ros.tools._cli import ToolError, run_tool, spec_type
 
-LOG = logging.getLogger("stereo_depth_demo")
+PROG = "stereo_depth_demo"
+LOG = logging.getLogger(PROG)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DRIVINGSTEREO = Path("samples/drivingstereo/2018-07-11-14-48-52")
@@ -56,7 +58,7 @@ MARKER = ".stereo_depth_demo"
 STAGES = ("convert", "rectify", "infer", "postprocess", "publish", "total")
 
 
-class DemoError(RuntimeError):
+class DemoError(ToolError):
     """Something the user can fix (assets missing, output folder in use, a process failed)."""
 
 
@@ -400,24 +402,26 @@ def run(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stereo_depth_ros.tools.demo",
+        prog=PROG,
         description="Embedded demo: sample stereo pairs -> bag -> stereo_depth_node -> files "
                     "in out/demo.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo",
                         help="output folder (default out/demo; replaced on each run)")
     parser.add_argument("--assets", type=Path, default=default_assets_dir(),
                         help="sample assets folder (default ./assets or $STEREO_DEPTH_ASSETS)")
-    parser.add_argument("--backend", choices=("psmnet", "sgbm"), default="psmnet")
-    parser.add_argument("--input-scale", type=float, default=0.5,
+    parser.add_argument("--backend", type=spec_type("backend"), default="psmnet",
+                        help="psmnet or sgbm")
+    parser.add_argument("--input-scale", type=spec_type("input_scale"), default=0.5,
                         help="node input_scale (default 0.5: ~2-4 s per PSMNet frame on 2 cores)")
     parser.add_argument("--frames", type=int, default=None,
                         help="number of frames (default all 6: 5 DrivingStereo + 1 KITTI 2015)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="PSMNet checkpoint (default assets/weights/"
                              "pretrained_model_KITTI2015.tar)")
-    parser.add_argument("--device", default="cpu", help="PSMNet device (default cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--max-disparity", type=int, default=192)
+    parser.add_argument("--device", type=spec_type("device"), default="cpu",
+                        help="PSMNet device (default cpu)")
+    parser.add_argument("--precision", type=spec_type("precision"), default="fp32")
+    parser.add_argument("--max-disparity", type=spec_type("max_disparity"), default=192)
     parser.add_argument("--start-timeout", type=float, default=180.0,
                         help="seconds allowed for each process to start (model loading)")
     parser.add_argument("--frame-timeout", type=float, default=300.0,
@@ -430,21 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 ok, 1 failure (message on stderr), 2 bad command line, 130 interrupted."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run(args)
-    except KeyboardInterrupt:
-        LOG.error("interrupted: all demo processes stopped")
-        return 130
-    except (DemoError, kitti2bag.LayoutError, ValueError, OSError) as exc:
-        LOG.error("demo failed: %s", exc)
-        return 1
+        return run_tool(PROG, lambda: run(args),
+                        interrupted_hint="all demo processes stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 if __name__ == "__main__":

@@ -39,16 +39,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stereo_depth_ros import topics
 from stereo_depth_ros.core.disparity_io import colorize
-from stereo_depth_ros.tools._cli import parse_ros_args, ros_session
+from stereo_depth_ros.core.stamps import ns_to_sec_nanosec, stamp_to_ns
+from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_INTERRUPTED, REPORTED_ERRORS,
+                                         parse_ros_args, report_error, ros_session)
 
 LOG = logging.getLogger(__name__)
+PROG = "stereo_depth_dump"
 
-DISPARITY = "disparity"
-DEPTH = "depth/image_rect"
-DEPTH_INFO = "depth/camera_info"
-POINTS = "points2"
-LEFT = "left/image_rect"
+DISPARITY, DEPTH, DEPTH_INFO, POINTS = (topics.DISPARITY, topics.DEPTH, topics.DEPTH_INFO,
+                                        topics.POINTS)
+LEFT = topics.LEFT_RECT
 OPTIONAL_TOPICS = (DEPTH, DEPTH_INFO, POINTS, LEFT)
 MAX_DEPTH_MM = 65535
 
@@ -313,7 +315,7 @@ class Dumper:
 
     def _on_message(self, topic: str, msg) -> None:
         self.counts[topic] += 1
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_to_ns(msg.header.stamp)
         if stamp in self.written or self.done:
             return
         self.pending.setdefault(stamp, {})[topic] = msg
@@ -356,7 +358,7 @@ class Dumper:
             frame = frame_from_messages(stamp, parts)
             entry = write_frame(self.out_dir, len(self.frames), frame, self.ply)
         except (ValueError, OSError) as exc:
-            LOG.error("frame %d.%09d not written: %s", stamp // 10**9, stamp % 10**9, exc)
+            LOG.error("frame %d.%09d not written: %s", *ns_to_sec_nanosec(stamp), exc)
             return
         entry["received_wall"] = time.time()
         entry["topics"] = sorted(parts)
@@ -382,7 +384,7 @@ class Dumper:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stereo_depth_dump",
+        prog=PROG,
         description="Write stereo_depth_node outputs (disparity, depth, points, montage) "
                     "to files.",
         epilog="Example: stereo_depth_dump --out out/dump --max-frames 10 --namespace /stereo")
@@ -438,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
             executor.shutdown()
         except KeyboardInterrupt:
             LOG.info("interrupted")
+            code = EXIT_INTERRUPTED
+        except REPORTED_ERRORS as error:
+            report_error(PROG, error)
+            code = EXIT_FAILURE
         finally:
             if dumper is not None:
                 summary_path = args.summary_json or args.out / "summary.json"

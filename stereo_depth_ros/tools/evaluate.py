@@ -35,70 +35,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from stereo_depth_ros.core.disparity_io import read_disparity, write_disparity
+from stereo_depth_ros.core.geometry import resize_disparity
 from stereo_depth_ros.core.metrics import (
     DEFAULT_METRICS, HOLE_POLICIES, MetricCounts, count_metrics, parse_metric_names)
-from stereo_depth_ros.data import DatasetError, StereoSample
+from stereo_depth_ros.data import StereoSample
 from stereo_depth_ros.tools._cli import (
-    add_dataset_arguments, dataset_from_args, hxw_size, positive_float)
+    ToolError, add_backend_arguments, add_dataset_arguments, backend_from_args,
+    dataset_from_args, hxw_size, run_tool, spec_type)
 
 PROG = "stereo_depth_eval"
 PREDICTION_SUFFIXES = (".png", ".pfm", ".npy")
 BAD_THRESHOLDS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 
 
-class EvalError(RuntimeError):
-    """A problem the user can fix (missing files, bad option combination)."""
+# --------------------------------------------------------------------------- matching
 
+def match_at_scale(pipeline, left: np.ndarray, right: np.ndarray
+                   ) -> tuple[np.ndarray, dict[str, float]]:
+    """Disparity of a rectified pair through the pipeline (its input_scale applied), brought back
+    to the pair's full resolution.
 
-# --------------------------------------------------------------------------- input scaling
-
-def resize_disparity(disparity: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize an (h, w) disparity map to (height, width) and rescale its values by width / w.
-
-    Bilinear on the finite values, normalised by the resized validity (so NaN holes neither spread
-    nor pull values towards 0); a pixel is NaN where less than half of its support was valid.
-    """
-    small_h, small_w = disparity.shape
-    if (small_h, small_w) == (height, width):
-        return disparity.astype(np.float32, copy=True)
-    finite = np.isfinite(disparity)
-    values = np.where(finite, disparity, 0.0).astype(np.float32)
-    weight = finite.astype(np.float32)
-    up_values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-    up_weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    out = np.full((height, width), np.nan, dtype=np.float32)
-    ok = up_weight > 0.5
-    out[ok] = up_values[ok] / up_weight[ok] * np.float32(width / small_w)
-    return out
-
-
-def run_scaled(backend, left: np.ndarray, right: np.ndarray, scale: float
-               ) -> tuple[np.ndarray, dict[str, float]]:
-    """Run `backend` on the pair resized by `scale`; return full-resolution disparity (px).
-
-    left, right: (H, W, 3) uint8 RGB. The disparity is resized back to (H, W) and multiplied by
-    the width ratio (about 1 / scale). Returns (disparity (H, W) float32 NaN invalid, timings_s).
+    left, right: (H, W, 3) uint8 RGB. With input_scale < 1 the disparity is resized back to
+    (H, W) (bilinear over the valid values) and multiplied by the width ratio.
+    Returns (disparity (H, W) float32 NaN invalid, timings_s).
     """
     height, width = left.shape[:2]
-    if scale == 1.0:
-        result = backend.compute(left, right)
-        return result.disparity, dict(result.timings_s)
-    start = time.perf_counter()
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    small_left = cv2.resize(left, new_size, interpolation=interpolation)
-    small_right = cv2.resize(right, new_size, interpolation=interpolation)
-    resized = time.perf_counter()
-    result = backend.compute(small_left, small_right)
-    back = time.perf_counter()
-    disparity = resize_disparity(result.disparity, width, height)
-    done = time.perf_counter()
-    timings = dict(result.timings_s)
-    timings["resize"] = (resized - start) + (done - back)
+    result = pipeline.process(left, right, None)
+    timings = {name: seconds for name, seconds in result.timings_s.items() if name != "total"}
+    disparity = result.disparity
+    if disparity.shape != (height, width):
+        start = time.perf_counter()
+        disparity = resize_disparity(disparity, width, height, interpolation="linear")
+        timings["resize"] = timings.get("scale", 0.0) + time.perf_counter() - start
     return disparity, timings
 
 
@@ -114,9 +85,9 @@ def find_prediction(directory: Path, name: str) -> Path | None:
 
 
 def check_predictions(directory: Path, names: list[str]) -> dict[str, Path]:
-    """Map every sample name to its prediction file; EvalError listing the missing ones."""
+    """Map every sample name to its prediction file; ToolError listing the missing ones."""
     if not directory.is_dir():
-        raise EvalError(f"predictions directory not found: {directory}")
+        raise ToolError(f"predictions directory not found: {directory}")
     found, missing = {}, []
     for name in names:
         path = find_prediction(directory, name)
@@ -127,7 +98,7 @@ def check_predictions(directory: Path, names: list[str]) -> dict[str, Path]:
     if missing:
         shown = ", ".join(f"{n}.png" for n in missing[:8])
         more = f", ... and {len(missing) - 8} more" if len(missing) > 8 else ""
-        raise EvalError(f"{len(missing)} of {len(names)} predictions missing in {directory} "
+        raise ToolError(f"{len(missing)} of {len(names)} predictions missing in {directory} "
                         f"(looked for <name>{'|'.join(PREDICTION_SUFFIXES)}): {shown}{more}")
     return found
 
@@ -197,7 +168,7 @@ def evaluate(dataset, predict: Callable[[StereoSample], tuple[np.ndarray, dict |
         disparity = np.asarray(disparity, dtype=np.float32)
         height, width = sample.left.shape[:2]
         if disparity.shape != (height, width):
-            raise EvalError(f"{sample.name}: prediction is {disparity.shape[1]}x"
+            raise ToolError(f"{sample.name}: prediction is {disparity.shape[1]}x"
                             f"{disparity.shape[0]}, the images are {width}x{height}")
         if save_dir is not None:
             path = save_dir / f"{sample.name}.png"
@@ -332,25 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="synthetic: scene disparities stay below 0.85 of this (px)"))])
     source = parser.add_argument_group("what to score (one of)")
     exclusive = source.add_mutually_exclusive_group(required=True)
-    exclusive.add_argument("--backend", choices=("sgbm", "psmnet"))
     exclusive.add_argument("--predictions", type=Path,
                            help="folder of precomputed disparities named <name>.png (KITTI "
                            "uint16), .pfm or .npy")
     backend = parser.add_argument_group("backend options")
-    backend.add_argument("--weights", type=Path, help="PSMNet checkpoint")
-    backend.add_argument("--model", default="stackhourglass", choices=("stackhourglass", "basic"))
-    backend.add_argument("--device", default="auto", help="PSMNet device: auto, cpu, cuda[:N]")
-    backend.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                         help="PSMNet compute precision")
-    backend.add_argument("--engine", default="auto",
-                         choices=("auto", "reference", "exact", "fast"),
-                         help="PSMNet implementation (auto = exact on CPU with fp32)")
-    backend.add_argument("--max-disparity", type=int,
-                         help="disparity search range in px at the matcher's input (PSMNet "
-                         "max_disparity, SGBM num_disparities; rounded up to a multiple of 16)")
-    backend.add_argument("--input-scale", type=positive_float, default=1.0,
-                         help="resize the pair by this factor before matching; the disparity is "
-                         "resized back and multiplied by 1/scale")
+    add_backend_arguments(backend, default=None, backend_group=exclusive)
+    backend.add_argument("--input-scale", type=spec_type("input_scale"), default=1.0,
+                         help="resize the pair by this factor before matching (the node's "
+                         "input_scale); the disparity is resized back and multiplied by 1/scale")
     backend.add_argument("--warmup", type=int, default=1,
                          help="untimed runs on the first pair before timing")
     scoring = parser.add_argument_group("scoring and output")
@@ -369,44 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _round16(value: int) -> int:
-    return max(16, -(-int(value) // 16) * 16)
-
-
-def make_backend_from_args(args: argparse.Namespace):
-    """Build the backend the command line asks for (imports torch only for psmnet)."""
-    from stereo_depth_ros.backends import make_backend
-    if args.backend == "sgbm":
-        options = {}
-        if args.max_disparity is not None:
-            options["num_disparities"] = _round16(args.max_disparity)
-        return make_backend("sgbm", **options)
-    if args.weights is None:
-        raise EvalError("--backend psmnet needs --weights CHECKPOINT")
-    if not args.weights.is_file():
-        raise EvalError(f"weights file not found: {args.weights}")
-    options = {"weights_path": str(args.weights), "model": args.model, "device": args.device,
-               "precision": args.precision, "engine": args.engine}
-    if args.max_disparity is not None:
-        options["max_disparity"] = _round16(args.max_disparity)
-    return make_backend("psmnet", **options)
-
-
 def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
     """Evaluate as the command line says; returns the summary dict (also printed)."""
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     names = parse_metric_names(args.metrics)
     if args.limit is not None and args.limit < 1:
-        raise EvalError(f"--limit must be >= 1, got {args.limit}")
+        raise ToolError(f"--limit must be >= 1, got {args.limit}")
     if args.save_disparities and args.out is None:
-        raise EvalError("--save-disparities needs --out DIR")
+        raise ToolError("--save-disparities needs --out DIR")
     dataset = dataset_from_args(args, seed=args.seed, size=args.size,
-                                max_disparity=args.scene_max_disparity, error=EvalError)
+                                max_disparity=args.scene_max_disparity, error=ToolError)
     if len(dataset) == 0:
-        raise EvalError(f"{args.dataset}: no samples")
+        raise ToolError(f"{args.dataset}: no samples")
     if not dataset.has_ground_truth:
-        raise EvalError(f"{args.dataset}: this split has no ground truth to evaluate against")
+        raise ToolError(f"{args.dataset}: this split has no ground truth to evaluate against")
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     sample_names = dataset.names()[:count]
 
@@ -417,26 +354,29 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
             try:
                 return read_disparity(files[sample.name]), None
             except ValueError as error:
-                raise EvalError(str(error)) from None
+                raise ToolError(str(error)) from None
         source = {"predictions": str(args.predictions)}
     else:
-        backend = make_backend_from_args(args)
+        from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
+        backend = backend_from_args(args)
         scale = float(args.input_scale)
+        pipeline = StereoPipeline(backend, PipelineOptions(rectify="false", input_scale=scale))
         if args.warmup > 0:
             first = dataset[0]
             for _ in range(args.warmup):
-                run_scaled(backend, first.left, first.right, scale)
+                match_at_scale(pipeline, first.left, first.right)
 
         def predict(sample: StereoSample):
             start = time.perf_counter()
-            disparity, timings = run_scaled(backend, sample.left, sample.right, scale)
+            disparity, timings = match_at_scale(pipeline, sample.left, sample.right)
             timings["total"] = time.perf_counter() - start
             return disparity, timings
         source = {"backend": args.backend, "input_scale": scale,
-                  "max_disparity": float(backend.max_disparity)}
+                  "max_disparity": float(backend.max_disparity),
+                  "matcher": backend.describe()}
         if args.backend == "psmnet":
-            source.update(weights=str(args.weights), model=args.model, device=args.device,
-                          precision=args.precision, engine=args.engine)
+            source.update(weights=str(getattr(backend, "weights_path", None)), model=args.model,
+                          device=args.device, precision=args.precision, engine=args.engine)
 
     progress = Progress(count, enabled=not args.quiet, stream=stderr)
     save_dir = args.out / "disparity" if args.save_disparities else None
@@ -458,18 +398,9 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
-    except (EvalError, DatasetError, ValueError, OSError, RuntimeError) as error:
-        sys.stderr.write(f"{PROG}: error: {error}\n")
-        return 1
-    return 0
+    """Console entry point; returns the exit status (0 ok, 1 failure, 2 bad command line)."""
+    args = build_parser().parse_args(argv)
+    return run_tool(PROG, lambda: run(args) and None)
 
 
 if __name__ == "__main__":

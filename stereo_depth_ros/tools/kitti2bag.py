@@ -41,11 +41,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stereo_depth_ros import topics
 from stereo_depth_ros.core.disparity_io import read_kitti_png
-from stereo_depth_ros.core.kitti_calib import (CalibrationError, RectifiedStereoCalibration,
-                                               load_stereo_calibration)
+from stereo_depth_ros.core.kitti_calib import RectifiedStereoCalibration, load_stereo_calibration
+from stereo_depth_ros.tools._cli import run_tool
 
 LOG = logging.getLogger(__name__)
+PROG = "stereo_depth_kitti2bag"
 
 DEFAULT_FRAME_ID = "camera_left_optical_frame"
 #: Synthetic stamps (layouts without timestamps) start here: 1e9 s = 2001-09-09T01:46:40Z.
@@ -53,11 +55,9 @@ DEFAULT_START_STAMP_S = 1.0e9
 DEFAULT_PERIOD_S = 0.1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 
-TOPIC_LEFT_IMAGE = "left/image_raw"
-TOPIC_RIGHT_IMAGE = "right/image_raw"
-TOPIC_LEFT_INFO = "left/camera_info"
-TOPIC_RIGHT_INFO = "right/camera_info"
+TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE, TOPIC_LEFT_INFO, TOPIC_RIGHT_INFO = topics.INPUTS
 TOPIC_DISPARITY_GT = "left/disparity_gt"
+"""Ground-truth disparity of the stereo benchmark folders (not a node topic)."""
 
 _CAMERAS_RAW = {"color": ("image_02", "image_03", ("P_rect_02", "P_rect_03")),
                 "gray": ("image_00", "image_01", ("P_rect_00", "P_rect_01"))}
@@ -500,7 +500,7 @@ def convert(source: str | Path, out: str | Path, **options) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stereo_depth_kitti2bag",
+        prog=PROG,
         description="Convert a KITTI raw drive, a KITTI stereo 2015/2012 split or a folder of "
                     "<id>_left/<id>_right pairs to a ROS 2 bag (MCAP or sqlite3) with rectified "
                     "camera_info for stereo_depth_node.",
@@ -544,9 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: 0 ok, 1 failure (message on stderr), 2 bad command line."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         summary = convert(
             args.source, args.out, layout=args.layout, calib=args.calib, cameras=args.cameras,
             frame_suffix=args.frame_suffix, start_stamp_s=args.start_stamp_s,
@@ -555,17 +557,16 @@ def main(argv: list[str] | None = None) -> int:
             namespace=args.namespace, frame_id=args.frame_id,
             baseline_source=args.baseline_source, baseline_m=args.baseline_m,
             overwrite=args.overwrite)
-    except (LayoutError, CalibrationError, FileExistsError, ValueError) as exc:
-        LOG.error("%s", exc)
-        return 2
-    if args.summary_json is not None:
-        args.summary_json.write_text(json.dumps(summary, indent=2))
-    LOG.info("wrote %d frames to %s (%s): %s", summary["frames"], summary["bag"],
-             summary["storage"], ", ".join(f"{t} x{n}" for t, n in summary["topics"].items()))
-    for calib in summary["calibrations"]:
-        LOG.info("calibration %s: %dx%d fx=%.3f baseline=%.4f m", calib["source"], calib["width"],
-                 calib["height"], calib["fx"], calib["baseline_m"])
-    return 0
+        if args.summary_json is not None:
+            args.summary_json.write_text(json.dumps(summary, indent=2))
+        LOG.info("wrote %d frames to %s (%s): %s", summary["frames"], summary["bag"],
+                 summary["storage"],
+                 ", ".join(f"{t} x{n}" for t, n in summary["topics"].items()))
+        for calib in summary["calibrations"]:
+            LOG.info("calibration %s: %dx%d fx=%.3f baseline=%.4f m", calib["source"],
+                     calib["width"], calib["height"], calib["fx"], calib["baseline_m"])
+
+    return run_tool(PROG, run)
 
 
 if __name__ == "__main__":

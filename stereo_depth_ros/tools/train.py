@@ -46,9 +46,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from stereo_depth_ros.core.metrics import MetricCounts, count_metrics
 from stereo_depth_ros.core.padding import InputPadder
-from stereo_depth_ros.data import DatasetError
 from stereo_depth_ros.models import OFFICIAL_PREPROCESSING, build_psmnet, load_checkpoint
-from stereo_depth_ros.tools._cli import add_dataset_arguments, dataset_from_args, hxw_size
+from stereo_depth_ros.tools._cli import (ToolError, add_dataset_arguments, dataset_from_args,
+                                         hxw_size, run_tool, spec_type)
 
 PROG = "stereo_depth_train"
 LOSS_WEIGHTS = (0.5, 0.7, 1.0)
@@ -57,7 +57,7 @@ VAL_METRICS = ("epe", "bad_1", "bad_3", "d1_all")
 _SPP_LARGEST_POOL = 64
 
 
-class TrainError(RuntimeError):
+class TrainError(ToolError):
     """A problem the user can fix (bad option combination, unusable checkpoint)."""
 
 
@@ -321,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "0 on CPU)")
     data.add_argument("--cache", action="store_true", help="keep decoded samples in memory")
     model = parser.add_argument_group("model and optimisation")
-    model.add_argument("--model", default="stackhourglass", choices=("stackhourglass", "basic"))
-    model.add_argument("--max-disparity", type=int, default=192,
+    model.add_argument("--model", type=spec_type("model"), default="stackhourglass",
+                       help="PSMNet variant: stackhourglass or basic")
+    model.add_argument("--max-disparity", type=spec_type("max_disparity"), default=192,
                        help="disparity levels, px (multiple of 16)")
     start = model.add_mutually_exclusive_group()
     start.add_argument("--init", type=Path, help="start from these weights (any PSMNet "
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--lr-drop-epoch", type=int, default=200,
                        help="epochs after this use lr * --lr-drop-factor (<= 0: never)")
     model.add_argument("--lr-drop-factor", type=float, default=0.1)
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    model.add_argument("--device", type=spec_type("device"), default="auto",
+                       help="auto, cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, default=0, help="torch seed (init, crops, order)")
     run = parser.add_argument_group("output")
     run.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoint folder")
@@ -352,9 +354,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TrainError("--epochs and --batch-size must be >= 1")
     if not math.isfinite(args.lr) or args.lr <= 0:
         raise TrainError(f"--lr must be > 0, got {args.lr}")
-    if args.max_disparity <= 0 or args.max_disparity % 16:
-        raise TrainError(f"--max-disparity must be a positive multiple of 16, got "
-                         f"{args.max_disparity}")
     if args.val_count < 0 or (args.limit is not None and args.limit < 1):
         raise TrainError("--val-count must be >= 0 and --limit >= 1")
     if args.save_every < 1 or args.val_every < 0:
@@ -456,19 +455,16 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
+    """Console entry point: 0 ok, 1 failure (message on stderr), 2 bad command line."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def train() -> None:
         result = run(args)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted (resume with --resume {args.out / 'last.tar'})\n")
-        return 130
-    except (TrainError, DatasetError, ValueError, OSError, RuntimeError) as error:
-        sys.stderr.write(f"{PROG}: error: {error}\n")
-        return 1
-    if result["checkpoint"] is not None:
-        sys.stdout.write(f"saved {result['checkpoint']}\n")
-    return 0
+        if result["checkpoint"] is not None:
+            sys.stdout.write(f"saved {result['checkpoint']}\n")
+
+    return run_tool(PROG, train,
+                    interrupted_hint=f"resume with --resume {args.out / 'last.tar'}")
 
 
 if __name__ == "__main__":
