@@ -59,9 +59,14 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
+    """The random-weight golden vectors of the official code in ../shared/golden: an extra
+    check beside the repository's own real-weights golden (test/data), skipped in a clone that
+    has no ../shared beside it."""
     path = SHARED_DIR / "golden"
-    if not path.is_dir():
-        pytest.fail(f"golden vectors not found at {path} (CI keeps ../shared beside the repo)")
+    if not (path / "golden_input.pt").is_file():
+        pytest.skip(f"random-weight golden vectors not found at {path} (they live beside the "
+                    "repository, not in it; test/data/golden_real_weights is the golden that "
+                    "always runs)")
     return path
 
 

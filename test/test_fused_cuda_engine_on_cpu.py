@@ -1,4 +1,4 @@
-"""models.fused (folding, chunked regression, the CUDA engine) checked on the CPU.
+"""models.fused.cuda (the CUDA engine) checked on the CPU.
 
 The CUDA engine is an ordinary module pipeline that also runs on the CPU (eager, no graphs): its
 BatchNorm folding, channels-last layout, volume building and regression are checked here against
@@ -7,42 +7,11 @@ the reference model; test_cuda.py checks the same on a GPU, with graphs and redu
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
 
-from stereo_depth_ros.models.fused import cuda, folding
-
-
-def _randomize_batchnorms(module: nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
-
-
-@pytest.mark.parametrize("conv", [nn.Conv2d(5, 7, 3, padding=1, bias=False),
-                                  nn.Conv3d(5, 7, 3, padding=1, stride=2, bias=False),
-                                  nn.ConvTranspose3d(5, 7, 3, padding=1, output_padding=1,
-                                                     stride=2, bias=False)])
-def test_fold_batchnorm_replaces_the_pair_by_one_equal_convolution(conv):
-    bn = nn.BatchNorm2d(7) if isinstance(conv, nn.Conv2d) else nn.BatchNorm3d(7)
-    block = nn.Sequential(nn.Sequential(conv, bn), nn.ReLU()).eval()
-    _randomize_batchnorms(block)
-    x = torch.randn(2, 5, *([9] * (conv.weight.dim() - 2)))
-    expected = block(x)
-    folded = copy.deepcopy(block)
-    assert folding.fold_batchnorm_(folded) == 1
-    assert isinstance(folded[0][1], nn.Identity) and folded[0][0].bias is not None
-    torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="eval-mode"):
-        folding.fold_batchnorm_(block.train())
+from stereo_depth_ros.models.fused import cuda
 
 
 def test_fuse_conv_relu_keeps_the_function():

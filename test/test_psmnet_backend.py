@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fused_helpers import CPU, needs_onednn_bf16
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.backends.psmnet import PsmnetBackend
 from stereo_depth_ros.models import CheckpointError
@@ -136,13 +137,17 @@ def test_real_kitti_pair(kitti_backend, kitti_pair, kitti_crop_result):
         assert np.abs(bad - disparity).mean() > 2.0, name
 
 
-def test_bf16_fast_mode_close_to_fp32(kitti_weights, kitti_pair, kitti_crop_result):
+@needs_onednn_bf16
+def test_precision_bf16_runs_the_fused_engine_in_bf16(kitti_weights, kitti_pair,
+                                                      kitti_crop_result):
+    """precision bf16 on the CPU is the fused engine in bfloat16, within fast mode's bounds."""
     left, right = (_crop(image) for image in kitti_pair)
-    fp32 = kitti_crop_result.disparity
-    fast = PsmnetBackend(kitti_weights, device="cpu", precision="bf16").compute(left, right)
+    backend = PsmnetBackend(kitti_weights, device="cpu", precision="bf16", engine="auto")
+    assert backend.engine == "fast" and backend.runner.plan.cnn3d == "bf16"
+    fast = backend.compute(left, right)
     assert fast.disparity.dtype == np.float32 and np.all(np.isfinite(fast.disparity))
-    difference = np.abs(fast.disparity - fp32)
-    assert np.median(difference) < 0.5 and np.mean(difference > 3) < 0.05
+    difference = np.abs(fast.disparity - kitti_crop_result.disparity)
+    assert difference.mean() <= 0.1 and 100 * np.mean(difference > 3) <= 0.5
 
 
 @pytest.mark.parametrize("shape", [(100, 130, 3), (37, 301), (17, 257, 3)])
@@ -213,7 +218,7 @@ def test_missing_weights_file(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu(golden_dir, kitti_weights, kitti_pair):
+def test_cuda_matches_cpu(kitti_weights, kitti_pair):
     left, right = (_crop(image) for image in kitti_pair)
     cpu = PsmnetBackend(kitti_weights, device="cpu").compute(left, right).disparity
     cuda = PsmnetBackend(kitti_weights, device="cuda").compute(left, right)
@@ -222,8 +227,12 @@ def test_cuda_matches_cpu(golden_dir, kitti_weights, kitti_pair):
     assert np.median(np.abs(fp16.disparity - cpu)) < 0.5
 
 
-def test_engine_auto_picks_the_fused_exact_path_on_cpu_fp32_only():
+def test_engine_auto_on_the_cpu_is_exact_or_the_bf16_fused_engine():
     auto = PsmnetBackend(max_disparity=48, device="cpu", engine="auto")
     assert auto.engine == "exact"
-    autocast = PsmnetBackend(max_disparity=48, device="cpu", precision="bf16", engine="auto")
-    assert autocast.engine == "reference"
+    if CPU.onednn_bf16:
+        bf16 = PsmnetBackend(max_disparity=48, device="cpu", precision="bf16", engine="auto")
+        assert bf16.engine == "fast" and bf16.runner.plan.cnn3d == "bf16"
+    else:
+        with pytest.raises(ValueError, match="bf16 arithmetic needs"):
+            PsmnetBackend(max_disparity=48, device="cpu", precision="bf16", engine="auto")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,14 @@ from stereo_depth_ros.models import build_psmnet, load_checkpoint
 from stereo_depth_ros.models.cost_volume import build_concat_volume
 from stereo_depth_ros.models.regression import disparity_regression, window_confidence
 
-# Acceptance from shared/golden/README.md (1 vs 2 threads differ by 1.8e-3 px at most).
-GOLDEN_MAX_PX = 1e-2
+# The random-weight goldens (../shared/golden): mean <= 1e-3 px as their README says; the max
+# is 5e-2 px because random weights amplify float rounding and the kernels differ between CPU
+# instruction sets (1.8e-3 px between thread counts on the machine that made them, 1.7e-2 px
+# on an AVX2-only CPU). The real-weights golden (test_golden_real_weights.py) keeps 1e-2.
+GOLDEN_MAX_PX = 5e-2
 GOLDEN_MEAN_PX = 1e-3
+OFFICIAL_KEYS = Path(__file__).parent / "data" / "psmnet_official" / \
+    "stackhourglass_state_dict_keys.json"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,8 @@ def _assert_golden(output, expected):
     assert diff.mean().item() <= GOLDEN_MEAN_PX, f"mean |diff| {diff.mean().item():.3g} px"
 
 
-def test_state_dict_keys_and_shapes_equal_official(golden_dir):
-    official = json.loads((golden_dir / "stackhourglass_state_dict_keys.json").read_text())
+def test_state_dict_keys_and_shapes_equal_official():
+    official = json.loads(OFFICIAL_KEYS.read_text())
     ours = build_psmnet("stackhourglass").state_dict()
     assert [(k, list(v.shape)) for k, v in ours.items()] == [(k, s) for k, s in official]
 

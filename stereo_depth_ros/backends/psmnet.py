@@ -8,7 +8,8 @@ keeps the frame on the GPU, as tensors on the backend's device (`upload` + `comp
 Engines (`engine`):
 - reference: the model as built (`models.psmnet`), eager, under `precision` autocast: what the
   official code computes.
-- exact / fast on the CPU: `models.fast.FastPSMNet` (fused float32; int8 where it pays).
+- exact / fast on the CPU: `models.fused.FastPSMNet` (fused; fast mode in bf16, int8 or fp32 by
+  what the CPU runs fastest).
 - exact / fast on CUDA: `models.fused.cuda.CudaPSMNet` (folded BatchNorm, channels-last, CUDA
   graphs; float32 with TF32 off, or fp16/bf16 convolutions).
 - auto: exact on the CPU, fast on CUDA.
@@ -62,15 +63,36 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_engine(engine: str, precision: str, device: torch.device) -> str:
+    """The engine that runs for (engine, precision) on `device`; ValueError for combinations
+    that make no sense there, with what to use instead.
+
+    auto: exact on the CPU (fast with bf16 when precision is bf16), fast on CUDA.
+    precision on the CPU: fp32, or bf16 = the fused engine in bfloat16 (`engine` fast or auto);
+    the eager reference under bf16 autocast is slower than exact on CPUs and is refused.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision='fp16' needs CUDA (float16 autocast on CPU is slow and "
-                         "inexact); use engine='fast' for the fast CPU mode")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    on_cuda = device.type == "cuda"
+    if precision == "fp16" and not on_cuda:
+        raise ValueError("precision='fp16' needs CUDA (float16 on CPUs is slow and inexact); "
+                         "use engine='fast' for the fast CPU mode")
+    if engine == "auto":
+        engine = "fast" if on_cuda or precision == "bf16" else "exact"
+    if engine == "exact" and precision != "fp32":
+        raise ValueError(f"engine='exact' is float32: use precision='fp32' with it "
+                         f"(got {precision!r})")
+    if engine == "reference" and precision == "bf16" and not on_cuda:
+        raise ValueError("precision='bf16' with engine='reference' on the CPU (bfloat16 autocast "
+                         "of the eager model) is slower than float32: use engine='fast', which "
+                         "runs bfloat16 through the fused engine where the CPU has it")
+    return engine
+
+
+def _autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class ReferenceRunner:
@@ -174,22 +196,11 @@ class PsmnetBackend:
             raise ValueError(f"max_disparity must be a positive multiple of {SIZE_MULTIPLE} "
                              f"(PSMNet's 3-D stage halves it twice at 1/4 resolution), got "
                              f"{max_disparity!r}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.device = resolve_device(device)
-        on_cuda = self.device.type == "cuda"
-        if engine == "auto":
-            engine = ("fast" if on_cuda else "exact") if precision == "fp32" or on_cuda \
-                else "reference"
-        if engine == "exact" and precision != "fp32":
-            raise ValueError(f"engine='exact' is float32: use precision='fp32' with it "
-                             f"(got {precision!r})")
-        if engine == "fast" and not on_cuda and precision != "fp32":
-            raise ValueError(f"engine='fast' chooses its own arithmetic on the CPU: use "
-                             f"precision='fp32' with it (got {precision!r})")
+        engine = resolve_engine(engine, precision, self.device)
         self.precision = precision
         self.engine = engine
-        autocast_dtype = _autocast_dtype(precision, self.device)
+        autocast_dtype = _autocast_dtype(precision)
         self.preprocessing = preprocessing
         self.max_disparity = float(max_disparity)
 
@@ -219,15 +230,13 @@ class PsmnetBackend:
             fast_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return CudaPSMNet(self.model, mode=engine, fast_dtype=fast_dtype,
                               cuda_graphs=cuda_graphs)
-        from stereo_depth_ros.models.fast import FastPSMNet
-        return FastPSMNet.from_model(self.model, mode=engine)
+        from stereo_depth_ros.models.fused import FastPSMNet
+        return FastPSMNet.from_model(self.model, mode=engine,
+                                     arithmetic="bf16" if self.precision == "bf16" else None)
 
     def describe(self) -> str:
         """One line for start-up logs and reports: engine, device and arithmetic."""
-        runner = self.runner
-        detail = runner.describe() if hasattr(runner, "describe") else (
-            f"fused CPU engine, mode {runner.mode}" + (", int8" if runner.int8 else ""))
-        return f"psmnet engine={self.engine} on {self.device}: {detail}"
+        return f"psmnet engine={self.engine} on {self.device}: {self.runner.describe()}"
 
     # -- the interface every backend has ------------------------------------------------------
 

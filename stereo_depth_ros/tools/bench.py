@@ -10,15 +10,19 @@ Configurations (--configs):
   reference  the plain eager float32 PSMNet exactly as the official code computes it
              (`models.psmnet`, disparity only, as the official test scripts; on CUDA with
              PyTorch's default settings)
-  exact      CPU: models.fast "exact" (fused float32); CUDA: models.fused.cuda "exact" (float32,
-             TF32 off, CUDA graph). Golden parity; disparity + confidence
-  fast       CPU: models.fast "fast" (int8 where it pays); CUDA: fp16 convolutions, CUDA graph
-  fast-fp32  CPU only: models.fast "fast" without int8 (for comparison)
-  fast-bf16  CUDA only: bf16 convolutions, CUDA graph
+  exact      CPU: models.fused.FastPSMNet "exact" (fused float32); CUDA: models.fused.cuda
+             "exact" (float32, TF32 off, CUDA graph). Golden parity; disparity + confidence
+  fast       CPU: the fused engine in the arithmetic this CPU runs fastest (bf16, int8 or fp32;
+             the report names it); CUDA: fp16 convolutions, CUDA graph
+  fast-fp32  CPU only: the fused fast engine in float32 (for comparison)
+  fast-int8  CPU only: the fused fast engine with int8 3-D and feature layers (needs VNNI)
+  fast-bf16  CPU: the fused fast engine in bfloat16 (needs oneDNN bf16; native with
+             AVX512_BF16/AMX); CUDA: bf16 convolutions, CUDA graph
   fast-eager CUDA only: fast without the CUDA graph (what the graph saves)
   fast-compile CUDA only: fast through torch.compile(mode="reduce-overhead") instead of the
              engine's own graph capture (compiles for a minute or more)
-  bf16       the reference under bfloat16 autocast (precision "bf16")
+  bf16       CUDA only: the reference under bfloat16 autocast (refused on CPUs, where it is
+             slower than float32: use fast-bf16)
   sgbm       OpenCV StereoSGBM with the backend's default parameters (always on the CPU)
 
 Each configuration runs in its own subprocess, so that process's peak RSS (ru_maxrss) is that
@@ -57,16 +61,18 @@ CONFIGS: dict[str, dict] = {
     "exact": {"kind": "psmnet", "engine": "exact", "precision": "fp32",
               "devices": ("cpu", "cuda")},
     "fast": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "devices": ("cpu", "cuda")},
-    "fast-fp32": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "int8": False,
+    "fast-fp32": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "arithmetic": "fp32",
+                  "devices": ("cpu",)},
+    "fast-int8": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "arithmetic": "int8",
                   "devices": ("cpu",)},
     "fast-bf16": {"kind": "psmnet", "engine": "fast", "precision": "bf16",
-                  "devices": ("cuda",)},
+                  "devices": ("cpu", "cuda")},
     "fast-eager": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "graphs": False,
                    "devices": ("cuda",)},
     "fast-compile": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "compile": True,
                      "devices": ("cuda",)},
     "bf16": {"kind": "psmnet", "engine": "reference", "precision": "bf16",
-             "devices": ("cpu", "cuda")},
+             "devices": ("cuda",)},
     "sgbm": {"kind": "sgbm", "engine": "opencv", "precision": "-", "devices": ("cpu",)},
 }
 DEFAULT_CONFIGS = {"cpu": ("reference", "exact", "fast", "sgbm"),
@@ -173,9 +179,10 @@ def _make_backend(config: dict, device: str, weights: Path | None):
     if config.get("compile"):
         from stereo_depth_ros.models.fused.cuda import CudaPSMNet
         backend.runner = CudaPSMNet(backend.model, mode="fast", fuse_relu=False, compile=True)
-    if config.get("int8") is False:
-        from stereo_depth_ros.models.fast import FastPSMNet
-        backend.runner = FastPSMNet.from_model(backend.model, mode="fast", int8=False)
+    if config.get("arithmetic"):
+        from stereo_depth_ros.models.fused import FastPSMNet
+        backend.runner = FastPSMNet.from_model(backend.model, mode="fast",
+                                               arithmetic=config["arithmetic"])
     return backend
 
 
@@ -289,7 +296,7 @@ def run_worker(config_name: str, size: tuple[int, int], *, device: str, runs: in
     import torch
 
     if malloc == "reuse":
-        from stereo_depth_ros.models.fast import reuse_freed_memory
+        from stereo_depth_ros.models.fused.memory import reuse_freed_memory
         reuse_freed_memory()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -568,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "`make assets` when present, else random weights)")
     parser.add_argument("--malloc", choices=("default", "reuse"), default="default",
                         help="'reuse': keep freed memory in glibc's heap in every configuration "
-                        "(models.fast.reuse_freed_memory); default: glibc as is")
+                        "(models.fused.memory.reuse_freed_memory); default: glibc as is")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="write the full report (all runs, stages, ratios) as JSON")
     parser.add_argument("--in-process", action="store_true",

@@ -37,7 +37,7 @@ from torch import nn
 
 from stereo_depth_ros.models.cost_volume import build_concat_volume
 from stereo_depth_ros.models.fused.folding import fold_batchnorm_
-from stereo_depth_ros.models.fast import ImplicitCostConv
+from stereo_depth_ros.models.fused.cost_conv import ImplicitCostConv
 from stereo_depth_ros.models.fused.regression import ChunkedRegression
 
 MODES = ("exact", "fast")
@@ -167,7 +167,7 @@ class CudaPSMNet:
     device: where to run; default the model's device.
     chunk_pixels: pixels per chunk of the regression.
     implicit_cost: compute dres0's first convolution from the feature maps without building
-        the concatenation volume (`models.fast.ImplicitCostConv`: ~10x fewer operations in that
+        the concatenation volume (`cost_conv.ImplicitCostConv`: ~10x fewer operations in that
         layer, but ~400 small kernels); False (default) builds the volume in channels-last
         layout, which measured faster on an H200 (11.6 vs 11.8 ms at 384x1248, CUDA graph).
     channels_last: channels-last layouts (False: PyTorch's default NCHW / NCDHW; measured
