@@ -52,12 +52,15 @@ def test_exact_mode_matches_the_random_weight_golden(golden, align_corners, name
     assert (confidence - reference_confidence).abs().mean().item() < 1e-3
 
 
-def test_fast_fp32_is_close_to_the_random_weight_golden(golden):
-    """Fast mode in float32 (folded, channels-last features): only the rounding changes."""
+def test_folded_fp32_features_are_close_to_the_random_weight_golden(golden):
+    """The folded channels-last feature CNN in float32 (the int8 plan's non-int8 layers): only
+    the rounding changes."""
     golden_dir, left, right = golden
     model = build_psmnet("stackhourglass")
     load_checkpoint(model, golden_dir / "golden_stackhourglass_ckpt.tar")
-    fp32 = FastPSMNet.from_model(model.eval(), mode="fast", arithmetic="fp32")
+    fp32 = FastPSMNet(model.eval().state_dict(), mode="fast", arithmetic="fp32")
+    fp32.plan = ArithmeticPlan("fp32", "fp32")
+    fp32._build_features(model.state_dict())
     expected = torch.load(golden_dir / "golden_output_align_corners_true.pt")
     error = (fp32(left, right) - expected).abs()
     assert error.max().item() < 0.1 and error.mean().item() < 2e-3
@@ -106,6 +109,7 @@ def test_fast_mode_picks_its_arithmetic_from_the_cpu(flags, bf16, int8, expected
     plan = ArithmeticPlan.for_mode("fast", cpu=cpu)
     assert plan.cnn3d == expected
     assert plan.int8_feature_layers == (INT8_FEATURE_LAYERS if expected == "int8" else ())
+    assert plan.features == {"bf16": "bf16", "int8": "fp32", "fp32": "reference"}[expected]
     assert ArithmeticPlan.for_mode("exact", cpu=cpu) == ArithmeticPlan("reference", "fp32")
 
 

@@ -342,6 +342,102 @@ def run_worker(config_name: str, size: tuple[int, int], *, device: str, runs: in
     return record
 
 
+def network_flops(height: int, width: int, max_disparity: int = 192) -> dict[str, float]:
+    """Convolution FLOPs (2 x multiply-adds) of one frame, counted by torch's FlopCounterMode on
+    meta tensors: the reference network's parts, and the fused engines' total (dres0's first
+    convolution replaced by ImplicitCostConv's two 2-D convolutions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from stereo_depth_ros.models import build_psmnet
+    from stereo_depth_ros.models.fused.cost_conv import ImplicitCostConv
+
+    height, width = -(-height // 16) * 16, -(-width // 16) * 16
+    model = build_psmnet("stackhourglass", max_disparity=max_disparity).eval().to("meta")
+    levels, h4, w4 = max_disparity // 4, height // 4, width // 4
+
+    def count(function) -> float:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            function()
+        return float(counter.get_total_flops())
+
+    image = torch.empty(1, 3, height, width, device="meta")
+    features = torch.empty(1, 32, h4, w4, device="meta")
+    volume = torch.empty(1, 64, levels, h4, w4, device="meta")
+    first = model.dres0[0][0]
+    implicit = ImplicitCostConv(torch.zeros(32, 64, 3, 3, 3), torch.zeros(32), levels)
+    implicit.left_weight = implicit.left_weight.to("meta")
+    implicit.right_weight = implicit.right_weight.to("meta")
+    implicit.right_bias = implicit.right_bias.to("meta")
+    parts = {"features": count(lambda: model.extract_features(image, image)),
+             "cost_conv_reference": count(lambda: first(volume)),
+             "cost_conv_fused": count(lambda: implicit.tables(features, features)),
+             "cnn3d_after_cost_conv": count(lambda: model.aggregate(volume))}
+    parts["cnn3d_after_cost_conv"] -= parts["cost_conv_reference"]
+    parts["total_reference"] = (parts["features"] + parts["cost_conv_reference"]
+                                + parts["cnn3d_after_cost_conv"])
+    parts["total_fused"] = (parts["features"] + parts["cost_conv_fused"]
+                            + parts["cnn3d_after_cost_conv"])
+    return parts
+
+
+def conv_throughput(height: int, width: int, max_disparity: int = 192, runs: int = 5
+                    ) -> dict[str, dict]:
+    """GFLOP/s of one 32->32 3x3x3 3-D convolution over the 1/4-resolution volume of a frame
+    (the fused engine's most common layer), channels-last on oneDNN, in every arithmetic this
+    CPU runs: the machine's limit for the 3-D network."""
+    import torch
+
+    from stereo_depth_ros.models.fused import cpu_features
+    from stereo_depth_ros.models.fused.int8 import Int8Conv
+    from stereo_depth_ros.models.fused.onednn import CHANNELS_LAST_3D, FoldedConv
+
+    levels, h4, w4 = max_disparity // 4, -(-height // 16) * 4, -(-width // 16) * 4
+    flops = 2.0 * 32 * 32 * 27 * levels * h4 * w4
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 32, levels, h4, w4, generator=generator).relu().contiguous(
+        memory_format=CHANNELS_LAST_3D)
+    weight = 0.05 * torch.randn(32, 32, 3, 3, 3, generator=generator)
+    bias = torch.zeros(32)
+    cpu = cpu_features.detect()
+    variants = {"fp32": (FoldedConv(weight, bias, padding=1), x)}
+    if cpu.onednn_bf16:
+        variants["bf16"] = (FoldedConv(weight, bias, padding=1, dtype=torch.bfloat16),
+                            x.bfloat16())
+    if cpu.int8_vnni:
+        int8 = Int8Conv.from_conv(FoldedConv(weight, bias, padding=1), nonnegative_input=True)
+        variants["int8"] = (int8, x)                               # quantizes x every call
+        variants["int8 (input already quantized)"] = (int8, int8.quantize(x))
+    result = {}
+    with torch.inference_mode():
+        for name, (conv, tensor) in variants.items():
+            conv(tensor)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                conv(tensor)
+                times.append(time.perf_counter() - start)
+            median = statistics.median(times)
+            result[name] = {"median_s": median, "gflops": flops / median / 1e9}
+    return {"shape": [1, 32, levels, h4, w4], "gflop": flops / 1e9, "cpu": cpu.describe(),
+            "arithmetic": result}
+
+
+def _run_limits(args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """network_flops + conv_throughput at one size, in a worker process with the run's threads."""
+    command = [sys.executable, "-m", "stereo_depth_ros.tools.bench", "--worker", "limits",
+               "--sizes", f"{size[0]}x{size[1]}"]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    _progress(args, f"{size[0]}x{size[1]}: network FLOPs and 3-D convolution throughput")
+    proc = subprocess.run(command, text=True, capture_output=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"size": f"{size[0]}x{size[1]}", "error": " | ".join(tail)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Parent: subprocesses, rounds, ratios, report
 # ----------------------------------------------------------------------------------------------
@@ -437,10 +533,23 @@ def run_bench(args: argparse.Namespace) -> dict:
                     _progress(args, f"{size[0]}x{size[1]} round {round_index + 1}/{args.rounds}: "
                               f"{name}")
                     save = outputs[name] if round_index == 0 else None
-                    collected[name].append(_run_config(args, name, size, save))
-            merged = {name: _merge(records) for name, records in collected.items()}
+                    try:
+                        collected[name].append(_run_config(args, name, size, save))
+                    except BenchError as error:          # report it, measure the others
+                        _progress(args, str(error))
+                        collected[name].append({"config": name, "size": f"{size[0]}x{size[1]}",
+                                                "error": str(error)})
+            merged = {}
+            for name, records in collected.items():
+                failed = [r for r in records if "error" in r]
+                merged[name] = failed[0] if failed else _merge(records)
             reference = merged.get("reference")
+            if reference is not None and "error" in reference:
+                reference = None
             for name, record in merged.items():
+                if "error" in record:
+                    results.append(record)
+                    continue
                 if reference is not None:
                     _ratios(record, reference)
                     if name != "reference" and record["kind"] == "psmnet":
@@ -454,6 +563,9 @@ def run_bench(args: argparse.Namespace) -> dict:
     if args.device == "cuda":
         machine.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
                        cudnn=torch.backends.cudnn.version())
+    limits = None
+    if args.limits:
+        limits = [_run_limits(args, size) for size in args.sizes]
     return {
         "tool": "stereo_depth_bench", "schema": 2,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -465,6 +577,7 @@ def run_bench(args: argparse.Namespace) -> dict:
                      "threads": args.threads, "malloc": args.malloc,
                      "weights": str(args.weights) if args.weights else None},
         "results": results,
+        "limits": limits,
     }
 
 
@@ -494,6 +607,9 @@ def format_table(report: dict) -> str:
              f"{'network ms':>10} {'x ref':>6} {'frame ms':>9} {'fps':>6} {'peak MB':>8}  "
              "accuracy vs reference"]
     for r in report["results"]:
+        if "error" in r:
+            lines.append(f"{r['size']:>9} {r['config']:>10} failed: {r['error']}")
+            continue
         accuracy = r.get("accuracy_vs_reference")
         acc_text = "" if not accuracy else (
             f"mean {accuracy['mean_abs_px']:.3f} px, max {accuracy['max_abs_px']:.2f} px, "
@@ -508,6 +624,25 @@ def format_table(report: dict) -> str:
             f"{network.get('speedup_vs_reference', float('nan')):6.2f} "
             f"{_ms(frame.get('median_s')):>9} {frame.get('fps', float('nan')):6.1f} "
             f"{peak:8.0f}  {acc_text}")
+    for r in report["results"]:
+        if r.get("stages_s") and r.get("kind") == "psmnet" and "error" not in r:
+            text = ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["stages_s"].items())
+            lines.append(f"matcher stages (ms) {r['size']} {r['config']}: {text}"
+                         + (f" [{r['engine_detail']}]" if r.get("engine_detail") else ""))
+    for limit in report.get("limits") or []:
+        if "error" in limit:
+            lines.append(f"limits at {limit['size']}: failed: {limit['error']}")
+            continue
+        flops = limit["flops"]
+        conv = ", ".join(f"{name} {v['gflops']:.0f} GFLOP/s" for name, v in
+                         limit["conv3d"]["arithmetic"].items())
+        lines.append(f"limits at {limit['size']} ({limit['threads']} threads, "
+                     f"{limit['conv3d']['cpu']}): network {flops['total_reference'] / 1e12:.3f}"
+                     f" TFLOP (reference), {flops['total_fused'] / 1e12:.3f} TFLOP (fused: "
+                     f"features {flops['features'] / 1e12:.3f}, cost conv "
+                     f"{flops['cost_conv_fused'] / 1e12:.4f}, 3-D "
+                     f"{flops['cnn3d_after_cost_conv'] / 1e12:.3f}); one 32->32 3-D conv "
+                     f"({limit['conv3d']['gflop']:.1f} GFLOP): {conv}")
     stages = [r for r in report["results"] if r.get("frame")]
     for r in stages:
         text = ", ".join(f"{k} {1000 * v:.1f}" for k, v in r["frame"]["stages_s"].items())
@@ -578,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(models.fused.memory.reuse_freed_memory); default: glibc as is")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="write the full report (all runs, stages, ratios) as JSON")
+    parser.add_argument("--limits", action="store_true",
+                        help="also count the network's FLOPs and time one 3-D convolution in "
+                        "every arithmetic this CPU runs (how close the engines are to the "
+                        "machine's limit)")
     parser.add_argument("--in-process", action="store_true",
                         help="run configurations in this process (peak memory is then shared)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -610,6 +749,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights is None:
         from stereo_depth_ros.tools._cli import find_default_weights
         args.weights = find_default_weights()
+    if args.worker == "limits":
+        import torch
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        height, width = args.sizes[0]
+        record = {"size": f"{height}x{width}", "threads": torch.get_num_threads(),
+                  "flops": network_flops(height, width),
+                  "conv3d": conv_throughput(height, width)}
+        print(RESULT_PREFIX + json.dumps(record), flush=True)
+        return 0
     if args.worker is not None:
         record = run_worker(args.worker, args.sizes[0], device=args.device, runs=args.runs,
                             warmup=args.warmup, frame_runs=args.frame_runs,
@@ -619,15 +768,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json is not None and not args.json.parent.is_dir():
         parser.error(f"--json {args.json}: directory {args.json.parent} does not exist")
-    try:
-        report = run_bench(args)
-    except BenchError as error:
-        print(f"stereo_depth_bench: error: {error}", file=sys.stderr)
-        return 1
+    report = run_bench(args)
     print(format_table(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"report written to {args.json}")
+    failed = [f"{r['config']} at {r['size']}" for r in report["results"] if "error" in r]
+    if failed:
+        print(f"stereo_depth_bench: error: configuration(s) failed: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
