@@ -7,14 +7,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv assets test demo bench lint colcon-check clean
+.PHONY: all venv assets test test-oldest demo bench lint colcon-check clean
 
 all: test
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,6 +25,26 @@ assets: $(STAMP)
 
 test: venv assets
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-oldest
+
+# The pure layers on the oldest supported stack (ROS 2 Humble's Python 3.10, NumPy 1.21,
+# OpenCV 4.5.4): a second venv. PYTHON_OLDEST defaults to python3.10 on PATH or under pyenv.
+PYTHON_OLDEST ?= $(firstword $(shell python3.10 -c "import sys; print(sys.executable)" 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python))
+VENV_OLDEST ?= .venv-oldest
+OLDEST_STAMP := $(VENV_OLDEST)/.installed
+OLDEST_TESTS := test/test_camera.py test/test_geometry.py test/test_rectify.py \
+	test/test_disparity_io.py test/test_image_io.py test/test_kitti_calib.py test/test_metrics.py \
+	test/test_synthetic.py test/test_datasets.py test/test_sgbm_backend.py test/test_pipeline.py \
+	test/test_image_encodings.py
+
+$(OLDEST_STAMP): requirements-oldest.txt
+	@test -n "$(PYTHON_OLDEST)" || { echo "test-oldest: no Python 3.10 found (set PYTHON_OLDEST)"; exit 1; }
+	$(PYTHON_OLDEST) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -r requirements-oldest.txt
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(VENV_OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(wildcard $(OLDEST_TESTS))
 
 demo: venv assets
 	$(PY) -m stereo_depth_ros.tools.demo $(DEMO_ARGS)
@@ -35,4 +56,4 @@ lint: venv
 	$(PY) -m flake8 stereo_depth_ros test scripts launch
 
 clean:
-	rm -rf build install log out .pytest_cache
+	rm -rf build install log out .pytest_cache *.egg-info

@@ -19,8 +19,10 @@ setup(
     ],
     install_requires=[
         "setuptools",
-        "numpy>=1.24",
-        "opencv-python-headless>=4.6",
+        # The oldest versions tested (`make test-oldest`): ROS 2 Humble's apt NumPy and OpenCV,
+        # so a pip install on Humble does not replace ROS's own NumPy.
+        "numpy>=1.21",
+        "opencv-python-headless>=4.5.4",
         "torch>=2.1",
         "PyYAML>=5.4",
     ],

@@ -83,7 +83,7 @@ def test_fill_holes_background_like_the_kitti_devkit():
     pred = np.array([
         [NAN, NAN, NAN, NAN, NAN],     # empty top row -> copied from the first filled row
         [NAN, 7.0, NAN, NAN, 9.0],     # leading hole -> 7; inner run -> min(7, 9) = 7
-        [NAN, NAN, NAN, NAN, NAN],     # empty inner row -> stays empty -> 0
+        [NAN, NAN, NAN, NAN, NAN],     # empty inner row -> stays invalid -> -1 (devkit)
         [4.0, NAN, 6.0, NAN, NAN],     # inner hole -> 4; trailing -> 6
         [NAN, NAN, NAN, NAN, NAN],     # empty bottom row -> copied from the last filled row
     ], np.float32)
@@ -91,11 +91,12 @@ def test_fill_holes_background_like_the_kitti_devkit():
     np.testing.assert_array_equal(filled, np.array([
         [7, 7, 7, 7, 9],
         [7, 7, 7, 7, 9],
-        [0, 0, 0, 0, 0],
+        [-1, -1, -1, -1, -1],
         [4, 4, 6, 6, 6],
         [4, 4, 6, 6, 6],
     ], np.float32))
-    assert not np.isnan(m.fill_holes_background(np.full((2, 2), NAN))).any()
+    # All empty: nothing to fill from, everything stays the devkit's invalid -1.
+    np.testing.assert_array_equal(m.fill_holes_background(np.full((2, 2), NAN)), -1.0)
 
 
 def test_hole_policies_interpolate_vs_exclude():
@@ -112,9 +113,19 @@ def test_hole_policies_interpolate_vs_exclude():
     # exclude with no finite prediction on valid px: NaN errors, density 0.
     out = m.compute_metrics(np.full_like(gt, NAN), gt, names=("epe", "density"), holes="exclude")
     assert math.isnan(out["epe"]) and out["density"] == 0.0
-    # interpolate with nothing predicted scores disparity 0 everywhere (error = gt).
-    out = m.compute_metrics(np.full_like(gt, NAN), gt, names=("epe",))
-    assert out["epe"] == pytest.approx(10.0)
+    # interpolate with nothing predicted scores the devkit's -1 everywhere (error = gt + 1).
+    out = m.compute_metrics(np.full_like(gt, NAN), gt, names=("epe", "d1_all"))
+    assert out["epe"] == pytest.approx(11.0) and out["d1_all"] == pytest.approx(100.0)
+
+
+def test_an_empty_inner_row_is_scored_as_the_devkit_does():
+    """A prediction row with no valid pixel between filled rows: the devkit leaves it invalid
+    (-1) and scores it so (error gt + 1), it does not fill it with 0 (error gt)."""
+    gt = np.full((3, 4), 20.0, np.float32)
+    pred = np.array([[20.0] * 4, [NAN] * 4, [20.0] * 4], np.float32)
+    out = m.compute_metrics(pred, gt, names=("epe", "bad_3", "d1_all"))
+    assert out["epe"] == pytest.approx(21.0 * 4 / 12)
+    assert out["bad_3"] == pytest.approx(100.0 / 3) and out["d1_all"] == pytest.approx(100 / 3)
 
 
 def test_pooling_counts_is_pixel_weighted():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from stereo_depth_ros.core.camera import StereoRig
-from stereo_depth_ros.core.rectify import CameraCalibration, Rectifier, is_already_rectified
+from stereo_depth_ros.core.rectify import (CameraCalibration, Rectifier, is_already_rectified,
+                                           undistort_points)
 from stereo_depth_ros.core.synthetic import make_unrectified_pair
 
 
@@ -122,14 +123,9 @@ def test_maps_invert_the_distortion_model(model, distortion):
     D = np.array(distortion)
     # Raw image: each raw pixel shows the pattern at its rectified position.
     v, u = np.mgrid[0:120, 0:160].astype(np.float64)
-    raw_points = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
-    if model == "equidistant":
-        rect = cv2.fisheye.undistortPoints(raw_points, K, D, R=R, P=p_left[:, :3],
-                                           criteria=criteria)
-    else:
-        rect = cv2.undistortPoints(raw_points, K, D, R=R, P=p_left[:, :3], criteria=criteria)
-    rect = rect.reshape(120, 160, 2)
+    raw_points = np.stack([u.ravel(), v.ravel()], axis=1)
+    camera = CameraCalibration.create(K, D, R, p_left, distortion_model=model, name="left")
+    rect = undistort_points(raw_points, camera).reshape(120, 160, 2)
     raw = np.clip(pattern(rect[..., 0], rect[..., 1]), 0, 255).astype(np.float32)
     left = CameraCalibration.create(K, D, R, p_left, distortion_model=model, name="left")
     right = CameraCalibration.create(K, D, R, p_right, distortion_model=model, name="right")

@@ -119,20 +119,25 @@ def _fill_along_rows(values: np.ndarray, known: np.ndarray) -> tuple[np.ndarray,
     return filled, has_left | has_right
 
 
+DEVKIT_INVALID = np.float32(-1.0)
+"""The value the KITTI devkit's disparity images hold (and score) where nothing is known."""
+
+
 def fill_holes_background(pred: np.ndarray) -> np.ndarray:
     """KITTI devkit hole filling of an (H, W) disparity map; returns float32 with no NaN.
 
     Per row, a run of holes between two finite values takes the smaller one; runs at a row's ends
     take the nearest finite value. Rows without any finite value are then filled from the nearest
     filled row, but only at the top and the bottom of the image (as the devkit does); anything
-    left becomes 0.
+    left (rows with no valid pixel between filled rows, or an all-empty prediction) stays invalid
+    and, as in the devkit, is scored as the disparity DEVKIT_INVALID (-1).
     """
     pred = np.asarray(pred, dtype=np.float32)
     if pred.ndim != 2:
         raise ValueError(f"expected an (H, W) disparity map, got shape {pred.shape}")
     known = np.isfinite(pred)
     if known.all() or not known.any():
-        return np.where(known, pred, np.float32(0.0)).astype(np.float32)
+        return np.where(known, pred, DEVKIT_INVALID).astype(np.float32)
     values = np.where(known, pred, np.float32(0.0))
     filled, row_known = _fill_along_rows(values, known)
     # Rows now are either fully known or fully unknown; extrapolate to the top and the bottom only.
@@ -143,7 +148,7 @@ def fill_holes_background(pred: np.ndarray) -> np.ndarray:
     inner_empty = ~row_ok
     inner_empty[:first] = False
     inner_empty[last + 1:] = False
-    filled[inner_empty] = 0.0
+    filled[inner_empty] = DEVKIT_INVALID
     return filled.astype(np.float32)
 
 

@@ -114,6 +114,30 @@ def _calibration(value: object, name: str) -> CameraCalibration:
     raise ValueError(f"{name} calibration must be a CameraCalibration or a (K, D, R, P) tuple")
 
 
+def undistort_points(points: np.ndarray, calibration: CameraCalibration,
+                     iterations: int = 50) -> np.ndarray:
+    """Raw pixel positions -> rectified pixel positions of one camera (the inverse of what the
+    rectification maps sample), iterated to convergence.
+
+    points: (N, 1, 2) or (N, 2) float64 raw px. Returns (N, 2) float64 rectified px (in the
+    frame of P). Works with OpenCV 4.5.4 (Ubuntu 22.04 / ROS 2 Humble) through 5.
+    """
+    raw = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-10)
+    K, D, R, P = calibration.K, calibration.D, calibration.R, calibration.P[:, :3]
+    if calibration.distortion_model == "equidistant":
+        D = D if D.size else np.zeros(4)
+        try:
+            rect = cv2.fisheye.undistortPoints(raw, K, D, R=R, P=P, criteria=criteria)
+        except cv2.error:                                   # OpenCV < 4.6: no criteria
+            rect = cv2.fisheye.undistortPoints(raw, K, D, R=R, P=P)
+    elif hasattr(cv2, "undistortPointsIter"):               # OpenCV 4.x
+        rect = cv2.undistortPointsIter(raw, K, D if D.size else None, R, P, criteria)
+    else:                                                   # OpenCV 5: criteria in the call
+        rect = cv2.undistortPoints(raw, K, D if D.size else None, R=R, P=P, criteria=criteria)
+    return rect.reshape(-1, 2)
+
+
 def is_already_rectified(K: object, D: object, R: object, P: object, atol: float = 1e-6) -> bool:
     """True when the image needs no remapping: D all zero, R identity and K == P[:3, :3].
 

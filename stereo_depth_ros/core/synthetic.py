@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from stereo_depth_ros.core.camera import StereoRig
-from stereo_depth_ros.core.rectify import CameraCalibration
+from stereo_depth_ros.core.rectify import CameraCalibration, undistort_points
 
 
 @dataclass
@@ -237,9 +237,8 @@ def make_unrectified_pair(scene: SyntheticScene | None = None, *,
         # Raw pixel -> rectified pixel (inverse of what the rectify maps compute), then sample
         # the continuous scene there.
         v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-        raw = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
-        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
-        rect = cv2.undistortPoints(raw, K, D, R=R, P=P[:, :3], criteria=criteria).reshape(-1, 2)
+        raw = np.stack([u.ravel(), v.ravel()], axis=1)
+        rect = undistort_points(raw, calibration)
         image = _render(scene.layers, rect[:, 0].reshape(height, width),
                         rect[:, 1].reshape(height, width), view, cell_px)
         calibrations.append(calibration)
