@@ -19,6 +19,8 @@ RNG = np.random.default_rng(7)
 
 def _sample(encoding: str, height: int = 5, width: int = 7) -> np.ndarray:
     info = ic.ENCODINGS[encoding]
+    if encoding.startswith("yuv422"):
+        width += width % 2                  # two pixels share four bytes: even widths only
     shape = (height, width) + ((info.channels,) if info.channels > 1 else ())
     if info.dtype == np.float32:
         values = RNG.normal(size=shape).astype(np.float32)
@@ -94,8 +96,8 @@ def test_empty_image_is_rejected():
 
 def test_unsupported_encoding_names_the_encoding_and_the_supported_list():
     msg = ic.numpy_to_image(_sample("mono8", 4, 4), "mono8")
-    msg.encoding = "yuv422"
-    with pytest.raises(ic.UnsupportedEncodingError, match=r"'yuv422'.*mono8, mono16, bgr8"):
+    msg.encoding = "nv21"
+    with pytest.raises(ic.UnsupportedEncodingError, match=r"'nv21'.*mono8, mono16, bgr8"):
         ic.image_to_numpy(msg)
 
 
@@ -117,12 +119,12 @@ def test_matcher_input_channel_orders():
         ic.to_matcher_input(np.zeros((2, 2), np.float32), "32FC1")
 
 
-def test_mono16_pair_uses_one_scale_and_mixed_pairs_become_mono():
-    left = np.array([[0, 1000], [2000, 4000]], np.uint16)
-    right = np.array([[0, 500], [1000, 2000]], np.uint16)
+def test_mono16_is_scaled_as_cv_bridge_does_and_mixed_pairs_become_mono():
+    left = np.array([[0, 257], [32896, 65535]], np.uint16)
+    right = np.array([[0, 4095], [1000, 2000]], np.uint16)
     left8, right8 = ic.pair_to_matcher_input(left, "mono16", right, "mono16")
-    np.testing.assert_array_equal(left8, [[0, 64], [128, 255]])
-    np.testing.assert_array_equal(right8, [[0, 32], [64, 128]])
+    np.testing.assert_array_equal(left8, [[0, 1], [128, 255]])      # 255/65535, rounded
+    np.testing.assert_array_equal(right8, [[0, 16], [4, 8]])
     colour = _sample("bgr8", 2, 2)
     mono = _sample("mono8", 2, 2)
     a, b = ic.pair_to_matcher_input(colour, "bgr8", mono, "mono8")
@@ -170,8 +172,8 @@ def test_real_cv_bridge_matches_when_installed():
     for encoding in ic.ENCODINGS:
         array = _sample(encoding, 4, 6)
         msg = image_msg(array, encoding, stamp(1), pad=4)
-        info = ic.check_image_message(msg)
-        np.testing.assert_array_equal(adapter(msg, info), ic.image_to_numpy(msg, False))
+        if ic.cv_bridge_reads_it(msg, ic.check_image_message(msg)):
+            np.testing.assert_array_equal(adapter(msg), ic.image_to_numpy(msg, False))
 
 
 def test_in_package_path_is_used_here():

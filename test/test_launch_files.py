@@ -113,13 +113,13 @@ def test_package_executable_and_files_exist(launch_constants):
 
 
 def test_remapped_topics_are_the_nodes_topics(launch_constants):
-    node_constants = module_constants(NODE_FILE)
-    published = set(call_string_args(NODE_FILE, "create_publisher", 1))
+    from stereo_depth_ros import topics as node_topics
+    published = set(node_topics.OUTPUTS)
     for side, topics in launch_constants["CAMERA_TOPICS"].items():
         for topic in topics:
             name = f"{side}/{topic}"
-            assert name in node_constants["INPUT_TOPICS"] or name in published, name
-    assert set(node_constants["INPUT_TOPICS"]) <= {
+            assert name in node_topics.INPUTS or name in published, name
+    assert set(node_topics.INPUTS) <= {
         f"{side}/{topic}" for side, topics in launch_constants["CAMERA_TOPICS"].items()
         for topic in topics}
 
@@ -131,8 +131,8 @@ def test_rviz_config_shows_the_node_outputs():
     displays = {d["Class"]: d for d in manager["Displays"]}
     topics = {d["Topic"]["Value"].lstrip("/"): d["Class"] for d in manager["Displays"]
               if "Topic" in d}
-    published = set(call_string_args(NODE_FILE, "create_publisher", 1))
-    assert set(topics) <= published
+    from stereo_depth_ros import topics as node_topics
+    assert set(topics) <= set(node_topics.OUTPUTS)
     assert topics == {"left/image_rect": "rviz_default_plugins/Image",
                       "disparity/image_color": "rviz_default_plugins/Image",
                       "depth/image_rect": "rviz_default_plugins/Image",

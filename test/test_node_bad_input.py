@@ -110,11 +110,11 @@ def test_unsupported_encoding(node, scene):
     def send(h):
         when = h.next_stamp()
         left = image_msg(scene.left[:, :, 0], "mono8", when, FRAME)
-        left.encoding = "yuv422"
+        left.encoding = "nv21"                    # a camera format no ROS encoding names
         right = image_msg(scene.right[:, :, 0], "mono8", when, FRAME)
         h.send_msgs(left, right, *stereo_infos(scene.rig, when, FRAME))
     expect_drop(node, scene, "unsupported_encoding",
-                r"/left/image_raw: unsupported encoding 'yuv422' \(supported: mono8", send)
+                r"/left/image_raw: unsupported encoding 'nv21' \(supported: mono8", send)
 
 
 def test_data_shorter_than_step_times_height(node, scene):

@@ -1,100 +1,36 @@
-"""sensor_msgs/Image <-> numpy.
+"""sensor_msgs/Image and CompressedImage <-> numpy (the decoding rules live in
+`core.image_encodings`; this module only reads the messages' fields).
 
-`image_to_numpy` checks the message (supported encoding, sizes, `step`, length of `data`) and then
-uses cv_bridge when it is importable, else the package's own path: a zero-copy, read-only strided
-view of `msg.data` that honours row padding (`step > width * bytes_per_pixel`) and `is_bigendian`.
-Both paths return the same array (the cv_bridge one is a thin adapter: the checks run first).
-
-`numpy_to_image` builds a message from an array with a dense `step`.
+`image_to_numpy` checks the message (known encoding, sizes, `step`, length of `data`) and then
+uses cv_bridge when it is importable and reads the layout as the package does (native byte order,
+row padding a whole number of pixels), else the package's own path: a zero-copy, read-only strided
+view of `msg.data` that honours any row padding and `is_bigendian`. `compressed_to_numpy` decodes
+image_transport's "compressed" payloads. `numpy_to_image` builds a message with a dense `step`.
 """
 
 from __future__ import annotations
 
 import array
-from typing import NamedTuple
+import sys
 
 import numpy as np
 from sensor_msgs.msg import Image
 
-from stereo_depth_ros.backends.base import to_mono
-
-
-class EncodingInfo(NamedTuple):
-    dtype: np.dtype
-    channels: int
-
-
-ENCODINGS: dict[str, EncodingInfo] = {
-    "mono8": EncodingInfo(np.dtype(np.uint8), 1),
-    "mono16": EncodingInfo(np.dtype(np.uint16), 1),
-    "bgr8": EncodingInfo(np.dtype(np.uint8), 3),
-    "rgb8": EncodingInfo(np.dtype(np.uint8), 3),
-    "bgra8": EncodingInfo(np.dtype(np.uint8), 4),
-    "rgba8": EncodingInfo(np.dtype(np.uint8), 4),
-    "32FC1": EncodingInfo(np.dtype(np.float32), 1),
-}
-_ALIASES = {"8UC1": "mono8", "16UC1": "mono16", "8UC3": "bgr8", "8UC4": "bgra8"}
-
-
-class ImageConversionError(ValueError):
-    """A message that cannot be turned into an array; `field` names the offending field."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class UnsupportedEncodingError(ImageConversionError):
-    """The message's encoding is not one of ENCODINGS."""
-
-
-class ImageDataError(ImageConversionError):
-    """Size, step or data length inconsistent."""
+from stereo_depth_ros.core.image_encodings import (  # noqa: F401  (re-exported)
+    ENCODINGS, CompressedDataError, EncodingInfo, ImageConversionError, ImageDataError,
+    UnsupportedEncodingError, canonical, check_layout, decode_compressed, decode_raw, layout,
+    pair_to_matcher_input, to_matcher_input)
 
 
 def encoding_info(encoding: str) -> EncodingInfo:
-    """dtype and channel count of a supported encoding; UnsupportedEncodingError otherwise."""
-    name = _ALIASES.get(encoding, encoding)
-    try:
-        return ENCODINGS[name]
-    except KeyError:
-        raise UnsupportedEncodingError(
-            f"unsupported encoding {encoding!r} (supported: {', '.join(ENCODINGS)})",
-            "encoding") from None
+    """dtype and channel count of a known encoding; UnsupportedEncodingError otherwise."""
+    return layout(encoding)
 
 
 def check_image_message(msg: Image) -> EncodingInfo:
     """Validate an Image message's encoding and layout; raise an ImageConversionError subclass."""
-    info = encoding_info(msg.encoding)
-    width, height, step = int(msg.width), int(msg.height), int(msg.step)
-    if width <= 0 or height <= 0:
-        raise ImageDataError(f"empty image: width={width}, height={height}", "width/height")
-    row_bytes = width * info.channels * info.dtype.itemsize
-    if step < row_bytes:
-        raise ImageDataError(f"step={step} is smaller than width*bytes_per_pixel="
-                             f"{width}*{info.channels * info.dtype.itemsize}={row_bytes}", "step")
-    needed = step * height
-    if len(msg.data) < needed:
-        raise ImageDataError(f"data has {len(msg.data)} bytes, shorter than step*height="
-                             f"{step}*{height}={needed}", "data")
-    return info
-
-
-def _native_image_to_numpy(msg: Image, info: EncodingInfo) -> np.ndarray:
-    """Zero-copy read-only view of msg.data (row padding skipped via strides)."""
-    dtype = info.dtype
-    if dtype.itemsize > 1:
-        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    buffer = msg.data if isinstance(msg.data, (bytes, bytearray, memoryview, array.array)) \
-        else bytes(msg.data)
-    shape = (int(msg.height), int(msg.width)) + ((info.channels,) if info.channels > 1 else ())
-    strides = (int(msg.step), info.channels * dtype.itemsize) + \
-        ((dtype.itemsize,) if info.channels > 1 else ())
-    view = np.ndarray(shape=shape, dtype=dtype, buffer=buffer, offset=0, strides=strides)
-    if not dtype.isnative:
-        view = view.astype(dtype.newbyteorder("="))
-    view.flags.writeable = False
-    return view
+    return check_layout(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
+                        len(msg.data))
 
 
 class _CvBridgeAdapter:
@@ -103,7 +39,7 @@ class _CvBridgeAdapter:
     def __init__(self, bridge_module) -> None:
         self._bridge = bridge_module.CvBridge()
 
-    def __call__(self, msg: Image, info: EncodingInfo) -> np.ndarray:
+    def __call__(self, msg: Image) -> np.ndarray:
         result = np.asarray(self._bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
         return result.astype(result.dtype.newbyteorder("="), copy=False)
 
@@ -117,6 +53,7 @@ def _load_cv_bridge():
 
 
 _BRIDGE = _load_cv_bridge()
+_NATIVE_BIG_ENDIAN = sys.byteorder == "big"
 
 
 def conversion_backend() -> str:
@@ -124,20 +61,36 @@ def conversion_backend() -> str:
     return "cv_bridge" if _BRIDGE is not None else "numpy"
 
 
-def image_to_numpy(msg: Image, use_cv_bridge: bool | None = None) -> np.ndarray:
-    """Array of an Image message: (H, W) or (H, W, C) in the message's encoding and channel order.
+def cv_bridge_reads_it(msg: Image, info: EncodingInfo) -> bool:
+    """Whether cv_bridge reads this message as the package does: multi-byte data in the
+    machine's byte order and rows padded by a whole number of pixels (cv_bridge builds a cv::Mat
+    on the buffer; other layouts it misreads or refuses)."""
+    pixel_bytes = info.channels * info.dtype.itemsize
+    byte_order_ok = info.dtype.itemsize == 1 or bool(msg.is_bigendian) == _NATIVE_BIG_ENDIAN
+    return byte_order_ok and int(msg.step) % pixel_bytes == 0
 
-    mono8/bgr8/rgb8/bgra8/rgba8 -> uint8, mono16 -> uint16, 32FC1 -> float32. The array may be a
-    read-only view of msg.data; copy it before writing. Raises UnsupportedEncodingError or
-    ImageDataError (both ValueError) naming the field.
+
+def image_to_numpy(msg: Image, use_cv_bridge: bool | None = None) -> np.ndarray:
+    """Array of an Image message in its encoding's layout (core.image_encodings.decode_raw):
+    (H, W) or (H, W, C) uint8/uint16/float32, YUV422 (H, W, 2). May be a read-only view of
+    msg.data; copy before writing. Raises UnsupportedEncodingError or ImageDataError (both
+    ValueError) naming the field. use_cv_bridge: None = when importable and it reads the layout
+    right, True = always (RuntimeError without cv_bridge), False = never.
     """
     info = check_image_message(msg)
-    bridge = _BRIDGE if use_cv_bridge is None or use_cv_bridge else None
-    if use_cv_bridge and bridge is None:
+    if use_cv_bridge and _BRIDGE is None:
         raise RuntimeError("cv_bridge is not importable")
-    if bridge is not None:
-        return bridge(msg, info)
-    return _native_image_to_numpy(msg, info)
+    if _BRIDGE is not None and use_cv_bridge is not False and (
+            use_cv_bridge or cv_bridge_reads_it(msg, info)):
+        return _BRIDGE(msg)
+    return decode_raw(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
+                      bool(msg.is_bigendian), msg.data)
+
+
+def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
+    """A sensor_msgs/CompressedImage -> (array, its encoding); CompressedDataError for corrupt
+    data, UnsupportedEncodingError for a format that is not JPEG/PNG (e.g. compressedDepth)."""
+    return decode_compressed(msg.format, msg.data)
 
 
 def numpy_to_image(image: np.ndarray, encoding: str, header=None) -> Image:
@@ -164,45 +117,3 @@ def numpy_to_image(image: np.ndarray, encoding: str, header=None) -> Image:
     msg.step = int(data.shape[1] * info.channels * info.dtype.itemsize)
     msg.data = array.array("B", data.tobytes())
     return msg
-
-
-def to_matcher_input(image: np.ndarray, encoding: str, scale16: float | None = None) -> np.ndarray:
-    """uint8 RGB (H, W, 3) or mono (H, W) as the backends take it (architecture: Images).
-
-    bgr8/bgra8/rgba8 are reordered/stripped; mono16 is scaled by `scale16` (255 / the pair's max
-    by default, so both images of a pair must pass the same value).
-    """
-    name = _ALIASES.get(encoding, encoding)
-    if name == "mono8":
-        return image
-    if name == "rgb8":
-        return image
-    if name == "bgr8":
-        return image[:, :, ::-1]
-    if name == "rgba8":
-        return image[:, :, :3]
-    if name == "bgra8":
-        return image[:, :, 2::-1]
-    if name == "mono16":
-        if scale16 is None:
-            peak = int(image.max()) if image.size else 0
-            scale16 = 255.0 / peak if peak else 1.0
-        return np.clip(image.astype(np.float32) * scale16 + 0.5, 0, 255).astype(np.uint8)
-    raise UnsupportedEncodingError(f"encoding {encoding!r} cannot be used as a stereo input "
-                                   "image (use mono8, mono16, bgr8, rgb8, bgra8 or rgba8)",
-                                   "encoding")
-
-
-def pair_to_matcher_input(left: np.ndarray, left_encoding: str, right: np.ndarray,
-                          right_encoding: str) -> tuple[np.ndarray, np.ndarray]:
-    """Both images of a pair in backend form with the same channel count (mono if either is)."""
-    scale16 = None
-    if "mono16" in (_ALIASES.get(left_encoding, left_encoding),
-                    _ALIASES.get(right_encoding, right_encoding)):
-        peak = max(int(left.max()) if left.size else 0, int(right.max()) if right.size else 0)
-        scale16 = 255.0 / peak if peak else 1.0
-    left_in = to_matcher_input(left, left_encoding, scale16)
-    right_in = to_matcher_input(right, right_encoding, scale16)
-    if left_in.ndim != right_in.ndim:
-        left_in, right_in = to_mono(left_in), to_mono(right_in)
-    return np.ascontiguousarray(left_in), np.ascontiguousarray(right_in)

@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run_tool(PROG, lambda: run(args),
+        return run_tool(PROG, lambda: run(args) and None,
                         interrupted_hint="all demo processes stopped")
     finally:
         signal.signal(signal.SIGTERM, previous)
