@@ -20,6 +20,8 @@ MODELS = ("stackhourglass", "basic")
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINES = ("auto", "reference", "exact", "fast")
 RECTIFY_MODES = ("auto", "true", "false")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
 SGBM_MODES = ("sgbm", "hh", "sgbm_3way", "hh4")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -96,7 +98,10 @@ class ParamSpec:
             return float(value)
         if not isinstance(value, str):
             raise ValueError(f"{self.name} must be a string, got {value!r}")
-        return value.strip().lower() if self.choices else value
+        if not self.choices:
+            return value
+        by_lower = {choice.lower(): choice for choice in self.choices}
+        return by_lower.get(value.strip().lower(), value.strip())
 
     def check(self, value: Any) -> Any:
         """Coerce and range/choice-check one value; ValueError names the value and the limits."""
@@ -154,6 +159,10 @@ PARAMS: tuple[ParamSpec, ...] = (
           min_value=0.0, max_value=1000.0),
     _spec("max_depth_m", 0.0, "depth/points farther than this (m) become NaN; 0 = no limit",
           min_value=0.0, max_value=10000.0),
+    _spec("depth_encoding", "32FC1", "encoding of depth/image_rect (REP 118): 32FC1 metres "
+          "(NaN invalid) or 16UC1 millimetres (0 invalid, clamped to 65535 mm and counted in "
+          "/diagnostics as depth_clamped_pixels), for consumers that take 16-bit depth",
+          choices=DEPTH_ENCODINGS),
     _spec("confidence_threshold", 0.0, "pixels whose backend confidence is below this become "
           "invalid in every output; 0 = keep all (backends without confidence ignore it)",
           min_value=0.0, max_value=1.0),
@@ -165,8 +174,14 @@ PARAMS: tuple[ParamSpec, ...] = (
           "approximately synchronised set", min_value=0.0, max_value=10.0, read_only=True),
     _spec("queue_size", 10, "messages kept per input topic while waiting for the other three",
           min_value=1, max_value=1000, read_only=True),
+    _spec("image_transport", "raw", "how the images arrive (stereo_image_proc's name): raw "
+          "(sensor_msgs/Image on left|right/image_raw) or compressed (sensor_msgs/CompressedImage "
+          "JPEG/PNG on left|right/image_raw/compressed)", choices=IMAGE_TRANSPORTS,
+          read_only=True),
     _spec("use_system_default_qos", False, "subscribe with the system default QoS (reliable) "
-          "instead of sensor-data QoS (best effort, keep last)", read_only=True),
+          "instead of sensor-data QoS (best effort, keep last queue_size); single policies of "
+          "any topic can also be set with qos_overrides.<topic>.subscription|publisher.<policy>",
+          read_only=True),
     _spec("diagnostics_period_seconds", 1.0, "period of the /diagnostics status (s)",
           min_value=0.1, max_value=60.0, read_only=True),
     # --- SGBM (live) ---
@@ -220,12 +235,14 @@ class NodeConfig:
     rectify: str = SPECS["rectify"].default
     min_depth_m: float = SPECS["min_depth_m"].default
     max_depth_m: float = SPECS["max_depth_m"].default
+    depth_encoding: str = SPECS["depth_encoding"].default
     confidence_threshold: float = SPECS["confidence_threshold"].default
     use_color: bool = SPECS["use_color"].default
     approximate_sync: bool = SPECS["approximate_sync"].default
     approximate_sync_tolerance_seconds: float = \
         SPECS["approximate_sync_tolerance_seconds"].default
     queue_size: int = SPECS["queue_size"].default
+    image_transport: str = SPECS["image_transport"].default
     use_system_default_qos: bool = SPECS["use_system_default_qos"].default
     diagnostics_period_seconds: float = SPECS["diagnostics_period_seconds"].default
     sgbm_min_disparity: int = SPECS["sgbm.min_disparity"].default

@@ -16,9 +16,14 @@ MISSING_CAMERA_INFO = "missing_camera_info"
 """Images arrived but no camera_info ever did on one of the info topics."""
 MISSING_IMAGE = "missing_image"
 """camera_info arrived but its image never did."""
+IMAGES_LOST_IN_TRANSPORT = "images_lost_in_transport"
+"""The left camera_info of a frame arrived but its left image never did: lost before the node
+(typically large best-effort images over stock Fast DDS)."""
 UNSUPPORTED_ENCODING = "unsupported_encoding"
 BAD_IMAGE_DATA = "bad_image_data"
 """The image's step, size or data length is inconsistent."""
+BAD_COMPRESSED_DATA = "bad_compressed_data"
+"""A compressed (JPEG/PNG) payload that does not decode: corrupt or truncated."""
 
 # Calibration (camera_info)
 NAN_IN_CALIBRATION = "nan_in_calibration"

@@ -12,6 +12,16 @@ RIGHT_INFO = "right/camera_info"
 INPUTS = (LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO)
 """The four synchronised inputs, in the order the synchroniser hands them over."""
 
+COMPRESSED_SUFFIX = "/compressed"
+"""image_transport's "compressed" topic of an image topic (sensor_msgs/CompressedImage)."""
+
+
+def inputs(image_transport: str = "raw") -> tuple[str, str, str, str]:
+    """The four input topics for an image transport ("raw" or "compressed")."""
+    suffix = COMPRESSED_SUFFIX if image_transport == "compressed" else ""
+    return (LEFT_IMAGE + suffix, RIGHT_IMAGE + suffix, LEFT_INFO, RIGHT_INFO)
+
+
 NODE_INPUTS = {"left_image": LEFT_IMAGE, "right_image": RIGHT_IMAGE,
                "left_info": LEFT_INFO, "right_info": RIGHT_INFO}
 """Input topic by the role of the message in a stereo frame (bags.ROLES)."""

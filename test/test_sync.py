@@ -79,14 +79,46 @@ def test_exact_needs_equal_stamps_and_reports_the_skew():
     assert "+0.030000 s" in drop.detail and "exact sync needs equal stamps" in drop.detail
 
 
-def test_a_lost_left_image_is_counted_by_its_right_image():
+def test_a_lost_left_image_is_counted_once_as_lost_in_transport():
     sync, rec = make(queue_size=2)
-    for i in range(8):  # frame 2 loses its left image
+    for i in range(8):  # frame 2 loses its left image; its camera_info and right image arrive
         feed(sync, None if i == 2 else ms(100 * i), ms(100 * i), ms(100 * i), ms(100 * i))
     assert len(rec.sets) == 7
-    assert [(d.reason, d.stamp_ns) for d in rec.drops] == [(s.UNMATCHED, ms(200))]
-    assert "/right/image_raw stamp 0.200000 found no partner on /left/image_raw" in \
+    assert [(d.reason, d.stamp_ns) for d in rec.drops] == [(s.IMAGES_LOST_IN_TRANSPORT, ms(200))]
+    assert "/left/camera_info stamp 0.200000 arrived but no image on /left/image_raw" in \
         rec.drops[0].detail
+
+
+def test_a_frame_whose_both_images_are_lost_is_counted():
+    """Nothing of the frame reaches the node but its camera_infos: still counted, once."""
+    sync, rec = make(queue_size=2)
+    for i in range(8):
+        lost = i in (3, 4)
+        feed(sync, None if lost else ms(100 * i), None if lost else ms(100 * i), ms(100 * i),
+             ms(100 * i))
+    assert len(rec.sets) == 6
+    assert [(d.reason, d.stamp_ns) for d in rec.drops] == [
+        (s.IMAGES_LOST_IN_TRANSPORT, ms(300)), (s.IMAGES_LOST_IN_TRANSPORT, ms(400))]
+
+
+def test_camera_info_before_the_first_image_is_not_a_loss():
+    sync, rec = make(queue_size=2)
+    for i in range(3):                      # the camera driver starts with its infos
+        feed(sync, None, None, ms(100 * i), ms(100 * i))
+    for i in range(3, 8):
+        feed(sync, ms(100 * i), ms(100 * i), ms(100 * i), ms(100 * i))
+    assert len(rec.sets) == 5
+    assert s.IMAGES_LOST_IN_TRANSPORT not in [d.reason for d in rec.drops]
+
+
+def test_all_images_lost_after_a_good_start_keeps_counting():
+    """Only camera_info keeps arriving: every frame is counted as it leaves the books."""
+    sync, rec = make(queue_size=2)
+    feed(sync, ms(0), ms(0), ms(0), ms(0))
+    for i in range(1, 10):
+        feed(sync, None, None, ms(100 * i), ms(100 * i))
+    lost = [d.stamp_ns for d in rec.drops if d.reason == s.IMAGES_LOST_IN_TRANSPORT]
+    assert lost == [ms(100 * i) for i in range(1, 6)]        # the last 4 are still on the books
 
 
 def test_a_lost_partner_is_unmatched_not_skew():

@@ -81,7 +81,8 @@ class StereoCalibration:
 
     left, right: per-camera K, D, R, P. rig: the rectified pair (from both P; baseline from the
     difference of P[0,3]). already_rectified: both cameras have D = 0, R = I, K = P[:3,:3].
-    frame_id: the left camera's optical frame, "" when unknown.
+    frame_id: the left camera's optical frame, "" when unknown. note: e.g. "binning 2x2" when
+    the cameras' K and P were reduced to the published image (REP 104).
     Compared by identity: build it once per calibration change (the pipeline caches its
     rectification maps per object).
     """
@@ -91,6 +92,8 @@ class StereoCalibration:
     rig: StereoRig
     already_rectified: bool
     frame_id: str = ""
+    note: str = ""
+    """How the calibration was adapted to the published image (binning, ROI), for messages."""
 
     __hash__ = object.__hash__
 

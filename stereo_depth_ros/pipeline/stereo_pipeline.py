@@ -157,9 +157,11 @@ class StereoPipeline:
                 f"{left.shape[0]}, {right_name} is {right.shape[1]}x{right.shape[0]}"))
         rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
         if rig is not None and (rig.width, rig.height) != (left.shape[1], left.shape[0]):
+            note = getattr(calibration, "note", "")
             raise FrameDropped(drop_reasons.INFO_SIZE_MISMATCH, (
                 f"image/camera_info size mismatch: {left_name} is {left.shape[1]}x"
-                f"{left.shape[0]} but {calibration_name} says {rig.width}x{rig.height}"))
+                f"{left.shape[0]} but {calibration_name} says {rig.width}x{rig.height}"
+                + (f" ({note} applied)" if note else "")))
 
     def _scaled_size(self, width: int, height: int) -> tuple[int, int]:
         scale = self.options.input_scale

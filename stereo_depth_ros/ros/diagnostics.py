@@ -7,13 +7,15 @@ are strings, as DiagnosticStatus requires):
 - `pairs_in`, `pairs_processed`, `pairs_published`, `rate_in_hz`, `rate_out_hz`
 - `messages_in.<topic>` per input topic
 - `dropped_total`, `dropped.<reason>`: busy (replaced by a newer pair before the worker took it),
-  stamp_skew, unmatched (partner lost), missing_camera_info, missing_image, size_mismatch,
+  stamp_skew, unmatched (partner lost), images_lost_in_transport (camera_info came, the image did
+  not), missing_camera_info, missing_image, size_mismatch, bad_compressed_data,
   camera_info_size_mismatch, unsupported_encoding, bad_image_data, uncalibrated_camera_info,
   bad_baseline, nan_in_calibration, invalid_calibration, image_too_small, processing_error
 - `latency_ms.<stage>.{mean,p50,p95,max}` for convert, rectify, infer, postprocess, publish, total
   (over the last 200 pairs)
 - `input_age_ms.{mean,p50,p95,max}`: node clock at the end of publishing minus the pair's stamp
 - `pending_pairs`, `pending_pairs_max`: pairs waiting for the worker (never more than 1)
+- counters: `depth_clamped_pixels` (16UC1 depth beyond 65.535 m)
 - the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
   only for topics with subscribers) and `last_problem`
 """
@@ -48,6 +50,7 @@ class PipelineStats:
         self.input_age_s: deque[float] = deque(maxlen=window)
         self.pending_pairs = 0
         self.pending_pairs_max = 0
+        self.counters: dict[str, int] = {}
         self.last_problem: str = ""
         self._rate_mark = (clock(), 0, 0)
         self._rates = (0.0, 0.0)
@@ -65,6 +68,11 @@ class PipelineStats:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
             if detail:
                 self.last_problem = f"{reason}: {detail}"
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to a named counter (e.g. depth_clamped_pixels); reported as `<name>`."""
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + int(amount)
 
     def set_pending(self, pending: int) -> None:
         with self._lock:
@@ -116,6 +124,7 @@ class PipelineStats:
                 "pending_pairs": self.pending_pairs,
                 "pending_pairs_max": self.pending_pairs_max,
                 "last_problem": self.last_problem,
+                "counters": dict(self.counters),
             }
 
 
@@ -136,6 +145,8 @@ def snapshot_to_key_values(snapshot: dict[str, object]) -> list[tuple[str, str]]
             items.append((f"latency_ms.{stage}.{stat}", f"{value:.3f}"))
     for stat, value in snapshot["input_age_ms"].items():
         items.append((f"input_age_ms.{stat}", f"{value:.3f}"))
+    for name, count in sorted(snapshot.get("counters", {}).items()):
+        items.append((name, str(count)))
     items.append(("pending_pairs", str(snapshot["pending_pairs"])))
     items.append(("pending_pairs_max", str(snapshot["pending_pairs_max"])))
     if snapshot.get("last_problem"):

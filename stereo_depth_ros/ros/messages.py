@@ -71,10 +71,57 @@ def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
 def calibration_key(left_info: CameraInfo, right_info: CameraInfo) -> tuple:
     """Hashable summary of everything the rectification maps depend on."""
     def one(info: CameraInfo) -> tuple:
+        roi = info.roi
         return (int(info.width), int(info.height), str(info.distortion_model),
                 np.asarray(info.k, np.float64).tobytes(), np.asarray(info.d, np.float64).tobytes(),
-                np.asarray(info.r, np.float64).tobytes(), np.asarray(info.p, np.float64).tobytes())
+                np.asarray(info.r, np.float64).tobytes(), np.asarray(info.p, np.float64).tobytes(),
+                int(info.binning_x), int(info.binning_y), int(roi.x_offset), int(roi.y_offset),
+                int(roi.width), int(roi.height))
     return one(left_info) + one(right_info)
+
+
+def reduced_camera(info: CameraInfo, matrices: dict[str, np.ndarray], topic: str
+                   ) -> tuple[dict[str, np.ndarray], tuple[int, int], str]:
+    """K and P of the image actually published when camera_info has binning or an ROI (REP 104),
+    as image_geometry computes them: the ROI offset moves the principal points, then binning
+    divides the first two rows; the size is the ROI (or full) size divided by the binning.
+
+    Returns (matrices with K and P replaced, (width, height), a note for logs, "" when the image
+    is the full calibrated one). CalibrationError (invalid_calibration) for an ROI outside the
+    calibrated image or a binning larger than it.
+    """
+    width, height = int(info.width), int(info.height)
+    bin_x, bin_y = max(1, int(info.binning_x)), max(1, int(info.binning_y))
+    roi = info.roi
+    x0, y0, roi_w, roi_h = (int(roi.x_offset), int(roi.y_offset), int(roi.width),
+                            int(roi.height))
+    full_roi = roi_w == 0 and roi_h == 0 and x0 == 0 and y0 == 0
+    if full_roi:
+        roi_w, roi_h = width, height
+    elif roi_w <= 0 or roi_h <= 0 or x0 + roi_w > width or y0 + roi_h > height:
+        raise CalibrationError(INVALID_CALIBRATION, (
+            f"{topic} roi x_offset={x0}, y_offset={y0}, width={roi_w}, height={roi_h} does not "
+            f"lie inside the calibrated {width}x{height} image"))
+    if roi_w // bin_x < 1 or roi_h // bin_y < 1:
+        raise CalibrationError(INVALID_CALIBRATION, (
+            f"{topic} binning_x={bin_x}, binning_y={bin_y} is larger than the {roi_w}x{roi_h} "
+            "image"))
+    if full_roi and bin_x == 1 and bin_y == 1:
+        return matrices, (width, height), ""
+    K, P = matrices["K"].copy(), matrices["P"].copy()
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    P[0, 2] -= x0
+    P[1, 2] -= y0
+    for matrix, columns in ((K, (0, 2)), (P, (0, 2, 3))):      # image_geometry's elements
+        for column in columns:
+            matrix[0, column] /= bin_x
+        for column in (1,) + columns[1:]:
+            matrix[1, column] /= bin_y
+    parts = [f"binning {bin_x}x{bin_y}"] if bin_x > 1 or bin_y > 1 else []
+    if not full_roi:
+        parts.append(f"roi {roi_w}x{roi_h} at ({x0}, {y0})")
+    return {**matrices, "K": K, "P": P}, (roi_w // bin_x, roi_h // bin_y), ", ".join(parts)
 
 
 def _distortion_model(info: CameraInfo, d: np.ndarray, topic: str) -> str:
@@ -93,12 +140,12 @@ def stereo_calibration(left_info: CameraInfo, right_info: CameraInfo,
     """Validate a CameraInfo pair and build the rectified rig; CalibrationError on any problem."""
     left = camera_info_matrices(left_info, left_topic)
     right = camera_info_matrices(right_info, right_topic)
-    left_size = (int(left_info.width), int(left_info.height))
-    right_size = (int(right_info.width), int(right_info.height))
-    for topic, (width, height) in ((left_topic, left_size), (right_topic, right_size)):
-        if width <= 0 or height <= 0:
+    for topic, info in ((left_topic, left_info), (right_topic, right_info)):
+        if int(info.width) <= 0 or int(info.height) <= 0:
             raise CalibrationError(INFO_SIZE_MISMATCH, f"{topic} has an empty image size "
-                                   f"width={width}, height={height}")
+                                   f"width={info.width}, height={info.height}")
+    left, left_size, left_note = reduced_camera(left_info, left, left_topic)
+    right, right_size, right_note = reduced_camera(right_info, right, right_topic)
     if left_size != right_size:
         raise CalibrationError(
             INFO_SIZE_MISMATCH, f"camera_info sizes differ: {left_topic} is {left_size[0]}x"
@@ -129,9 +176,11 @@ def stereo_calibration(left_info: CameraInfo, right_info: CameraInfo,
         raise
     except ValueError as error:
         raise CalibrationError(INVALID_CALIBRATION, str(error)) from None
+    notes = ((left_topic, left_note), (right_topic, right_note))
+    note = "; ".join(f"{topic}: {text}" for topic, text in notes if text)
     return StereoCalibration(left=calibrations[0], right=calibrations[1], rig=rig,
                              already_rectified=rectified,
-                             frame_id=str(left_info.header.frame_id))
+                             frame_id=str(left_info.header.frame_id), note=note)
 
 
 def rectified_camera_info(rig: StereoRig, header, distortion_model: str = "plumb_bob",
@@ -196,6 +245,28 @@ def make_disparity_image(disparity: np.ndarray, header, rig: StereoRig, min_disp
 def make_float_image(values: np.ndarray, header) -> Image:
     """32FC1 Image (depth in metres with NaN invalid, or confidence in [0, 1])."""
     return numpy_to_image(np.asarray(values, dtype=np.float32), "32FC1", header)
+
+
+DEPTH_16UC1_MAX_MM = 65535
+
+
+def make_depth_image(depth_m: np.ndarray, header, encoding: str = "32FC1"
+                     ) -> tuple[Image, int]:
+    """A REP 118 depth image and the number of pixels clamped.
+
+    32FC1: metres, NaN invalid (nothing clamped). 16UC1: millimetres rounded, 0 invalid (NaN,
+    <= 0 or under 0.5 mm), depths beyond 65.535 m clamped to 65535 and counted.
+    """
+    depth = np.asarray(depth_m, dtype=np.float32)
+    if encoding == "32FC1":
+        return make_float_image(depth, header), 0
+    if encoding != "16UC1":
+        raise ValueError(f"depth encoding {encoding!r}: expected 32FC1 or 16UC1")
+    millimetres = np.where(np.isfinite(depth) & (depth > 0), depth * np.float32(1000.0),
+                           np.float32(0.0))
+    clamped = int(np.count_nonzero(millimetres > DEPTH_16UC1_MAX_MM + 0.5))
+    values = np.rint(np.minimum(millimetres, DEPTH_16UC1_MAX_MM)).astype(np.uint16)
+    return numpy_to_image(values, "16UC1", header), clamped
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:

@@ -26,9 +26,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_system_default)
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
@@ -37,17 +35,20 @@ from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.config import WEIGHTS_HINT, NodeConfig
 from stereo_depth_ros.core.disparity_io import colorize
 from stereo_depth_ros.core.stamps import stamp_to_ns
-from stereo_depth_ros.drop_reasons import (BAD_IMAGE_DATA, BUSY, PROCESSING_ERROR,
+from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, BUSY,
+                                           IMAGES_LOST_IN_TRANSPORT, PROCESSING_ERROR,
                                            UNSUPPORTED_ENCODING, FrameDropped)
 from stereo_depth_ros.pipeline import FrameResult, PipelineOptions, StereoPipeline
 from stereo_depth_ros.ros import diagnostics
-from stereo_depth_ros.ros.image_conversion import (ImageDataError, UnsupportedEncodingError,
+from stereo_depth_ros.ros import transport
+from stereo_depth_ros.ros.image_conversion import (CompressedDataError, ImageDataError,
+                                                   UnsupportedEncodingError, compressed_to_numpy,
                                                    image_to_numpy, numpy_to_image,
                                                    pair_to_matcher_input)
 from stereo_depth_ros.ros.messages import (CalibrationError, calibration_key,
-                                           make_disparity_image, make_float_image,
-                                           make_pointcloud2, rectified_camera_info,
-                                           stereo_calibration)
+                                           make_depth_image, make_disparity_image,
+                                           make_float_image, make_pointcloud2,
+                                           rectified_camera_info, stereo_calibration)
 from stereo_depth_ros.ros.params import ParameterError, ParameterGuard, declare_parameters
 from stereo_depth_ros.ros.sync import create_stereo_sync
 
@@ -101,27 +102,16 @@ class _Throttle:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def ready(self, key: str) -> tuple[bool, int]:
+    def ready(self, key: str, period_s: float | None = None) -> tuple[bool, int]:
         now = time.monotonic()
+        period = self._period if period_s is None else period_s
         with self._lock:
             last = self._last.get(key)
-            if last is not None and now - last < self._period:
+            if last is not None and now - last < period:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return False, 0
             self._last[key] = now
             return True, self._suppressed.pop(key, 0)
-
-
-def sensor_qos(depth: int) -> QoSProfile:
-    """Sensor-data QoS (best effort, keep last `depth`, volatile), like qos_profile_sensor_data."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
 
 
 def create_backend(config: NodeConfig):
@@ -156,31 +146,37 @@ class StereoDepthNode(Node):
             raise StartupError(str(error)) from None
         config = self._config
         self._backend = create_backend(config)
-        self._topics = [self.resolve_topic_name(name) for name in topics.INPUTS]
+        inputs = topics.inputs(config.image_transport)
+        self._topics = [self.resolve_topic_name(name) for name in inputs]
         self._pipeline = StereoPipeline(self._backend, PipelineOptions.from_config(config),
                                         on_event=self.get_logger().info,
                                         input_names=tuple(self._topics[:3]))
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
 
-        self._pub_disparity = self.create_publisher(DisparityImage, topics.DISPARITY, OUTPUT_QOS)
-        self._pub_depth = self.create_publisher(Image, topics.DEPTH, OUTPUT_QOS)
-        self._pub_depth_info = self.create_publisher(CameraInfo, topics.DEPTH_INFO, OUTPUT_QOS)
-        self._pub_points = self.create_publisher(PointCloud2, topics.POINTS, OUTPUT_QOS)
-        self._pub_left_rect = self.create_publisher(Image, topics.LEFT_RECT, OUTPUT_QOS)
-        self._pub_confidence = self.create_publisher(Image, topics.CONFIDENCE, OUTPUT_QOS)
-        self._pub_color = self.create_publisher(Image, topics.DISPARITY_COLOR, OUTPUT_QOS)
+        def publisher(msg_type, topic: str):
+            return self.create_publisher(msg_type, topic, transport.OUTPUT_QOS,
+                                         qos_overriding_options=transport.overridable())
+
+        self._pub_disparity = publisher(DisparityImage, topics.DISPARITY)
+        self._pub_depth = publisher(Image, topics.DEPTH)
+        self._pub_depth_info = publisher(CameraInfo, topics.DEPTH_INFO)
+        self._pub_points = publisher(PointCloud2, topics.POINTS)
+        self._pub_left_rect = publisher(Image, topics.LEFT_RECT)
+        self._pub_confidence = publisher(Image, topics.CONFIDENCE)
+        self._pub_color = publisher(Image, topics.DISPARITY_COLOR)
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self._outputs = (self._pub_disparity, self._pub_depth, self._pub_depth_info,
                          self._pub_points, self._pub_left_rect, self._pub_confidence,
                          self._pub_color)
 
-        qos = (qos_profile_system_default if config.use_system_default_qos
-               else sensor_qos(config.queue_size))
+        image_type = CompressedImage if config.image_transport == "compressed" else Image
         self._sync = create_stereo_sync(
-            self, (Image, Image, CameraInfo, CameraInfo), topics.INPUTS, qos, self._on_pair,
-            queue_size=config.queue_size, approximate=config.approximate_sync,
+            self, (image_type, image_type, CameraInfo, CameraInfo), inputs,
+            transport.input_qos(config.queue_size, config.use_system_default_qos),
+            self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
             tolerance_s=config.approximate_sync_tolerance_seconds, on_drop=self._on_sync_drop,
-            display_names=self._topics)
+            display_names=self._topics,
+            subscription_options={"qos_overriding_options": transport.overridable()})
 
         self.add_on_set_parameters_callback(ParameterGuard(lambda: self._config,
                                                            self._apply_config))
@@ -196,6 +192,7 @@ class StereoDepthNode(Node):
             f"input_scale={config.input_scale:g}, "
             f"rectify={config.rectify}, sync={self._sync.implementation} "
             f"{'approximate' if config.approximate_sync else 'exact'}, "
+            f"transport={config.image_transport}, "
             f"qos={'system default' if config.use_system_default_qos else 'sensor data'}, "
             f"inputs {', '.join(self._topics)}")
 
@@ -233,14 +230,18 @@ class StereoDepthNode(Node):
     def _on_sync_drop(self, drop) -> None:
         self._stats.drop(drop.reason, drop.detail)
         self._log_drop(drop.reason, drop.detail)
+        if drop.reason == IMAGES_LOST_IN_TRANSPORT:
+            self._log_throttled("transport_hint", transport.lost_in_transport_hint(
+                self._topics[0]), period_s=60.0)
 
     def _log_drop(self, reason: str, detail: str, level: str = "warn",
                   key: str | None = None) -> None:
         """Throttled per key (default: the reason), so a flood of one problem logs every 5 s."""
         self._log_throttled(key or reason, f"{detail} -> pair dropped (dropped.{reason})", level)
 
-    def _log_throttled(self, key: str, text: str, level: str = "warn") -> None:
-        ready, suppressed = self._throttle.ready(key)
+    def _log_throttled(self, key: str, text: str, level: str = "warn",
+                       period_s: float | None = None) -> None:
+        ready, suppressed = self._throttle.ready(key, period_s)
         if not ready:
             return
         if suppressed:
@@ -281,23 +282,27 @@ class StereoDepthNode(Node):
             self._log_drop(PROCESSING_ERROR, f"processing failed: {summary}", level="error",
                            key=f"{PROCESSING_ERROR}:{type(error).__name__}")
 
-    def _convert(self, msg: Image, topic: str) -> np.ndarray:
+    def _convert(self, msg: Image | CompressedImage, topic: str) -> tuple[np.ndarray, str]:
+        """(array, encoding) of a raw or compressed image; FrameDropped naming the problem."""
         try:
-            return image_to_numpy(msg)
+            if isinstance(msg, CompressedImage):
+                return compressed_to_numpy(msg)
+            return image_to_numpy(msg), msg.encoding
         except UnsupportedEncodingError as error:
             raise FrameDropped(UNSUPPORTED_ENCODING, f"{topic}: {error}") from None
+        except CompressedDataError as error:
+            raise FrameDropped(BAD_COMPRESSED_DATA, f"{topic}: {error}") from None
         except ImageDataError as error:
             raise FrameDropped(BAD_IMAGE_DATA, f"{topic}: {error}") from None
 
-    def _matcher_input(self, left_msg: Image, right_msg: Image
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def _matcher_input(self, left_msg, right_msg) -> tuple[np.ndarray, np.ndarray]:
         """The pair as the matcher takes it (uint8 RGB or mono); FrameDropped if unusable."""
-        left = self._convert(left_msg, self._topics[0])
-        right = self._convert(right_msg, self._topics[1])
+        left, left_encoding = self._convert(left_msg, self._topics[0])
+        right, right_encoding = self._convert(right_msg, self._topics[1])
         if left.shape[:2] != right.shape[:2]:
             return left, right                    # the pipeline drops it with both sizes
         try:
-            return pair_to_matcher_input(left, left_msg.encoding, right, right_msg.encoding)
+            return pair_to_matcher_input(left, left_encoding, right, right_encoding)
         except UnsupportedEncodingError as error:
             raise FrameDropped(UNSUPPORTED_ENCODING,
                                f"{self._topics[0]}/{self._topics[1]}: {error}") from None
@@ -362,7 +367,11 @@ class StereoDepthNode(Node):
                 result.disparity, header, rig, result.min_disparity, result.max_disparity,
                 result.delta_d)))
         if result.depth_m is not None and wanted(self._pub_depth):
-            outgoing.append((self._pub_depth, make_float_image(result.depth_m, header)))
+            depth_msg, clamped = make_depth_image(result.depth_m, header,
+                                                  self._config.depth_encoding)
+            if clamped:
+                self._stats.count("depth_clamped_pixels", clamped)
+            outgoing.append((self._pub_depth, depth_msg))
         if result.points is not None:
             colours = result.left if self._config.use_color else None
             outgoing.append((self._pub_points, make_pointcloud2(result.points, header, colours)))
@@ -429,9 +438,12 @@ class StereoDepthNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (console script and `python -m`): 0 on a clean stop, 1 when it cannot start."""
+    profile_note = transport.use_large_image_profile()       # before any DDS participant
     rclpy.init(args=args)
     try:
         node = StereoDepthNode()
+        if profile_note:
+            node.get_logger().info(profile_note)
     except StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
         rclpy.try_shutdown()

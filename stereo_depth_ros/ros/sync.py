@@ -14,6 +14,8 @@ topic), `missing_image` (nothing ever arrived on the other image topic), `stamp_
 is there but its stamp differs by more than the policy allows; the detail gives the offset) or
 `unmatched` (the partner never arrived: lost in transport, or queue_size too small). Skew and loss
 are told apart by the frame period: a partner closer than half a period belongs to the same frame.
+Frames whose left image never came while their left camera_info did are counted once each as
+`images_lost_in_transport` (also when both images of the frame were lost).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from stereo_depth_ros.core.stamps import ns_to_seconds_text, seconds_to_ns, stamp_to_ns
-from stereo_depth_ros.drop_reasons import (MISSING_CAMERA_INFO, MISSING_IMAGE, STAMP_SKEW,
-                                           UNMATCHED)
+from stereo_depth_ros.drop_reasons import (IMAGES_LOST_IN_TRANSPORT, MISSING_CAMERA_INFO,
+                                           MISSING_IMAGE, STAMP_SKEW, UNMATCHED)
 
 LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
 
@@ -64,17 +66,25 @@ class _DropAccounting:
         self.received = [0, 0, 0, 0]
         self.history = [deque(maxlen=max(4, 2 * queue_size)) for _ in range(4)]
         self.pending: dict[int, int] = {}  # image stamp -> bit mask of LEFT_IMAGE / RIGHT_IMAGE
+        self.infos: dict[int, bool] = {}   # left camera_info stamps not yet retired
+        self.left_images: deque[int] = deque(maxlen=max(16, 4 * queue_size))
 
     def note(self, index: int, stamp: int) -> list[SyncDrop]:
         """Record an arrival; returns the frames pushed off the books."""
         self.received[index] += 1
         self.history[index].append(stamp)
         drops: list[SyncDrop] = []
+        if index == LEFT_IMAGE:
+            self.left_images.append(stamp)
         if index in (LEFT_IMAGE, RIGHT_IMAGE):
             self.pending[stamp] = self.pending.get(stamp, 0) | (1 << index)
             while len(self.pending) > 2 * self.queue_size:
                 oldest = min(self.pending)
                 self._drop(oldest, self.pending.pop(oldest), drops)
+        if index == LEFT_INFO:
+            self.infos[stamp] = True
+            while len(self.infos) > 2 * self.queue_size:
+                self._retire_info(min(self.infos), drops)
         return drops
 
     def matched(self, left_stamp: int, right_stamp: int | None = None) -> list[SyncDrop]:
@@ -85,7 +95,25 @@ class _DropAccounting:
         drops: list[SyncDrop] = []
         for stamp in sorted(t for t in self.pending if t < max(left_stamp, right_stamp)):
             self._drop(stamp, self.pending.pop(stamp), drops)
+        for stamp in sorted(t for t in self.infos if t <= left_stamp):
+            self._retire_info(stamp, drops)
         return drops
+
+    def _has_left_image(self, stamp: int) -> bool:
+        reach = self.tolerance_ns if self.approximate else 0
+        return any(abs(other - stamp) <= reach for other in self.left_images)
+
+    def _retire_info(self, stamp: int, drops: list[SyncDrop]) -> None:
+        """A left camera_info leaves the books: if its frame's left image never arrived (while
+        images do arrive in general), the image was lost before the node."""
+        del self.infos[stamp]
+        if self.received[LEFT_IMAGE] == 0 or self._has_left_image(stamp):
+            return
+        if stamp < self.left_images[0]:                 # from before the images started
+            return
+        drops.append(SyncDrop(IMAGES_LOST_IN_TRANSPORT, stamp, (
+            f"{self.topics[LEFT_INFO]} stamp {_seconds(stamp)} arrived but no image on "
+            f"{self.topics[LEFT_IMAGE]}: the image was lost before the node")))
 
     def _drop(self, stamp: int, mask: int, drops: list[SyncDrop]) -> None:
         if mask & (1 << LEFT_IMAGE):
@@ -96,12 +124,15 @@ class _DropAccounting:
                                   f"no image received on {self.topics[LEFT_IMAGE]} yet"))
             return
         # A right image alone: counted only when no left image of the same frame came (that one
-        # is counted by its own entry).
+        # is counted by its own entry) and no left camera_info either (then the frame is counted
+        # once, as images_lost_in_transport, when that info retires).
         period = self._frame_period()
         if period is None:
             return
         reach = max(self.tolerance_ns if self.approximate else 0, period // 2)
         if any(abs(left - stamp) <= reach for left in self.history[LEFT_IMAGE]):
+            return
+        if any(abs(info - stamp) <= reach for info in self.history[LEFT_INFO]):
             return
         drops.append(SyncDrop(UNMATCHED, stamp, (
             f"{self.topics[RIGHT_IMAGE]} stamp {_seconds(stamp)} found no partner on "
@@ -243,7 +274,8 @@ class MessageFiltersSync:
     def __init__(self, node, msg_types: Sequence[type], topics: Sequence[str], qos,
                  callback: Callable, queue_size: int = 10, approximate: bool = False,
                  tolerance_s: float = 0.0, on_drop: Callable[[SyncDrop], None] | None = None,
-                 message_filters_module=None) -> None:
+                 message_filters_module=None, subscription_options: dict | None = None
+                 ) -> None:
         mf = message_filters_module
         if mf is None:
             import message_filters as mf  # noqa: PLC0415
@@ -253,7 +285,8 @@ class MessageFiltersSync:
         self._lock = threading.Lock()
         self._accounting = _DropAccounting(self.topics, int(queue_size), bool(approximate),
                                            seconds_to_ns(tolerance_s))
-        self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=qos)
+        self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=qos,
+                                          **(subscription_options or {}))
                             for msg_type, topic in zip(msg_types, topics)]
         # The taps go first so that an arrival is noted before the synchroniser can emit it.
         for index, subscriber in enumerate(self.subscribers):
@@ -309,22 +342,27 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
                        tolerance_s: float = 0.0,
                        on_drop: Callable[[SyncDrop], None] | None = None,
                        prefer_message_filters: bool = True,
-                       display_names: Sequence[str] | None = None):
+                       display_names: Sequence[str] | None = None,
+                       subscription_options: dict | None = None):
     """Subscribe to the four topics on `node` and synchronise them.
 
     display_names: the topic names drop messages use (e.g. the resolved, remapped names).
+    subscription_options: extra keyword arguments of every create_subscription (e.g.
+    qos_overriding_options).
 
     Returns the synchroniser (`.implementation` is 'message_filters' or 'in-package', `.received`
     counts messages per topic, `.subscriptions` holds the in-package subscriptions).
     """
+    options = dict(subscription_options or {})
     if prefer_message_filters and message_filters_available():
         sync = MessageFiltersSync(node, msg_types, topics, qos, callback, queue_size,
-                                  approximate, tolerance_s, on_drop)
+                                  approximate, tolerance_s, on_drop,
+                                  subscription_options=options)
     else:
         sync = StereoSynchronizer(callback, topics, queue_size, approximate, tolerance_s,
                                   on_drop)
         sync.subscriptions = [
-            node.create_subscription(msg_type, topic, _adder(sync, index), qos)
+            node.create_subscription(msg_type, topic, _adder(sync, index), qos, **options)
             for index, (msg_type, topic) in enumerate(zip(msg_types, topics))]
     if display_names is not None:
         sync.set_display_names(display_names)

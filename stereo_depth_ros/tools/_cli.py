@@ -274,17 +274,25 @@ def ros_session(argv: list[str] | None,
                 interrupt: type[BaseException] = KeyboardInterrupt) -> Iterator[None]:
     """rclpy initialised (with sys.argv's ROS arguments when argv is None) for the block.
 
-    While inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C. On exit,
+    Fast DDS gets the shipped large-image profile when the user set none (ros.transport). While
+    inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C. On exit,
     after the block's own cleanup, rclpy is shut down (if still up) and the previous SIGTERM
     handler is restored.
     """
+    import logging
+
     import rclpy
+
+    from stereo_depth_ros.ros.transport import use_large_image_profile
 
     def _raise_interrupt(signum, frame):  # noqa: ARG001
         raise interrupt()
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        note = use_large_image_profile()          # before this process's DDS participant
+        if note:
+            logging.getLogger("stereo_depth_ros").info(note)
         rclpy.init(args=sys.argv if argv is None else None)
         yield
     finally:

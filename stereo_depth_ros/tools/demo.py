@@ -338,9 +338,10 @@ def run(args: argparse.Namespace) -> dict:
         else:
             domain_id = int(args.ros_domain_id)
         env["ROS_DOMAIN_ID"] = str(domain_id)
-    profile = REPO_ROOT / "config" / "fastdds_large_images.xml"
-    if profile.is_file():
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    from stereo_depth_ros.ros.transport import use_large_image_profile
+    note = use_large_image_profile(env)          # the node, the player and the dumper share it
+    if note:
+        LOG.info("%s", note)
 
     node_argv = [sys.executable, "-m", "stereo_depth_ros.ros.stereo_depth_node", "--ros-args",
                  "--params-file", str(REPO_ROOT / "config" / "stereo_depth.yaml"),

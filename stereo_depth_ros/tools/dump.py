@@ -241,6 +241,17 @@ def depth_from_disparity_message(msg, disparity: np.ndarray) -> np.ndarray:
     return depth.astype(np.float32)
 
 
+def depth_from_image_message(msg) -> np.ndarray:
+    """A REP 118 depth image -> (H, W) float32 metres, NaN invalid (32FC1 metres, or 16UC1
+    millimetres with 0 invalid)."""
+    from stereo_depth_ros.ros.image_conversion import image_to_numpy
+
+    values = np.array(image_to_numpy(msg), dtype=np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        values = np.where(values > 0, values / np.float32(1000.0), np.float32(np.nan))
+    return values.astype(np.float32)
+
+
 def frame_from_messages(stamp_ns: int, parts: dict) -> FrameData:
     """Arrays of one frame from the messages received for it (keys: the topic constants)."""
     from stereo_depth_ros.ros.image_conversion import image_to_numpy, to_matcher_input
@@ -249,7 +260,7 @@ def frame_from_messages(stamp_ns: int, parts: dict) -> FrameData:
     disparity_msg = parts[DISPARITY]
     disparity = disparity_from_message(disparity_msg)
     if DEPTH in parts:
-        depth = np.array(image_to_numpy(parts[DEPTH]), dtype=np.float32)
+        depth = depth_from_image_message(parts[DEPTH])
     else:
         depth = depth_from_disparity_message(disparity_msg, disparity)
     left = None

@@ -43,6 +43,7 @@ import numpy as np
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.core.disparity_io import read_kitti_png
+from stereo_depth_ros.core.stamps import NS_PER_S, ns_to_sec_nanosec, seconds_to_ns
 from stereo_depth_ros.core.kitti_calib import RectifiedStereoCalibration, load_stereo_calibration
 from stereo_depth_ros.tools._cli import run_tool
 
@@ -145,13 +146,13 @@ def parse_kitti_timestamp(text: str) -> int:
     base = dt.datetime.strptime(f"{match.group(1)} {match.group(2)}", "%Y-%m-%d %H:%M:%S")
     seconds = int(base.replace(tzinfo=dt.timezone.utc).timestamp())
     fraction = (match.group(3) or "0").ljust(9, "0")
-    return seconds * 1_000_000_000 + int(fraction)
+    return seconds * NS_PER_S + int(fraction)
 
 
 def _synthetic_stamps(count: int, start_stamp_s: float | None,
                       period_s: float | None) -> list[int]:
-    start = int(round((DEFAULT_START_STAMP_S if start_stamp_s is None else start_stamp_s) * 1e9))
-    period = int(round((DEFAULT_PERIOD_S if period_s is None else period_s) * 1e9))
+    start = seconds_to_ns(DEFAULT_START_STAMP_S if start_stamp_s is None else start_stamp_s)
+    period = seconds_to_ns(DEFAULT_PERIOD_S if period_s is None else period_s)
     if period <= 0:
         raise ValueError(f"period must be positive, got {period_s}")
     return [start + k * period for k in range(count)]
@@ -361,9 +362,26 @@ class _MessageFactory:
         self.types = typestore.types
 
     def header(self, stamp_ns: int, frame_id: str):
-        time = self.types["builtin_interfaces/msg/Time"](
-            sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        sec, nanosec = ns_to_sec_nanosec(stamp_ns)
+        time = self.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
         return self.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+    def compressed_image(self, array: np.ndarray, encoding: str, compression: str,
+                         stamp_ns: int, frame_id: str):
+        """image_transport "compressed": JPEG or PNG of an 8-bit mono/bgr image, with the format
+        string "<encoding>; <jpeg|png> compressed <encoding>" as compressed_image_transport
+        writes it."""
+        if encoding not in ("mono8", "bgr8"):
+            raise LayoutError(f"--compress {compression}: images are {encoding}; only mono8 and "
+                              "bgr8 images are compressed")
+        ok, data = cv2.imencode(".jpg" if compression == "jpeg" else ".png", array,
+                                [cv2.IMWRITE_JPEG_QUALITY, 95] if compression == "jpeg" else [])
+        if not ok:
+            raise LayoutError(f"OpenCV could not encode a {compression} image")
+        return self.types["sensor_msgs/msg/CompressedImage"](
+            header=self.header(stamp_ns, frame_id),
+            format=f"{encoding}; {compression} compressed {encoding}",
+            data=np.frombuffer(data.tobytes(), dtype=np.uint8))
 
     def image(self, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
         """(H, W) or (H, W, C) array of the encoding's dtype (little-endian) -> Image."""
@@ -388,8 +406,11 @@ class _MessageFactory:
 def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap",
               namespace: str = "", frame_id: str = DEFAULT_FRAME_ID,
               baseline_source: str = "auto", baseline_m: float | None = None,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, compress: str | None = None) -> dict:
     """Write `frames` to a ROS 2 bag folder `out` (MCAP or sqlite3) and return a summary dict.
+
+    compress: None (sensor_msgs/Image on left|right/image_raw) or "jpeg"/"png"
+    (sensor_msgs/CompressedImage on left|right/image_raw/compressed, image_transport's names).
 
     The summary holds the bag path, storage, frame count, topics with message counts, the stamp
     range (ns) and one entry per distinct calibration (source, size, fx, baseline_m, notes).
@@ -400,6 +421,8 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
 
     if not frames:
         raise LayoutError("no frames to write")
+    if compress not in (None, "jpeg", "png"):
+        raise ValueError(f"compress must be jpeg or png, got {compress!r}")
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
@@ -420,6 +443,9 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
     keys = (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE, TOPIC_LEFT_INFO, TOPIC_RIGHT_INFO,
             TOPIC_DISPARITY_GT)
     names = {key: _topic(namespace, key) for key in keys}
+    if compress:
+        for key in (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE):
+            names[key] += topics.COMPRESSED_SUFFIX
     counts = {name: 0 for name in names.values()}
     calibrations: dict[tuple, RectifiedStereoCalibration] = {}
     try:
@@ -456,10 +482,13 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
                 put(TOPIC_RIGHT_INFO, make.camera_info(calib.camera_info_fields("right"), t,
                                                        frame_id),
                     "sensor_msgs/msg/CameraInfo", t)
-                put(TOPIC_LEFT_IMAGE, make.image(left, left_enc, t, frame_id),
-                    "sensor_msgs/msg/Image", t)
-                put(TOPIC_RIGHT_IMAGE, make.image(right, right_enc, t, frame_id),
-                    "sensor_msgs/msg/Image", t)
+                for key, image in ((TOPIC_LEFT_IMAGE, left), (TOPIC_RIGHT_IMAGE, right)):
+                    if compress:
+                        put(key, make.compressed_image(image, left_enc, compress, t, frame_id),
+                            "sensor_msgs/msg/CompressedImage", t)
+                    else:
+                        put(key, make.image(image, left_enc, t, frame_id),
+                            "sensor_msgs/msg/Image", t)
                 if frame.gt_path is not None:
                     disparity = read_kitti_png(frame.gt_path)
                     if disparity.shape != (height, width):
@@ -536,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "translations ('translation') or P unless T disagrees ('auto')")
     parser.add_argument("--baseline-m", type=float, default=None,
                         help="override the baseline (metres)")
+    parser.add_argument("--compress", choices=("jpeg", "png"), default=None,
+                        help="write the images as image_transport \"compressed\" "
+                             "(sensor_msgs/CompressedImage on left|right/image_raw/compressed; "
+                             "play into a node with image_transport: compressed)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT if it is an existing bag folder")
     parser.add_argument("--summary-json", type=Path, default=None,
@@ -556,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_unpaired=args.skip_unpaired, storage=args.storage,
             namespace=args.namespace, frame_id=args.frame_id,
             baseline_source=args.baseline_source, baseline_m=args.baseline_m,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite, compress=args.compress)
         if args.summary_json is not None:
             args.summary_json.write_text(json.dumps(summary, indent=2))
         LOG.info("wrote %d frames to %s (%s): %s", summary["frames"], summary["bag"],
