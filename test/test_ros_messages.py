@@ -191,3 +191,33 @@ def test_rectified_camera_info_matches_the_rig():
     np.testing.assert_allclose(np.asarray(info.r).reshape(3, 3), np.eye(3))
     right = m.rectified_camera_info(RIG, header, right=True)
     assert np.asarray(right.p)[3] == pytest.approx(-700.0 * 0.12)
+
+
+def test_binning_and_roi_reduce_k_and_p_as_image_geometry_does():
+    """ROI first (principal point moves by the offset), then binning (row 0 by binning_x,
+    row 1 by binning_y, Tx with fx); the reduced size; an ROI outside the sensor is refused."""
+    K = np.array([[800.0, 0, 640], [0, 810.0, 480], [0, 0, 1]])
+    P = np.hstack([K, np.array([[-80.0], [0], [0]])])
+    info = camera_info_msg(K, np.zeros(5), np.eye(3), P, 1280, 960, stamp(1), "cam")
+    info.binning_x, info.binning_y = 2, 4
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 800, 600
+    matrices = m.camera_info_matrices(info, "cam/camera_info")
+    reduced, size, note = m.reduced_camera(info, matrices, "cam/camera_info")
+    assert size == (400, 150)
+    np.testing.assert_allclose(reduced["K"], [[400, 0, 270], [0, 202.5, 110], [0, 0, 1]])
+    np.testing.assert_allclose(reduced["P"][0], [400, 0, 270, -40])
+    np.testing.assert_allclose(reduced["P"][1], [0, 202.5, 110, 0])
+    assert note == "binning 2x4, roi 800x600 at (100, 40)"
+    info.roi.x_offset = 600                                  # 600 + 800 > 1280
+    with pytest.raises(m.CalibrationError, match=r"roi x_offset=600.*1280x960") as error:
+        m.reduced_camera(info, matrices, "cam/camera_info")
+    assert error.value.reason == "invalid_calibration"
+
+
+def test_16uc1_depth_is_millimetres_clamped_and_counted():
+    depth = np.array([[1.2344, np.nan, -1.0, 70.0, 0.0002]], np.float32)
+    msg, clamped = m.make_depth_image(depth, None, "16UC1")
+    assert msg.encoding == "16UC1" and clamped == 1
+    np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint16), [1234, 0, 0, 65535, 0])
+    msg, clamped = m.make_depth_image(depth, None, "32FC1")
+    assert msg.encoding == "32FC1" and clamped == 0

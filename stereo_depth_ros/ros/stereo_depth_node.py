@@ -154,8 +154,13 @@ class StereoDepthNode(Node):
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
 
         def publisher(msg_type, topic: str):
-            return self.create_publisher(msg_type, topic, transport.OUTPUT_QOS,
-                                         qos_overriding_options=transport.overridable())
+            return self.create_publisher(
+                msg_type, topic, transport.output_qos(),
+                qos_overriding_options=transport.overridable(),
+                event_callbacks=transport.incompatible_qos_events(
+                    lambda policy, count: self._on_incompatible_qos(
+                        self.resolve_topic_name(topic), "publisher", policy, count),
+                    publisher=True))
 
         self._pub_disparity = publisher(DisparityImage, topics.DISPARITY)
         self._pub_depth = publisher(Image, topics.DEPTH)
@@ -176,7 +181,10 @@ class StereoDepthNode(Node):
             self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
             tolerance_s=config.approximate_sync_tolerance_seconds, on_drop=self._on_sync_drop,
             display_names=self._topics,
-            subscription_options={"qos_overriding_options": transport.overridable()})
+            subscription_options={"qos_overriding_options": transport.overridable()},
+            event_callbacks=lambda index: transport.incompatible_qos_events(
+                lambda policy, count: self._on_incompatible_qos(
+                    self._topics[index], "subscription", policy, count)))
 
         self.add_on_set_parameters_callback(ParameterGuard(lambda: self._config,
                                                            self._apply_config))
@@ -226,6 +234,15 @@ class StereoDepthNode(Node):
             self._log_drop(BUSY, "worker busy: a newer pair replaced one that was still "
                            "waiting (latest pair wins)", level="debug")
         self._stats.set_pending(self._mailbox.pending())
+
+    def _on_incompatible_qos(self, topic: str, side: str, policy: str, count: int) -> None:
+        """A peer on `topic` asks for a QoS this node's subscription/publisher cannot meet."""
+        self._stats.count(f"qos_incompatible.{topic}", max(1, count))
+        peer = "publisher" if side == "subscription" else "subscription"
+        self._log_throttled(f"qos:{topic}:{side}", (
+            f"{topic}: a {peer}'s QoS is incompatible with this node's {side} ({policy} policy): "
+            f"nothing flows between them. Match it with qos_overrides.{topic}.{side}."
+            f"{policy.lower()} (see the README's topic table)"))
 
     def _on_sync_drop(self, drop) -> None:
         self._stats.drop(drop.reason, drop.detail)

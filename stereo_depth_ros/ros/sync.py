@@ -20,6 +20,7 @@ Frames whose left image never came while their left camera_info did are counted 
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -274,8 +275,8 @@ class MessageFiltersSync:
     def __init__(self, node, msg_types: Sequence[type], topics: Sequence[str], qos,
                  callback: Callable, queue_size: int = 10, approximate: bool = False,
                  tolerance_s: float = 0.0, on_drop: Callable[[SyncDrop], None] | None = None,
-                 message_filters_module=None, subscription_options: dict | None = None
-                 ) -> None:
+                 message_filters_module=None,
+                 subscription_options: Sequence[dict] | None = None) -> None:
         mf = message_filters_module
         if mf is None:
             import message_filters as mf  # noqa: PLC0415
@@ -285,9 +286,11 @@ class MessageFiltersSync:
         self._lock = threading.Lock()
         self._accounting = _DropAccounting(self.topics, int(queue_size), bool(approximate),
                                            seconds_to_ns(tolerance_s))
-        self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=qos,
-                                          **(subscription_options or {}))
-                            for msg_type, topic in zip(msg_types, topics)]
+        options = subscription_options or [{}] * len(topics)
+        # One profile object per subscription: rclpy applies qos_overrides to the object given.
+        self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=copy.copy(qos),
+                                          **extra)
+                            for msg_type, topic, extra in zip(msg_types, topics, options)]
         # The taps go first so that an arrival is noted before the synchroniser can emit it.
         for index, subscriber in enumerate(self.subscribers):
             subscriber.registerCallback(self._tap, index)
@@ -343,17 +346,22 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
                        on_drop: Callable[[SyncDrop], None] | None = None,
                        prefer_message_filters: bool = True,
                        display_names: Sequence[str] | None = None,
-                       subscription_options: dict | None = None):
+                       subscription_options: dict | None = None,
+                       event_callbacks: Callable[[int], object] | None = None):
     """Subscribe to the four topics on `node` and synchronise them.
 
     display_names: the topic names drop messages use (e.g. the resolved, remapped names).
     subscription_options: extra keyword arguments of every create_subscription (e.g.
-    qos_overriding_options).
+    qos_overriding_options). event_callbacks(index) -> the SubscriptionEventCallbacks of input
+    `index` (e.g. to report incompatible QoS per topic).
 
     Returns the synchroniser (`.implementation` is 'message_filters' or 'in-package', `.received`
     counts messages per topic, `.subscriptions` holds the in-package subscriptions).
     """
-    options = dict(subscription_options or {})
+    options = [dict(subscription_options or {}) for _ in range(4)]
+    if event_callbacks is not None:
+        for index in range(4):
+            options[index]["event_callbacks"] = event_callbacks(index)
     if prefer_message_filters and message_filters_available():
         sync = MessageFiltersSync(node, msg_types, topics, qos, callback, queue_size,
                                   approximate, tolerance_s, on_drop,
@@ -361,8 +369,10 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
     else:
         sync = StereoSynchronizer(callback, topics, queue_size, approximate, tolerance_s,
                                   on_drop)
+        # One profile object per subscription: rclpy applies qos_overrides to the object given.
         sync.subscriptions = [
-            node.create_subscription(msg_type, topic, _adder(sync, index), qos, **options)
+            node.create_subscription(msg_type, topic, _adder(sync, index), copy.copy(qos),
+                                     **options[index])
             for index, (msg_type, topic) in enumerate(zip(msg_types, topics))]
     if display_names is not None:
         sync.set_display_names(display_names)

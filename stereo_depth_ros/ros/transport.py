@@ -25,7 +25,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 
 PROFILE_NAME = "fastdds_large_images.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-"""Fast DDS 3 (Jazzy, Kilted) reads the first, Fast DDS 2 (Humble) the second."""
+"""Fast DDS 3 (Jazzy, Kilted) reads the first, Fast DDS 2 (Humble, Iron) the second (Fast DDS 3
+warns that it is deprecated, so it is set only there)."""
+FAST_DDS_2_DISTROS = ("foxy", "galactic", "humble", "iron", "jazzy")
 
 
 def input_qos(depth: int, system_default: bool = False) -> QoSProfile:
@@ -41,15 +43,41 @@ def input_qos(depth: int, system_default: bool = False) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
-"""Publishers: reliable (REP 2003 processed data), keep last 1 (latest frame wins)."""
+def output_qos() -> QoSProfile:
+    """Publishers: reliable (REP 2003 processed data), keep last 1 (latest frame wins). A new
+    object per call: rclpy writes qos_overrides into the profile it is given."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def overridable() -> QoSOverridingOptions:
     """The qos_overrides.* parameters for reliability, durability, history and depth."""
     return QoSOverridingOptions.with_default_policies()
+
+
+def _event_handler_module():
+    try:
+        from rclpy import event_handler as module  # noqa: PLC0415  (Iron and newer)
+    except ImportError:
+        from rclpy import qos_event as module  # noqa: PLC0415  (Humble)
+    return module
+
+
+def incompatible_qos_events(on_incompatible, publisher: bool = False):
+    """Event callbacks that call on_incompatible(policy name, new events) when a peer's QoS is
+    incompatible with this subscription (or publisher): nothing flows between them then."""
+    from rclpy.qos import qos_policy_name_from_kind  # noqa: PLC0415
+
+    module = _event_handler_module()
+
+    def handle(info) -> None:
+        on_incompatible(qos_policy_name_from_kind(info.last_policy_kind),
+                        int(info.total_count_change))
+
+    if publisher:
+        return module.PublisherEventCallbacks(incompatible_qos=handle)
+    return module.SubscriptionEventCallbacks(incompatible_qos=handle)
 
 
 def large_image_profile() -> Path | None:
@@ -81,8 +109,9 @@ def use_large_image_profile(environ=os.environ) -> str | None:
     profile = large_image_profile()
     if profile is None:
         return None
-    for name in PROFILE_VARIABLES:
-        environ[name] = str(profile)
+    environ[PROFILE_VARIABLES[0]] = str(profile)
+    if environ.get("ROS_DISTRO", "").lower() in FAST_DDS_2_DISTROS:
+        environ[PROFILE_VARIABLES[1]] = str(profile)
     return (f"Fast DDS: no profile set, using {profile} (16 MiB shared memory, so large "
             "best-effort images are not lost); set FASTDDS_DEFAULT_PROFILES_FILE to use your own")
 

@@ -508,6 +508,7 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
         "frame_id": frame_id,
         "topics": {name: n for name, n in counts.items() if n},
         "first_stamp_ns": stamps[0],
+        "stamps_ns": stamps,
         "last_stamp_ns": stamps[-1],
         "calibrations": [
             {"source": c.source, "width": c.width, "height": c.height, "fx": c.fx,

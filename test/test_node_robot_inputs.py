@@ -1,0 +1,408 @@
+"""What a real robot sends the node: every camera encoding, compressed transport, QoS overrides,
+large frames without a Fast DDS profile, lost images, binning, 16-bit depth. Real rclpy and Fast
+DDS, the node as a subprocess, values checked (isolation in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from kitti_fixtures import make_raw_drive  # noqa: E402
+from ros_helpers import (FRAME, OUTPUTS, Harness, NodeProcess, RosTestContext,  # noqa: E402
+                         as_array, camera_info_msg, image_msg, status_drops, stereo_infos,
+                         wait_for, wait_for_publishers)
+
+from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+FX, BASELINE = 200.0, 0.1
+BACKGROUND_D, FOREGROUND_D = 14.0, 22.0          # px: depth 1.43 m and 0.91 m
+SGBM = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32", "-p", "sgbm.block_size:=5",
+        "-p", "diagnostics_period_seconds:=0.25", "-p", "queue_size:=5"]
+DEPTH_OUT = {"depth/image_rect": OUTPUTS["depth/image_rect"]}
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(120, 160, background_disparity=BACKGROUND_D,
+                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE,
+                      texture_cell_px=3.0, seed=5)
+
+
+def _node(extra: list[str], namespace: str, outputs=DEPTH_OUT,
+          ready: str = r"ready: backend=sgbm", harness_class=Harness):
+    """A node in its own namespace (the module's nodes must not hear each other's inputs)."""
+    node = NodeProcess(SGBM + ["-r", f"__ns:={namespace}"] + extra).start()
+    node.wait_for_output(ready, timeout=60)
+    return node, harness_class(node, outputs=outputs, namespace=namespace)
+
+
+def _stop(node: NodeProcess, harness: Harness | None) -> None:
+    if harness is not None:
+        harness.close()
+    code = node.stop()
+    assert code == 0 and "Traceback" not in node.output(), node.output()
+
+
+@pytest.fixture(scope="module")
+def raw_node():
+    node, harness = _node([], "/raw")
+    try:
+        harness.wait_until_connected()
+        yield harness
+    finally:
+        _stop(node, harness)
+
+
+def _depth_of(harness: Harness, left_msg, right_msg, rig) -> np.ndarray:
+    when = left_msg.header.stamp
+    left_info, right_info = stereo_infos(rig, when, FRAME)
+    harness.send_msgs(left_msg, right_msg, left_info, right_info)
+    msg = harness.outputs_for(when, ["depth/image_rect"])["depth/image_rect"]
+    return as_array(msg)
+
+
+# ------------------------------------------------------------------------------ encodings
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    from stereo_depth_ros.backends.base import to_mono
+    return to_mono(rgb)
+
+
+def _bayer(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    index = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros(rgb.shape[:2], rgb.dtype)
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, index[pattern[k]]]
+    return mosaic
+
+
+def _yuv422(rgb: np.ndarray, luma_first: bool) -> np.ndarray:
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    y, u, v = (np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
+    chroma = np.zeros_like(y)
+    chroma[:, 0::2], chroma[:, 1::2] = u[:, 0::2], v[:, 0::2]
+    packed = np.zeros(rgb.shape[:2] + (2,), np.uint8)
+    packed[..., 0 if luma_first else 1] = y
+    packed[..., 1 if luma_first else 0] = chroma
+    return packed
+
+
+ENCODED = {  # encoding -> (array made from the RGB image, big-endian?)
+    "mono16": (lambda rgb: _luma(rgb).astype(np.uint16) * 257, False),
+    "16UC1": (lambda rgb: (_luma(rgb).astype(np.uint16) * 257).astype(">u2"), True),
+    "bgr8": (lambda rgb: rgb[..., ::-1], False),
+    "rgba8": (lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), False),
+    "bgr16": (lambda rgb: rgb[..., ::-1].astype(np.uint16) * 257, False),
+    "bayer_rggb8": (lambda rgb: _bayer(rgb, "rggb"), False),
+    "bayer_gbrg16": (lambda rgb: _bayer(rgb.astype(np.uint16) * 257, "gbrg"), False),
+    "yuv422": (lambda rgb: _yuv422(rgb, luma_first=False), False),
+    "yuv422_yuy2": (lambda rgb: _yuv422(rgb, luma_first=True), False),
+}
+
+
+def _encoded_msg(harness: Harness, rgb: np.ndarray, encoding: str, when, frame: str):
+    make, bigendian = ENCODED[encoding]
+    msg = image_msg(make(rgb), encoding, when, frame)
+    msg.is_bigendian = int(bigendian)
+    return msg
+
+
+def test_every_camera_encoding_gives_the_depth_of_mono8(raw_node, scene):
+    """The same scene as mono8 and in each encoding family (16-bit, big-endian, colour with
+    alpha, Bayer 8/16 sampled from the colour image, YUV422 in both byte orders): the same depth
+    (SGBM matches on luma; Bayer and YUV lose a little of it)."""
+    when = raw_node.next_stamp()
+    reference = _depth_of(raw_node, image_msg(_luma(scene.left), "mono8", when, FRAME),
+                          image_msg(_luma(scene.right), "mono8", when, FRAME), scene.rig)
+    valid = np.isfinite(reference)
+    assert valid.mean() > 0.6
+    assert np.nanmedian(reference[95:115, 60:150]) == pytest.approx(FX * BASELINE / BACKGROUND_D,
+                                                                    rel=0.01)
+    for encoding in ENCODED:
+        when = raw_node.next_stamp()
+        depth = _depth_of(raw_node, _encoded_msg(raw_node, scene.left, encoding, when, FRAME),
+                          _encoded_msg(raw_node, scene.right, encoding, when, FRAME), scene.rig)
+        both = valid & np.isfinite(depth)
+        assert both.mean() > 0.5, encoding
+        relative = np.abs(depth[both] - reference[both]) / reference[both]
+        exact = encoding in ("mono16", "16UC1", "bgr8", "rgba8", "bgr16")
+        if exact:           # the matcher saw the very same luma image
+            np.testing.assert_array_equal(depth[valid], reference[valid], err_msg=encoding)
+        else:
+            assert np.median(relative) < 0.01 and np.mean(relative > 0.05) < 0.05, encoding
+
+
+# ------------------------------------------------------------------------------ 16-bit depth
+
+def test_depth_encoding_16uc1_is_millimetres_with_0_invalid(raw_node, scene):
+    from rclpy.parameter import Parameter  # noqa: F401  (the set goes through the service)
+    when = raw_node.next_stamp()
+    reference = _depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
+                          image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
+    _set_parameter(raw_node, "depth_encoding", "16UC1")
+    try:
+        when = raw_node.next_stamp()
+        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+        raw_node.send(scene.left, scene.right, "rgb8", left_info, right_info, when)
+        msg = raw_node.outputs_for(when, ["depth/image_rect"])["depth/image_rect"]
+        assert msg.encoding == "16UC1" and msg.step == 2 * msg.width
+        millimetres = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
+        np.testing.assert_array_equal(millimetres == 0, ~np.isfinite(reference))
+        finite = np.isfinite(reference)
+        np.testing.assert_array_equal(millimetres[finite],
+                                      np.rint(reference[finite] * 1000).astype(np.uint16))
+    finally:
+        _set_parameter(raw_node, "depth_encoding", "32FC1")
+
+
+def _set_parameter(harness: Harness, name: str, value) -> None:
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = harness.ctx.node.create_client(SetParameters, f"{harness.fqn}/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=20)
+        request = SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg()])
+        assert isinstance(request.parameters[0], ParameterMsg)
+        future = client.call_async(request)
+        wait_for(future.done, 20, what=f"setting {name}")
+        assert future.result().results[0].successful, future.result().results[0].reason
+    finally:
+        harness.ctx.node.destroy_client(client)
+
+
+# ------------------------------------------------------------------------------ compressed
+
+class _CompressedHarness(Harness):
+    """Publishes sensor_msgs/CompressedImage on <ns>/left|right/image_raw/compressed."""
+
+    def __init__(self, node, **kwargs) -> None:
+        super().__init__(node, **kwargs)
+        from sensor_msgs.msg import CompressedImage
+        for pub in self.pubs[:2]:
+            self.ctx.node.destroy_publisher(pub)
+        self.pubs[:2] = [self.ctx.publisher(CompressedImage,
+                                            f"{self.ns}/{side}/image_raw/compressed")
+                         for side in ("left", "right")]
+
+
+def _compressed(image_bgr: np.ndarray, kind: str, when, payload: bytes | None = None):
+    from sensor_msgs.msg import CompressedImage
+    ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image_bgr,
+                            [cv2.IMWRITE_JPEG_QUALITY, 95] if kind == "jpeg" else [])
+    msg = CompressedImage()
+    msg.header.stamp, msg.header.frame_id = when, FRAME
+    msg.format = f"bgr8; {kind} compressed bgr8"
+    msg.data = payload if payload is not None else data.tobytes()
+    return msg
+
+
+@pytest.fixture(scope="module")
+def compressed_node():
+    node, harness = _node(["-p", "image_transport:=compressed"], "/compressed",
+                          ready=r"ready: backend=sgbm.*transport=compressed.*"
+                                r"/compressed/left/image_raw/compressed",
+                          harness_class=_CompressedHarness)
+    try:
+        harness.wait_until_connected()
+        yield harness
+    finally:
+        _stop(node, harness)
+
+
+def test_compressed_jpeg_and_png_pairs_give_the_depth(compressed_node, scene):
+    expected = {"background": FX * BASELINE / BACKGROUND_D, "foreground": FX * BASELINE /
+                FOREGROUND_D}
+    regions = {"background": (slice(95, 115), slice(60, 150)),
+               "foreground": (slice(50, 70), slice(70, 100))}
+    for kind in ("jpeg", "png"):
+        when = compressed_node.next_stamp()
+        depth = _depth_of(compressed_node, _compressed(scene.left[..., ::-1], kind, when),
+                          _compressed(scene.right[..., ::-1], kind, when), scene.rig)
+        for name, region in regions.items():
+            assert np.nanmedian(depth[region]) == pytest.approx(expected[name], rel=0.02), \
+                (kind, name)
+
+
+def test_a_corrupt_payload_is_dropped_and_the_next_pair_processed(compressed_node, scene):
+    before = status_drops(compressed_node.latest_status()).get("bad_compressed_data", 0)
+    when = compressed_node.next_stamp()
+    good = _compressed(scene.left[..., ::-1], "png", when)
+    truncated = _compressed(scene.right[..., ::-1], "png", when,
+                            payload=bytes(good.data[: len(good.data) // 2]))
+    left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+    compressed_node.send_msgs(good, truncated, left_info, right_info)
+    compressed_node.wait_status(
+        lambda s: status_drops(s).get("bad_compressed_data", 0) > before,
+        what="bad_compressed_data counted")
+    compressed_node.node.wait_for_output(r"/compressed/right/image_raw/compressed: png "
+                                         r"payload of \d+ bytes does not decode")
+    when = compressed_node.next_stamp()
+    depth = _depth_of(compressed_node, _compressed(scene.left[..., ::-1], "png", when),
+                      _compressed(scene.right[..., ::-1], "png", when), scene.rig)
+    assert np.isfinite(depth).mean() > 0.5
+
+
+def test_a_compressed_kitti2bag_bag_replays_into_the_node(compressed_node, tmp_path):
+    from stereo_depth_ros.tools.kitti2bag import convert
+    drive = make_raw_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), shift=8)
+    summary = convert(drive, tmp_path / "bag", storage="sqlite3", compress="jpeg",
+                      start_stamp_s=compressed_node.next_stamp().sec + 1.0, period_s=0.2,
+                      namespace="/compressed")
+    assert set(summary["topics"]) >= {"/compressed/left/image_raw/compressed",
+                                      "/compressed/right/image_raw/compressed"}
+    argv = [sys.executable, "-m", "stereo_depth_ros.tools.replay", str(summary["bag"]),
+            "--wait-timeout", "30", "--watch", "/compressed/depth/image_rect",
+            "--watch-type", "sensor_msgs/msg/Image", "--step", "--step-timeout", "30"]
+    with NodeProcess(argv=argv) as replay:
+        assert replay.wait_exit(120) == 0, replay.output()
+    collected = compressed_node.out["depth/image_rect"].snapshot()
+    stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in collected}
+    first, step = summary["stamps_ns"][0], summary["stamps_ns"][1] - summary["stamps_ns"][0]
+    assert {first + k * step for k in range(3)} <= stamps
+    depth = as_array(collected[-1])
+    # KITTI fixture: fx 721.5377 px, B 0.5327 m, shift 8 px -> 48 m
+    assert np.nanmedian(depth) == pytest.approx(721.5377 * 0.5327 / 8, rel=0.02)
+
+
+# ------------------------------------------------------------------------------ QoS
+
+def _graph_reliability(ctx: RosTestContext, topic: str, publishers: bool) -> set[str]:
+    infos = (ctx.node.get_publishers_info_by_topic(topic) if publishers
+             else ctx.node.get_subscriptions_info_by_topic(topic))
+    return {info.qos_profile.reliability.name for info in infos
+            if info.node_name == "stereo_depth_node"}
+
+
+def test_qos_overrides_change_what_connects_and_incompatibility_is_reported(scene):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from stereo_msgs.msg import DisparityImage
+    overrides = []
+    for topic in ("/qos/left/image_raw", "/qos/right/image_raw"):
+        overrides += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable"]
+    overrides += ["-p", "qos_overrides./qos/disparity.publisher.reliability:=best_effort"]
+    node, harness = _node(overrides, "/qos", outputs={})
+    try:
+        wait_for(lambda: _graph_reliability(harness.ctx, "/qos/left/image_raw", False) ==
+                 {"RELIABLE"}, 20, what="the overridden subscription in the graph")
+        assert _graph_reliability(harness.ctx, "/qos/left/camera_info", False) == \
+            {"BEST_EFFORT"}
+        wait_for(lambda: _graph_reliability(harness.ctx, "/qos/disparity", True) ==
+                 {"BEST_EFFORT"}, 20, what="the overridden publisher in the graph")
+        assert _graph_reliability(harness.ctx, "/qos/depth/image_rect", True) == {"RELIABLE"}
+        # A best-effort output subscriber gets data from the overridden publisher ...
+        best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        disparity = harness.ctx.collect(DisparityImage, "/qos/disparity", qos=best_effort)
+        wait_for_publishers(disparity.subscription)
+        harness.wait_until_connected([])
+        when = harness.next_stamp()
+        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+        harness.send(scene.left, scene.right, "rgb8", left_info, right_info, when)
+        disparity.wait_for_stamp(when, 30)
+        # ... and a best-effort camera cannot feed the reliable subscription: reported by name.
+        camera = harness.ctx.node.create_publisher(Image, "/qos/left/image_raw", best_effort)
+        node.wait_for_output(r"/qos/left/image_raw: a publisher's QoS is incompatible with "
+                             r"this node's subscription \(RELIABILITY policy\).*qos_overrides\."
+                             r"/qos/left/image_raw\.subscription\.reliability", timeout=30)
+        harness.wait_status(
+            lambda s: int(s.get("qos_incompatible./qos/left/image_raw", 0)) >= 1,
+            what="the incompatibility counted")
+        harness.ctx.node.destroy_publisher(camera)
+    finally:
+        _stop(node, harness)
+
+
+# ------------------------------------------------------------------------------ large frames
+
+def test_large_frames_replay_without_a_profile_loses_nothing(tmp_path):
+    """A 1242x375 bgr8 bag (6 frames) replayed into the node with no Fast DDS profile in the
+    environment: both processes pick the shipped one themselves and every frame arrives."""
+    from stereo_depth_ros.tools.kitti2bag import convert
+    drive = make_raw_drive(tmp_path / "kitti", n_frames=6, size=(375, 1242), shift=8)
+    summary = convert(drive, tmp_path / "bag", storage="sqlite3", period_s=0.05,
+                      namespace="/large")
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    node = NodeProcess(SGBM + ["-p", "sgbm.num_disparities:=16", "-r", "__ns:=/large"],
+                       env=env).start()
+    ctx = None
+    try:
+        node.wait_for_output(r"Fast DDS: no profile set, using .*fastdds_large_images\.xml",
+                             timeout=60)
+        ctx = RosTestContext("large_frames_peer")
+        from sensor_msgs.msg import Image
+        depth = ctx.collect(Image, "/large/depth/image_rect")
+        wait_for_publishers(depth.subscription)
+        argv = [sys.executable, "-m", "stereo_depth_ros.tools.replay", str(summary["bag"]),
+                "--wait-timeout", "30", "--watch", "/large/depth/image_rect",
+                "--watch-type", "sensor_msgs/msg/Image", "--step", "--step-timeout", "15"]
+        with NodeProcess(argv=argv, env=env) as replay:
+            assert replay.wait_exit(120) == 0, replay.output()
+            assert "no profile set, using" in replay.output()
+        stamps = set(summary["stamps_ns"])
+        wait_for(lambda: stamps <= {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                                    for m in depth.snapshot()}, 30,
+                 what=f"depth for all {len(stamps)} frames")
+    finally:
+        if ctx is not None:
+            ctx.close()
+        code = node.stop()
+        assert code == 0, node.output()
+
+
+def test_images_lost_before_the_node_are_counted_with_a_hint(raw_node, scene):
+    """Three frames whose images never come (their camera_info does), then a good frame: the
+    three are counted as images_lost_in_transport, and the node says what to do once."""
+    before = status_drops(raw_node.latest_status()).get("images_lost_in_transport", 0)
+    for withheld in range(3):
+        when = raw_node.next_stamp()
+        raw_node.send_msgs(None, None, *stereo_infos(scene.rig, when, FRAME))
+    when = raw_node.next_stamp()
+    depth = _depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
+                      image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
+    assert np.isfinite(depth).mean() > 0.5
+    status = raw_node.wait_status(
+        lambda s: status_drops(s).get("images_lost_in_transport", 0) >= before + 3,
+        what="images_lost_in_transport counted")
+    assert status_drops(status)["images_lost_in_transport"] == before + 3
+    raw_node.node.wait_for_output(r"images on /raw/left/image_raw are lost before the node.*"
+                                  r"FASTDDS_DEFAULT_PROFILES_FILE=.*fastdds_large_images\.xml")
+
+
+# ------------------------------------------------------------------------------ binning
+
+def test_binned_images_with_a_full_resolution_camera_info(raw_node):
+    """A 2x2-binned camera: 120x160 images, camera_info of the 240x320 sensor with binning 2."""
+    full = make_scene(240, 320, background_disparity=2 * BACKGROUND_D,
+                      foreground_disparity=2 * FOREGROUND_D, fx=2 * FX, baseline_m=BASELINE,
+                      texture_cell_px=6.0, seed=6)
+    binned = [cv2.resize(image, (160, 120), interpolation=cv2.INTER_AREA)
+              for image in (full.left, full.right)]
+    when = raw_node.next_stamp()
+    p_left, p_right = full.rig.projection_matrices()
+    infos = []
+    for p, frame in ((p_left, FRAME), (p_right, FRAME.replace("left", "right"))):
+        info = camera_info_msg(p[:, :3], np.zeros(5), np.eye(3), p, 320, 240, when, frame)
+        info.binning_x = info.binning_y = 2
+        infos.append(info)
+    raw_node.send_msgs(image_msg(binned[0], "rgb8", when, FRAME),
+                       image_msg(binned[1], "rgb8", when, FRAME), *infos)
+    depth = as_array(raw_node.outputs_for(when, ["depth/image_rect"])["depth/image_rect"])
+    assert depth.shape == (120, 160)
+    # Binning halves fx and the disparity alike: the depth of the full-resolution scene.
+    assert np.nanmedian(depth[95:115, 60:150]) == pytest.approx(
+        2 * FX * BASELINE / (2 * BACKGROUND_D), rel=0.02)
+    raw_node.node.wait_for_output(r"calibration: 160x120, fx=200 px")
