@@ -31,9 +31,12 @@ ARGUMENTS = (
     ("rate", "1.0", "playback speed factor"),
     ("loop", "false", "play the bag again and again"),
     ("start", "0.0", "seconds to skip at the start of the bag"),
-    ("rviz", "false", "start RViz2"),
+    ("rviz", "false", "start RViz2 in the node's namespace, showing its outputs"),
     ("rviz_config", "", "RViz2 config file (default: the package's config/stereo_depth.rviz "
-                        "when installed)"),
+                        "with fixed_frame)"),
+    ("fixed_frame", "camera_left_optical_frame",
+     "the camera's optical frame: RViz's fixed frame, and the frame id the kitti2bag preset "
+     "gives the replayed messages (default: what stereo_depth_kitti2bag writes)"),
 )
 
 
@@ -42,13 +45,16 @@ def _true(text: str) -> bool:
 
 
 def replay_arguments(bag: str, preset: str = "", rate: str = "1.0", loop: str = "false",
-                     start: str = "0.0", use_sim_time: str = "true") -> list[str]:
+                     start: str = "0.0", use_sim_time: str = "true",
+                     fixed_frame: str = "") -> list[str]:
     """Command-line arguments of stereo_depth_replay for the launch arguments' values."""
     if not bag:
         raise ValueError("kitti_replay.launch.py needs bag:=<ROS 2 bag folder or ROS 1 .bag>")
     args = [bag, "--rate", str(float(rate)), "--start", str(float(start))]
     if preset:
         args += ["--preset", preset]
+        if fixed_frame:
+            args += ["--frame-id", fixed_frame]
     if _true(loop):
         args.append("--loop")
     if _true(use_sim_time):
@@ -65,7 +71,6 @@ def _share_file(*parts: str) -> str:
 
 
 def _launch_setup(context, *args, **kwargs):
-    from launch.actions import LogInfo
     from launch_ros.actions import Node
 
     def value(name: str) -> str:
@@ -81,19 +86,27 @@ def _launch_setup(context, *args, **kwargs):
         Node(package=PACKAGE, executable="stereo_depth_replay", name="stereo_depth_replay",
              namespace=namespace, output="screen",
              arguments=replay_arguments(value("bag"), value("preset"), value("rate"),
-                                        value("loop"), value("start"), value("use_sim_time"))),
+                                        value("loop"), value("start"), value("use_sim_time"),
+                                        value("fixed_frame"))),
     ]
     if _true(value("rviz")):
-        rviz_config = value("rviz_config") or _share_file("config", "stereo_depth.rviz")
-        rviz_args = ["-d", rviz_config] if os.path.isfile(rviz_config) else []
-        if not rviz_args:
-            actions.append(LogInfo(msg=f"{rviz_config} not found: RViz starts without a config "
-                                       "(add the disparity/image_color, depth and points2 "
-                                       "topics; fixed frame = the camera frame id)"))
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
-                            arguments=rviz_args, output="screen",
-                            parameters=[{"use_sim_time": use_sim_time}]))
+        actions.append(rviz_node(value("rviz_config"), value("fixed_frame"), namespace,
+                                 use_sim_time))
     return actions
+
+
+def rviz_node(rviz_config: str, fixed_frame: str, namespace: str, use_sim_time: bool):
+    """RViz in the node's namespace with the package's view (fixed frame written in) or
+    `rviz_config` as given."""
+    from launch_ros.actions import Node
+
+    if not rviz_config:
+        from stereo_depth_ros.rviz_view import config_for_frame
+        rviz_config = str(config_for_frame(_share_file("config", "stereo_depth.rviz"),
+                                           fixed_frame))
+    return Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
+                arguments=["-d", rviz_config], output="screen",
+                parameters=[{"use_sim_time": use_sim_time}])
 
 
 def generate_launch_description():

@@ -9,7 +9,8 @@ config/stereo_depth.yaml), namespace (of the node and its outputs), left_namespa
 right_namespace (where the camera topics live, relative to namespace: <left_namespace>/image_raw
 and <left_namespace>/camera_info), weights_path and backend (override the params file when not
 empty), use_sim_time (true when playing a bag with --clock), rviz (start RViz 2 with
-config/stereo_depth.rviz).
+config/stereo_depth.rviz in the node's namespace, so it shows this node's outputs) and
+fixed_frame (RViz's fixed frame: the camera's optical frame, the frame_id of left/camera_info).
 
 Large images: the node and RViz get FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3, Kilted and newer)
 pointing at config/fastdds_large_images.xml unless it is already set; on Humble/Iron/Jazzy
@@ -22,7 +23,6 @@ import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -45,7 +45,10 @@ ARGUMENTS = (
     ("weights_path", "", "PSMNet checkpoint; overrides params_file when not empty"),
     ("backend", "", "psmnet or sgbm; overrides params_file when not empty"),
     ("use_sim_time", "false", "use /clock (true when replaying a bag with --clock)"),
-    ("rviz", "false", "also start RViz 2 with config/stereo_depth.rviz"),
+    ("rviz", "false", "also start RViz 2 with config/stereo_depth.rviz, in the node's namespace"),
+    ("fixed_frame", "camera_left_optical_frame",
+     "RViz fixed frame: the camera's optical frame, i.e. the frame_id of left/camera_info, which "
+     "every output carries (default: what stereo_depth_kitti2bag writes)"),
 )
 
 # The node's camera inputs, and its left/image_rect output that belongs with the left camera.
@@ -80,10 +83,14 @@ def _nodes(context):
                 namespace=LaunchConfiguration("namespace"),
                 parameters=[LaunchConfiguration("params_file"), overrides],
                 remappings=remappings, output="screen", emulate_tty=True)
+    if not _is_true(arg("rviz")):
+        return [node]
+    from stereo_depth_ros.rviz_view import config_for_frame
+    template = FindPackageShare(PACKAGE).perform(context) + "/config/" + RVIZ_FILE
     rviz = Node(package="rviz2", executable="rviz2", name="stereo_depth_rviz",
-                arguments=["-d", _share_file(RVIZ_FILE)],
-                parameters=[{"use_sim_time": overrides["use_sim_time"]}],
-                condition=IfCondition(LaunchConfiguration("rviz")), output="screen")
+                namespace=LaunchConfiguration("namespace"),
+                arguments=["-d", str(config_for_frame(template, arg("fixed_frame")))],
+                parameters=[{"use_sim_time": overrides["use_sim_time"]}], output="screen")
     return [node, rviz]
 
 

@@ -22,7 +22,7 @@ LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_depth.launch.py"
 RVIZ_FILE = REPO_ROOT / "config" / "stereo_depth.rviz"
 NODE_FILE = REPO_ROOT / "stereo_depth_ros" / "ros" / "stereo_depth_node.py"
 REQUIRED_ARGUMENTS = {"params_file", "namespace", "left_namespace", "right_namespace",
-                      "weights_path", "backend", "use_sim_time", "rviz"}
+                      "weights_path", "backend", "use_sim_time", "rviz", "fixed_frame"}
 
 
 def module_constants(path: Path) -> dict[str, object]:
@@ -75,7 +75,8 @@ def test_launch_file_parses_and_imports_only_the_launch_api():
             imported.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
-    assert imported <= {"launch", "launch_ros", "os"}, imported
+    # The launch API, and the package's own RViz view (installed beside the launch file).
+    assert imported <= {"launch", "launch_ros", "os", "stereo_depth_ros"}, imported
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
 
@@ -129,8 +130,10 @@ def test_rviz_config_shows_the_node_outputs():
     manager = config["Visualization Manager"]
     assert manager["Global Options"]["Fixed Frame"].endswith("optical_frame")
     displays = {d["Class"]: d for d in manager["Displays"]}
-    topics = {d["Topic"]["Value"].lstrip("/"): d["Class"] for d in manager["Displays"]
-              if "Topic" in d}
+    # Relative names: RViz in the node's namespace shows that node's outputs.
+    assert all(not d["Topic"]["Value"].startswith("/") for d in manager["Displays"]
+               if "Topic" in d)
+    topics = {d["Topic"]["Value"]: d["Class"] for d in manager["Displays"] if "Topic" in d}
     from stereo_depth_ros import topics as node_topics
     assert set(topics) <= set(node_topics.OUTPUTS)
     assert topics == {"left/image_rect": "rviz_default_plugins/Image",
@@ -138,6 +141,17 @@ def test_rviz_config_shows_the_node_outputs():
                       "depth/image_rect": "rviz_default_plugins/Image",
                       "points2": "rviz_default_plugins/PointCloud2"}
     assert displays["rviz_default_plugins/PointCloud2"]["Color Transformer"] == "RGB8"
+
+
+def test_the_rviz_view_takes_the_fixed_frame(tmp_path):
+    from stereo_depth_ros.rviz_view import config_for_frame, with_fixed_frame
+    path = config_for_frame(RVIZ_FILE, "front_stereo_left_optical", directory=tmp_path)
+    config = yaml.safe_load(path.read_text())
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == \
+        "front_stereo_left_optical"
+    assert path == config_for_frame(RVIZ_FILE, "front_stereo_left_optical", directory=tmp_path)
+    with pytest.raises(ValueError, match="not a frame name"):
+        with_fixed_frame(RVIZ_FILE.read_text(), "two words")
 
 
 def test_fastdds_profile_has_the_16_mib_segment():

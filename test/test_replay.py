@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from kitti_fixtures import (BASELINE_M, FX, LEFT_STAMPS, WRONG_BASELINE_M, make_kitti2bag_ros1,
                             make_raw_drive)
@@ -253,19 +254,23 @@ def test_launch_file_with_stub_launch_modules(repo_root, monkeypatch):
     setup = description[-1].kwargs["function"]
     context = types.SimpleNamespace(launch_configurations={
         **declared, "bag": "/data/k.bag", "preset": "kitti2bag", "namespace": "stereo",
-        "rviz": "true", "rviz_config": "/nonexistent.rviz"})
+        "rviz": "true", "fixed_frame": "cam0_optical"})
     actions = setup(context)
     nodes = {a.kwargs.get("executable"): a.kwargs for a in actions if "executable" in a.kwargs}
     assert set(nodes) == {"stereo_depth_node", "stereo_depth_replay", "rviz2"}
     setup_py = (repo_root / "setup.py").read_text()
+    for executable in ("stereo_depth_node", "stereo_depth_replay", "rviz2"):
+        assert nodes[executable]["namespace"] == "stereo"      # RViz sees this node's outputs
     for executable in ("stereo_depth_node", "stereo_depth_replay"):
         assert f"{executable} = " in setup_py                 # console scripts exist
-        assert nodes[executable]["namespace"] == "stereo"
     assert nodes["stereo_depth_node"]["parameters"][1] == {"use_sim_time": True}
     assert nodes["stereo_depth_node"]["parameters"][0].endswith("config/stereo_depth.yaml")
     assert nodes["stereo_depth_replay"]["arguments"] == [
-        "/data/k.bag", "--rate", "1.0", "--start", "0.0", "--preset", "kitti2bag", "--clock"]
-    assert nodes["rviz2"]["arguments"] == []
+        "/data/k.bag", "--rate", "1.0", "--start", "0.0", "--preset", "kitti2bag",
+        "--frame-id", "cam0_optical", "--clock"]
+    flag, rviz_config = nodes["rviz2"]["arguments"]
+    view = yaml.safe_load(Path(rviz_config).read_text())["Visualization Manager"]
+    assert flag == "-d" and view["Global Options"]["Fixed Frame"] == "cam0_optical"
     # the replay arguments parse with the real CLI parser
     from stereo_depth_ros.tools.replay import build_parser
     parsed = build_parser().parse_args(nodes["stereo_depth_replay"]["arguments"])
