@@ -21,6 +21,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINES = ("auto", "reference", "exact", "fast")
 RECTIFY_MODES = ("auto", "true", "false")
 IMAGE_TRANSPORTS = ("raw", "compressed")
+SYNCHRONIZERS = ("auto", "message_filters", "in_package")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 SGBM_MODES = ("sgbm", "hh", "sgbm_3way", "hh4")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -136,14 +137,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("device", "auto", "torch device for PSMNet: auto (cuda if available, else cpu), cpu, "
           "cuda or cuda:N; asking for cuda without CUDA fails at start", read_only=True,
           constraints="auto|cpu|cuda|cuda:N"),
-    _spec("precision", "fp32", "PSMNet arithmetic of the reference engine: fp32, bf16 "
-          "(autocast) or fp16 (autocast, CUDA only); with engine fast on CUDA it picks the "
-          "convolution type (bf16 -> bfloat16, else float16)",
+    _spec("precision", "fp32", "PSMNet arithmetic: fp32; bf16 = on the CPU the fused engine "
+          "in bfloat16 (engine fast/auto; refused with reference), on CUDA the reference under "
+          "bf16 autocast or fast's convolutions in bfloat16; fp16 = CUDA only (reference "
+          "autocast; fast uses float16 by default)",
           choices=PRECISIONS, read_only=True),
     _spec("engine", "auto", "PSMNet implementation: reference (eager, as the official code), "
-          "exact (fused float32: same output; on CUDA TF32 off), fast (CPU: int8 where it "
-          "pays; CUDA: fp16 convolutions + CUDA graph; mean change < 0.05 px), auto = exact on "
-          "the CPU (reference with precision bf16), fast on CUDA",
+          "exact (fused float32: same output; on CUDA TF32 off), fast (CPU: bf16 or int8 "
+          "convolutions where the CPU runs them natively, else the exact plan; CUDA: fp16 "
+          "convolutions + CUDA graph; mean change <= 0.1 px), auto = exact on the CPU (fast "
+          "with precision bf16), fast on CUDA",
           choices=ENGINES, read_only=True),
     _spec("max_disparity", 192, "PSMNet disparity search range in px at the matcher's input "
           "resolution (the released checkpoints are trained with 192)", min_value=16,
@@ -172,6 +175,10 @@ PARAMS: tuple[ParamSpec, ...] = (
           "approximate_sync_tolerance_seconds instead of requiring equal stamps", read_only=True),
     _spec("approximate_sync_tolerance_seconds", 0.01, "largest stamp difference (s) inside one "
           "approximately synchronised set", min_value=0.0, max_value=10.0, read_only=True),
+    _spec("synchronizer", "auto", "input synchroniser: message_filters (TimeSynchronizer / "
+          "ApproximateTimeSynchronizer of a ROS 2 install), in_package (the same policies, for "
+          "installs without message_filters) or auto (message_filters when importable)",
+          choices=SYNCHRONIZERS, read_only=True),
     _spec("queue_size", 10, "messages kept per input topic while waiting for the other three",
           min_value=1, max_value=1000, read_only=True),
     _spec("image_transport", "raw", "how the images arrive (stereo_image_proc's name): raw "
@@ -241,6 +248,7 @@ class NodeConfig:
     approximate_sync: bool = SPECS["approximate_sync"].default
     approximate_sync_tolerance_seconds: float = \
         SPECS["approximate_sync_tolerance_seconds"].default
+    synchronizer: str = SPECS["synchronizer"].default
     queue_size: int = SPECS["queue_size"].default
     image_transport: str = SPECS["image_transport"].default
     use_system_default_qos: bool = SPECS["use_system_default_qos"].default

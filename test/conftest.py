@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,35 @@ else:
 _FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
 if _FASTDDS_PROFILE.is_file():
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_FASTDDS_PROFILE))
+THIRDPARTY_DIR = SHARED_DIR / "thirdparty" / "python"
+STAND_INS_DIR = REPO_ROOT / "test" / "stand_ins"
+THIRDPARTY_PACKAGES = ("message_filters", "launch", "launch_ros")
+HAVE_THIRDPARTY = all((THIRDPARTY_DIR / name / "__init__.py").is_file()
+                      for name in THIRDPARTY_PACKAGES)
+# The real message_filters / launch / launch_ros (not on PyPI) for this process and every node
+# the tests start, as on a robot's ROS 2 install; composition_interfaces as an import-only
+# stand-in.
+_EXTRA_PATHS = [str(THIRDPARTY_DIR), str(STAND_INS_DIR)] if HAVE_THIRDPARTY else []
+for _path in reversed(_EXTRA_PATHS):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    p for p in (str(REPO_ROOT), *_EXTRA_PATHS, os.environ.get("PYTHONPATH", "")) if p)
+THIRDPARTY_SKIP_REASON = (
+    f"the upstream ROS 2 Python packages {', '.join(THIRDPARTY_PACKAGES)} are not at "
+    f"{THIRDPARTY_DIR} (they live beside the repository in CI, not in it; on a ROS 2 install "
+    "they come with the distribution)")
+
+
+@pytest.fixture(scope="session")
+def real_ros_packages() -> None:
+    """Skip (with the reason) unless the real message_filters and launch packages are importable
+    (a ROS 2 install's own, or ../shared/thirdparty/python)."""
+    try:
+        import launch_ros  # noqa: F401, PLC0415
+        import message_filters  # noqa: F401, PLC0415
+    except ImportError as error:
+        pytest.skip(f"{THIRDPARTY_SKIP_REASON}: {error}")
 
 
 @pytest.fixture(scope="session")

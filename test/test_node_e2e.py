@@ -243,7 +243,7 @@ def test_diagnostics_report_rates_and_counts(sgbm):
                 "messages_in./left/image_raw", "messages_in./right/camera_info",
                 "latency_ms.infer.mean", "input_age_ms.p95", "backend", "sync"):
         assert key in status, key
-    assert status["backend"] == "sgbm" and status["sync"] in ("in-package", "message_filters")
+    assert status["backend"] == "sgbm" and status["sync"] in ("in_package", "message_filters")
 
 
 # ------------------------------------------------------------------------------ PSMNet

@@ -1,8 +1,9 @@
 """The four-topic synchroniser: exact and approximate policies, queue bounds, drops with reasons.
 
-The in-package StereoSynchronizer is tested directly; MessageFiltersSync is tested against a small
-fake of the message_filters API (the real package is not on PyPI) to check that its drop
-accounting sees arrivals before the synchroniser emits.
+The in-package StereoSynchronizer is tested directly; MessageFiltersSync is tested against the real
+message_filters (../shared/thirdparty/python in CI, not on PyPI) and, so the wrapper is covered in
+any clone, a small fake of its API: its drop accounting must see arrivals before the synchroniser
+emits. The node runs under both synchronisers in test_node_e2e / test_node_bad_input.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ import pytest
 
 from stereo_depth_ros.ros import sync as s
 
+try:  # the real message_filters reads stamps with rclpy.Time.from_msg
+    from builtin_interfaces.msg import Time
+except ImportError:  # pure-layer runs without ROS (make test-oldest)
+    def Time(sec, nanosec):  # noqa: N802
+        return types.SimpleNamespace(sec=sec, nanosec=nanosec)
+
 TOPICS = ["/left/image_raw", "/right/image_raw", "/left/camera_info", "/right/camera_info"]
 
 
 class Msg:
     def __init__(self, name: str, ns: int) -> None:
         self.name = name
-        self.header = types.SimpleNamespace(stamp=types.SimpleNamespace(
-            sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))
+        self.header = types.SimpleNamespace(stamp=Time(sec=ns // 1_000_000_000,
+                                                       nanosec=ns % 1_000_000_000))
 
     def __repr__(self) -> str:
         return f"{self.name}@{s.stamp_ns(self)}"
@@ -229,10 +236,10 @@ def _fake_message_filters():
                 cb(*(msgs + args))
 
     class Subscriber(SimpleFilter):
-        def __init__(self, node, msg_type, topic, qos_profile=None):
+        def __init__(self, node, msg_type, topic, qos_profile=None, **options):
             super().__init__()
-            self.topic, self.qos_profile = topic, qos_profile
-            node.created.append(self)
+            self.sub = node.create_subscription(msg_type, topic, self.signalMessage,
+                                                qos_profile=qos_profile, **options)
 
     class TimeSynchronizer(SimpleFilter):
         def __init__(self, fs, queue_size):
@@ -252,18 +259,43 @@ def _fake_message_filters():
                                  ApproximateTimeSynchronizer=None)
 
 
-def test_message_filters_wrapper_counts_drops_like_the_in_package_one():
-    mf = _fake_message_filters()
-    node = types.SimpleNamespace(created=[])
+class FakeNode:
+    """create_subscription records (topic, qos, options, callback); messages are pushed by hand."""
+
+    def __init__(self):
+        self.created = []
+
+    def create_subscription(self, msg_type, topic, callback, qos_profile=None, **options):
+        sub = types.SimpleNamespace(topic=topic, qos_profile=qos_profile, options=options,
+                                    callback=callback)
+        self.created.append(sub)
+        return sub
+
+
+@pytest.fixture(params=["real", "fake"])
+def message_filters_module(request):
+    if request.param == "fake":
+        return _fake_message_filters()
+    request.getfixturevalue("real_ros_packages")
+    import message_filters
+    return message_filters
+
+
+def test_message_filters_wrapper_counts_drops_like_the_in_package_one(message_filters_module):
+    node = FakeNode()
     rec = Recorder()
     sync = s.MessageFiltersSync(node, [object] * 4, TOPICS, "qos", rec.on_set, queue_size=5,
-                                on_drop=rec.on_drop, message_filters_module=mf)
+                                on_drop=rec.on_drop,
+                                message_filters_module=message_filters_module,
+                                subscription_options=[{"tag": i} for i in range(4)])
     assert sync.implementation == "message_filters"
     assert [sub.topic for sub in node.created] == TOPICS
     assert all(sub.qos_profile == "qos" for sub in node.created)
+    assert [sub.options for sub in node.created] == [{"tag": i} for i in range(4)]
+    assert sync.subscriptions == node.created
 
     def push(index, ns):
-        node.created[index].signalMessage(Msg("LRlr"[index], ns))
+        node.created[index].callback(Msg("LRlr"[index], ns))
 
     for index, ns in ((0, ms(100)), (1, ms(350)), (2, ms(100)), (3, ms(100))):
         push(index, ns)
@@ -272,3 +304,27 @@ def test_message_filters_wrapper_counts_drops_like_the_in_package_one():
     assert len(rec.sets) == 1 and s.stamp_ns(rec.sets[0][0]) == ms(200)
     assert [d.reason for d in rec.drops] == [s.STAMP_SKEW]
     assert sync.received == [2, 2, 2, 2]
+
+
+def test_create_stereo_sync_takes_the_implementation_asked_for(monkeypatch):
+    rec = Recorder()
+    node = FakeNode()
+    sync = s.create_stereo_sync(node, [object] * 4, TOPICS, "qos", rec.on_set,
+                                implementation="in_package")
+    assert isinstance(sync, s.StereoSynchronizer) and sync.implementation == "in_package"
+    assert [sub.topic for sub in sync.subscriptions] == TOPICS
+    monkeypatch.setattr(s, "message_filters_available", lambda: False)
+    assert s.create_stereo_sync(FakeNode(), [object] * 4, TOPICS, "qos", rec.on_set,
+                                implementation="auto").implementation == "in_package"
+    with pytest.raises(RuntimeError, match="synchronizer=message_filters but the "
+                                           "message_filters package is not importable"):
+        s.create_stereo_sync(FakeNode(), [object] * 4, TOPICS, "qos", rec.on_set,
+                             implementation="message_filters")
+    with pytest.raises(ValueError, match="synchronizer='exact'"):
+        s.create_stereo_sync(FakeNode(), [object] * 4, TOPICS, "qos", rec.on_set,
+                             implementation="exact")
+
+
+def test_auto_prefers_the_real_message_filters(real_ros_packages):
+    sync = s.create_stereo_sync(FakeNode(), [object] * 4, TOPICS, "qos", Recorder().on_set)
+    assert isinstance(sync, s.MessageFiltersSync)

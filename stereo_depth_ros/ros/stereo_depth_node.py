@@ -175,16 +175,20 @@ class StereoDepthNode(Node):
                          self._pub_color)
 
         image_type = CompressedImage if config.image_transport == "compressed" else Image
-        self._sync = create_stereo_sync(
-            self, (image_type, image_type, CameraInfo, CameraInfo), inputs,
-            transport.input_qos(config.queue_size, config.use_system_default_qos),
-            self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
-            tolerance_s=config.approximate_sync_tolerance_seconds, on_drop=self._on_sync_drop,
-            display_names=self._topics,
-            subscription_options={"qos_overriding_options": transport.overridable()},
-            event_callbacks=lambda index: transport.incompatible_qos_events(
-                lambda policy, count: self._on_incompatible_qos(
-                    self._topics[index], "subscription", policy, count)))
+        try:
+            self._sync = create_stereo_sync(
+                self, (image_type, image_type, CameraInfo, CameraInfo), inputs,
+                transport.input_qos(config.queue_size, config.use_system_default_qos),
+                self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
+                tolerance_s=config.approximate_sync_tolerance_seconds,
+                on_drop=self._on_sync_drop, implementation=config.synchronizer,
+                display_names=self._topics,
+                subscription_options={"qos_overriding_options": transport.overridable()},
+                event_callbacks=lambda index: transport.incompatible_qos_events(
+                    lambda policy, count: self._on_incompatible_qos(
+                        self._topics[index], "subscription", policy, count)))
+        except RuntimeError as error:
+            raise StartupError(str(error)) from None
 
         self.add_on_set_parameters_callback(ParameterGuard(lambda: self._config,
                                                            self._apply_config))

@@ -190,7 +190,7 @@ class StereoSynchronizer:
     after the internal lock is released. on_drop(SyncDrop) likewise.
     """
 
-    implementation = "in-package"
+    implementation = "in_package"
 
     def __init__(self, callback: Callable, topics: Sequence[str], queue_size: int = 10,
                  approximate: bool = False, tolerance_s: float = 0.0,
@@ -291,6 +291,7 @@ class MessageFiltersSync:
         self.subscribers = [mf.Subscriber(node, msg_type, topic, qos_profile=copy.copy(qos),
                                           **extra)
                             for msg_type, topic, extra in zip(msg_types, topics, options)]
+        self.subscriptions = [subscriber.sub for subscriber in self.subscribers]
         # The taps go first so that an arrival is noted before the synchroniser can emit it.
         for index, subscriber in enumerate(self.subscribers):
             subscriber.registerCallback(self._tap, index)
@@ -344,7 +345,7 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
                        callback: Callable, queue_size: int = 10, approximate: bool = False,
                        tolerance_s: float = 0.0,
                        on_drop: Callable[[SyncDrop], None] | None = None,
-                       prefer_message_filters: bool = True,
+                       implementation: str = "auto",
                        display_names: Sequence[str] | None = None,
                        subscription_options: dict | None = None,
                        event_callbacks: Callable[[int], object] | None = None):
@@ -355,14 +356,24 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
     qos_overriding_options). event_callbacks(index) -> the SubscriptionEventCallbacks of input
     `index` (e.g. to report incompatible QoS per topic).
 
-    Returns the synchroniser (`.implementation` is 'message_filters' or 'in-package', `.received`
-    counts messages per topic, `.subscriptions` holds the in-package subscriptions).
+    implementation: 'message_filters', 'in_package' or 'auto' (message_filters when importable);
+    asking for message_filters where it is not importable raises RuntimeError.
+
+    Returns the synchroniser (`.implementation` is 'message_filters' or 'in_package', `.received`
+    counts messages per topic, `.subscriptions` holds the four rclpy subscriptions).
     """
     options = [dict(subscription_options or {}) for _ in range(4)]
     if event_callbacks is not None:
         for index in range(4):
             options[index]["event_callbacks"] = event_callbacks(index)
-    if prefer_message_filters and message_filters_available():
+    if implementation not in ("auto", "message_filters", "in_package"):
+        raise ValueError(f"synchronizer={implementation!r} must be auto, message_filters or "
+                         "in_package")
+    if implementation == "message_filters" and not message_filters_available():
+        raise RuntimeError("synchronizer=message_filters but the message_filters package is not "
+                           "importable (a ROS 2 install has it: ros-<distro>-message-filters); "
+                           "use auto or in_package")
+    if implementation != "in_package" and message_filters_available():
         sync = MessageFiltersSync(node, msg_types, topics, qos, callback, queue_size,
                                   approximate, tolerance_s, on_drop,
                                   subscription_options=options)

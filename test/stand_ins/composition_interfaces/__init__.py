@@ -1,0 +1,1 @@
+"""Import-only stand-in for the composition_interfaces message package (see ../README.md)."""
