@@ -42,6 +42,13 @@ IMAGE_TOO_SMALL = "image_too_small"
 PROCESSING_ERROR = "processing_error"
 """An unexpected exception inside the worker (the node keeps serving)."""
 
+DROP_REASONS = (STAMP_SKEW, UNMATCHED, MISSING_CAMERA_INFO, MISSING_IMAGE,
+                IMAGES_LOST_IN_TRANSPORT, UNSUPPORTED_ENCODING, BAD_IMAGE_DATA,
+                BAD_COMPRESSED_DATA, NAN_IN_CALIBRATION, UNCALIBRATED, BAD_BASELINE,
+                INFO_SIZE_MISMATCH, INVALID_CALIBRATION, BUSY, SIZE_MISMATCH, IMAGE_TOO_SMALL,
+                PROCESSING_ERROR)
+"""Every reason (the README's Topics section lists them all)."""
+
 
 class FrameDropped(Exception):
     """A pair that cannot be processed: `reason` is one of the keys above, the message names the

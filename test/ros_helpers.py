@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +51,40 @@ def wait_for_publishers(subscription, count: int = 1,
                         timeout: float = DISCOVERY_TIMEOUT_S) -> None:
     wait_for(lambda: subscription.get_publisher_count() >= count, timeout,
              what=f"{count} publisher(s) on {subscription.topic_name}")
+
+
+@dataclass(frozen=True)
+class SyncVariant:
+    """One input synchroniser configuration the node tests run under."""
+
+    synchronizer: str    # the node's `synchronizer` parameter
+    approximate: bool
+    tolerance_s: float = 0.01
+
+    @property
+    def id(self) -> str:
+        return f"{self.synchronizer}-{'approximate' if self.approximate else 'exact'}"
+
+    def ros_args(self) -> list[str]:
+        return ["-p", f"synchronizer:={self.synchronizer}",
+                "-p", f"approximate_sync:={str(self.approximate).lower()}",
+                "-p", f"approximate_sync_tolerance_seconds:={self.tolerance_s}"]
+
+    def policy_text(self) -> str:
+        """How the node's stamp-skew message names the policy."""
+        if self.approximate:
+            return f"approximate_sync_tolerance_seconds={self.tolerance_s:g}"
+        return "exact sync needs equal stamps"
+
+    def requires(self, request) -> None:
+        """Skip (with the reason) when the real message_filters is not available."""
+        if self.synchronizer == "message_filters":
+            request.getfixturevalue("real_ros_packages")
+
+
+SYNC_VARIANTS = (SyncVariant("in_package", False), SyncVariant("message_filters", False),
+                 SyncVariant("message_filters", True))
+"""The in-package synchroniser and the real message_filters' exact and approximate policies."""
 
 
 class NodeProcess:

@@ -6,17 +6,19 @@ the reason.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, Harness, NodeProcess, image_msg, stamp,  # noqa: E402
-                         stereo_infos, time_ns)
+from ros_helpers import (FRAME, SYNC_VARIANTS, Harness, NodeProcess, image_msg,  # noqa: E402
+                         stamp, stereo_infos, time_ns)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
+from stereo_depth_ros.drop_reasons import DROP_REASONS  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -29,16 +31,20 @@ def scene():
                       fx=200.0, baseline_m=0.1, texture_cell_px=2.0, seed=11)
 
 
-@pytest.fixture(scope="module")
-def node():
+@pytest.fixture(scope="module", params=SYNC_VARIANTS, ids=lambda variant: variant.id)
+def node(request):
+    variant = request.param
+    variant.requires(request)
     args = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32",
-            "-p", "diagnostics_period_seconds:=0.25", "-p", "queue_size:=3"]
+            "-p", "diagnostics_period_seconds:=0.25", "-p", "queue_size:=3",
+            *variant.ros_args()]
     with NodeProcess(args) as process:
         process.wait_for_output(r"ready: backend=sgbm")
         # Stamps at least 0.5 s apart: the synchroniser's frame period estimate then separates a
         # 50 ms stamp skew from a lost frame.
         harness = Harness(process, {n: "stereo_msgs/DisparityImage" if n == "disparity" else
                                     "sensor_msgs/Image" for n in NAMES}, min_step_s=0.5)
+        harness.sync_variant = variant
         try:
             harness.wait_until_connected(NAMES)
             yield harness
@@ -183,8 +189,8 @@ def test_stamps_too_far_apart(node, scene):
         send_good(h, scene)
     expect_drop(node, scene, "stamp_skew",
                 r"stamps too far apart: /left/image_raw stamp \d+\.\d+, nearest "
-                r"/right/image_raw stamp \d+\.\d+ \(\+0\.050000 s; exact sync needs equal "
-                r"stamps\)",
+                r"/right/image_raw stamp \d+\.\d+ \(\+0\.050000 s; "
+                + re.escape(node.sync_variant.policy_text()) + r"\)",
                 send)
 
 
@@ -214,16 +220,22 @@ def test_repeated_problem_is_logged_once_but_counted_every_time(node, scene):
 
 
 def test_node_still_healthy_after_all_of_it(node, scene):
-    when = send_good(node, scene)
+    send_good(node, scene)   # processed: its outputs arrived
     status = node.wait_status(lambda s: int(s["pairs_published"]) >= 10)
     assert node.node.process.poll() is None
-    assert time_ns(when) > 0 and int(status["dropped_total"]) >= 10
+    drops = {key[len("dropped."):]: int(value) for key, value in status.items()
+             if key.startswith("dropped.")}
+    assert set(drops) <= set(DROP_REASONS), drops   # every counter is a documented reason
+    assert int(status["dropped_total"]) == sum(drops.values()) >= 10
 
 
-def test_camera_info_never_arriving(scene):
+@pytest.mark.parametrize("variant", SYNC_VARIANTS, ids=lambda variant: variant.id)
+def test_camera_info_never_arriving(scene, variant, request):
     """Images alone: throttled 'waiting for camera_info on <topic>', diagnostics say so too."""
+    variant.requires(request)
     args = ["-r", "__ns:=/noinfo", "-p", "backend:=sgbm", "-p", "queue_size:=2",
-            "-p", "diagnostics_period_seconds:=0.25", "-p", "sgbm.num_disparities:=32"]
+            "-p", "diagnostics_period_seconds:=0.25", "-p", "sgbm.num_disparities:=32",
+            *variant.ros_args()]
     with NodeProcess(args) as process:
         process.wait_for_output(r"ready: backend=sgbm")
         h = Harness(process, {"disparity": "stereo_msgs/DisparityImage"}, namespace="/noinfo",

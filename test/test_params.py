@@ -209,3 +209,9 @@ def test_shipped_yaml_files_are_rendered_from_config():
     for path, text in module.rendered_files().items():
         assert path.read_text() == text, (
             f"{path.name} is out of date with config.py: run `python scripts/{script.name}`")
+
+
+def test_readme_documents_every_drop_reason():
+    from stereo_depth_ros.drop_reasons import DROP_REASONS
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert [reason for reason in DROP_REASONS if f"`{reason}`" not in readme] == []
