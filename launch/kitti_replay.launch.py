@@ -5,8 +5,9 @@
         bag:=/data/kitti_2011_09_26_drive_0005_synced.bag preset:=kitti2bag rviz:=true
 
 `bag` is a ROS 2 bag folder written by stereo_depth_kitti2bag (or any bag with the node's input
-topics) or a ROS 1 .bag from tomas789/kitti2bag (then use preset:=kitti2bag, which maps its
-/kitti/camera_color_* topics to the node's inputs and fixes their camera_info). The node and the
+topics at /left/image_raw, /left/camera_info, ...: they are replayed into `namespace`) or a ROS 1
+.bag from tomas789/kitti2bag (then use preset:=kitti2bag, which maps its /kitti/camera_color_*
+topics to the node's inputs and fixes their camera_info). The node and the
 replay share `namespace`; the replay publishes /clock and both use sim time when
 use_sim_time:=true (default). The replay waits for the node's subscriptions before it plays.
 
@@ -55,6 +56,12 @@ def replay_arguments(bag: str, preset: str = "", rate: str = "1.0", loop: str = 
         args += ["--preset", preset]
         if fixed_frame:
             args += ["--frame-id", fixed_frame]
+    else:
+        # A ROS 2 bag stores fully qualified names (/left/image_raw, ...): make the node's inputs
+        # relative so that they land in `namespace`, where the node listens.
+        from stereo_depth_ros import topics
+        for topic in (*topics.inputs("raw"), *topics.inputs("compressed")[:2]):
+            args += ["--remap", f"/{topic}:={topic}"]
     if _true(loop):
         args.append("--loop")
     if _true(use_sim_time):

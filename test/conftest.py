@@ -125,3 +125,10 @@ def real_golden() -> dict:
     return {"left": left, "right": right,
             True: np.load(REAL_GOLDEN_DIR / "official_disp_align_corners_true.npy"),
             False: np.load(REAL_GOLDEN_DIR / "official_disp_align_corners_false.npy")}
+
+
+@pytest.fixture(scope="session")
+def colcon_install_space(tmp_path_factory) -> Path:
+    """The package built with colcon into a temporary install space (once per session)."""
+    from colcon_helpers import build_install_space
+    return build_install_space(tmp_path_factory.mktemp("colcon_ws"))

@@ -1,15 +1,15 @@
 """Launch file, RViz config and package metadata.
 
-The launch API (launch, launch_ros) is not on PyPI, so the launch file is checked statically
-here: it parses, declares exactly the documented arguments, and every package, executable, file
-and topic it names exists. Where launch_ros is importable, generate_launch_description() also
-runs against the real API.
+The launch file is checked statically here (it parses, declares exactly the documented arguments,
+and every package, executable, file and topic it names exists) and, where the real launch_ros is
+importable, its RViz part through the real API; test_launch_real.py starts both launch files.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -163,11 +163,17 @@ def test_fastdds_profile_has_the_16_mib_segment():
     assert participant.get("is_default_profile") == "true"
 
 
-def test_launch_description_with_the_real_launch_api():
-    pytest.importorskip("launch_ros")
+def test_rviz_argument_with_the_real_launch_api(real_ros_packages, colcon_install_space,
+                                                monkeypatch):
+    """rviz:=true adds RViz with the view written for fixed_frame (rviz2 itself is not
+    installable here; the node part runs for real in test_launch_real.py)."""
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import TextSubstitution
+    from launch.utilities import perform_substitutions
 
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
+        (str(colcon_install_space / "stereo_depth_ros"), os.environ.get("AMENT_PREFIX_PATH", ""))))
     spec = importlib.util.spec_from_file_location("stereo_depth_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -177,7 +183,15 @@ def test_launch_description_with_the_real_launch_api():
     context = LaunchContext()
     for name, default, _ in module.ARGUMENTS:
         context.launch_configurations[name] = default or "/tmp/params.yaml"
-    context.launch_configurations.update(left_namespace="/cam/left", weights_path="/w.tar")
-    opaque = [a for a in description.entities if isinstance(a, OpaqueFunction)]
-    nodes = opaque[0].execute(context)
-    assert len(nodes) == 2
+    opaque = [a for a in description.entities if isinstance(a, OpaqueFunction)][0]
+    assert [n.node_executable for n in opaque.execute(context)] == ["stereo_depth_node"]
+    context.launch_configurations.update(rviz="true", fixed_frame="front_left_optical")
+    nodes = opaque.execute(context)
+    assert [n.node_executable for n in nodes] == ["stereo_depth_node", "rviz2"]
+    # Only the plain-text parts: the executable and the ROS arguments need rviz2's install and a
+    # running launch service.
+    command = [perform_substitutions(context, part) for part in nodes[1].cmd
+               if all(isinstance(sub, TextSubstitution) for sub in part)]
+    config = yaml.safe_load(Path(command[command.index("-d") + 1]).read_text())
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == \
+        "front_left_optical"

@@ -277,3 +277,18 @@ def test_launch_file_with_stub_launch_modules(repo_root, monkeypatch):
     assert parsed.preset == "kitti2bag" and parsed.clock
     with pytest.raises(ValueError, match="needs bag"):
         launch.replay_arguments("")
+
+
+def test_remap_arguments_survive_ros_argument_handling(monkeypatch):
+    """`--remap FROM:=TO` looks like a ROS 1 remap to rcl, which drops it from the tool's
+    arguments; only --ros-args sections are ROS arguments here."""
+    from stereo_depth_ros.tools._cli import parse_ros_args, split_ros_args
+    from stereo_depth_ros.tools.replay import build_parser
+
+    argv = ["bag", "--remap", "/left/image_raw:=left/image_raw", "--ros-args", "-r",
+            "__ns:=/kitti", "--", "--clock"]
+    assert split_ros_args(argv) == (["bag", "--remap", "/left/image_raw:=left/image_raw",
+                                     "--clock"], ["--ros-args", "-r", "__ns:=/kitti"])
+    monkeypatch.setattr(sys, "argv", ["stereo_depth_replay", *argv])
+    args = parse_ros_args(build_parser(), None)
+    assert args.remap == [("/left/image_raw", "left/image_raw")] and args.clock

@@ -260,19 +260,42 @@ def dataset_from_args(args: argparse.Namespace, *, seed: int, size: tuple[int, i
 
 # --------------------------------------------------------------------------- ROS processes
 
-def parse_ros_args(parser: argparse.ArgumentParser, argv: list[str] | None,
-                   argv0: str) -> argparse.Namespace:
-    """Parse `argv` (None: sys.argv[1:]) with the ROS arguments (--ros-args ...) removed."""
-    from rclpy.utilities import remove_ros_args
+ROS_ARGS_START, ROS_ARGS_END = "--ros-args", "--"
 
-    full = sys.argv if argv is None else [argv0] + list(argv)
-    return parser.parse_args(remove_ros_args(full)[1:])
+
+def split_ros_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the tool's own arguments, the ROS arguments with their --ros-args flags).
+
+    ROS arguments are the `--ros-args` sections, each up to `--` or the end. Unlike rclpy's
+    remove_ros_args, a tool argument that looks like a ROS 1 style remap (`--remap FROM:=TO`)
+    stays the tool's: it is neither dropped nor applied to the node.
+    """
+    own: list[str] = []
+    ros: list[str] = []
+    inside = False
+    for token in args:
+        if token == ROS_ARGS_START:
+            inside = True
+            ros.append(token)
+        elif inside and token == ROS_ARGS_END:
+            inside = False
+        elif inside:
+            ros.append(token)
+        else:
+            own.append(token)
+    return own, ros
+
+
+def parse_ros_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv` (None: sys.argv[1:]) without its ROS arguments (--ros-args sections)."""
+    return parser.parse_args(split_ros_args(sys.argv[1:] if argv is None else argv)[0])
 
 
 @contextlib.contextmanager
 def ros_session(argv: list[str] | None,
                 interrupt: type[BaseException] = KeyboardInterrupt) -> Iterator[None]:
-    """rclpy initialised (with sys.argv's ROS arguments when argv is None) for the block.
+    """rclpy initialised with the ROS arguments (--ros-args sections) of `argv` (None:
+    sys.argv[1:]) for the block.
 
     Fast DDS gets the shipped large-image profile when the user set none (ros.transport). While
     inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C. On exit,
@@ -293,7 +316,8 @@ def ros_session(argv: list[str] | None,
         note = use_large_image_profile()          # before this process's DDS participant
         if note:
             logging.getLogger("stereo_depth_ros").info(note)
-        rclpy.init(args=sys.argv if argv is None else None)
+        ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)[1]
+        rclpy.init(args=[sys.argv[0], *ros_args])
         yield
     finally:
         if rclpy.ok():

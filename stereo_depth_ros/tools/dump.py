@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from rclpy.executors import SingleThreadedExecutor
 
-    args = parse_ros_args(build_parser(), argv, "dump")
+    args = parse_ros_args(build_parser(), argv)
     dumper = None
     code = 0
     with ros_session(argv):

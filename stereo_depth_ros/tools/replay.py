@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_ros_args(build_parser(), argv, "replay")
+    args = parse_ros_args(build_parser(), argv)
     try:
         source = BagSource(args.bag, topics=args.topics, remaps=dict(args.remap),
                            start_s=args.start_s,
