@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,9 @@ def install_space(real_ros_packages, colcon_install_space):
 
 
 class Launch(NodeProcess):
-    """The launch runner as a subprocess in the sourced install space; stop() also ends anything
-    left in its process group."""
+    """The launch runner as a subprocess in the sourced install space. stop() is Ctrl-C in a
+    terminal: SIGINT to the whole process group (so every node gets it from the terminal and
+    again from the launch service), then whatever is left is ended."""
 
     def __init__(self, install: Path, launch_file: str, arguments: dict[str, str]) -> None:
         pairs = " ".join(f"'{name}:={value}'" for name, value in arguments.items())
@@ -54,6 +56,12 @@ class Launch(NodeProcess):
         super().__init__(argv=sourced(install, command), env=clean_env(), cwd=install.parent)
 
     def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGINT)
+                self.process.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
         code = super().stop(timeout)
         if self.process is not None:
             try:

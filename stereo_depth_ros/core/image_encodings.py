@@ -89,6 +89,12 @@ def layout(encoding: str) -> EncodingInfo:
             f"aliases {', '.join(ALIASES)})", "encoding") from None
 
 
+def _check_yuv422_width(encoding: str, width: int) -> None:
+    if canonical(encoding) in _YUV_TO_RGB and width % 2:
+        raise ImageDataError(f"{encoding} packs two pixels in 4 bytes: width={width} must be "
+                             "even", "width")
+
+
 def check_layout(encoding: str, width: int, height: int, step: int, nbytes: int
                  ) -> EncodingInfo:
     """Validate an image's size, step and data length for its encoding."""
@@ -100,9 +106,7 @@ def check_layout(encoding: str, width: int, height: int, step: int, nbytes: int
     if step < row_bytes:
         raise ImageDataError(f"step={step} is smaller than width*bytes_per_pixel="
                              f"{width}*{pixel_bytes}={row_bytes}", "step")
-    if canonical(encoding) in _YUV_TO_RGB and width % 2:
-        raise ImageDataError(f"{encoding} packs two pixels in 4 bytes: width={width} must be "
-                             "even", "width")
+    _check_yuv422_width(encoding, width)
     needed = step * height                          # sensor_msgs/Image: size is step * rows
     if nbytes < needed:
         raise ImageDataError(f"data has {nbytes} bytes, shorter than step*height="
@@ -157,6 +161,7 @@ def to_matcher_input(image: np.ndarray, encoding: str) -> np.ndarray:
         rgb = cv2.cvtColor(np.ascontiguousarray(image), _BAYER_TO_RGB[name[6:10]])
         return _to_8bit(rgb)
     if name in _YUV_TO_RGB:
+        _check_yuv422_width(encoding, image.shape[1])
         return cv2.cvtColor(np.ascontiguousarray(image), _YUV_TO_RGB[name])
     image = _to_8bit(image)
     if name.startswith("mono"):

@@ -6,6 +6,8 @@ Works on anything with `sec` and `nanosec` attributes (builtin_interfaces/Time f
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
+
 NS_PER_S = 1_000_000_000
 
 
@@ -26,8 +28,10 @@ def set_stamp(stamp, ns: int) -> None:
 
 
 def seconds_to_ns(seconds: float) -> int:
-    """Seconds (float) -> integer nanoseconds, rounded to the nearest."""
-    return int(round(float(seconds) * NS_PER_S))
+    """Seconds (float) -> integer nanoseconds, rounded to the nearest, from the number's shortest
+    decimal form: 1700000000.05 s is 1700000000050000000 ns (float arithmetic at epoch scale
+    would give ...049999872)."""
+    return int((Decimal(repr(float(seconds))) * NS_PER_S).to_integral_value(ROUND_HALF_EVEN))
 
 
 def ns_to_seconds_text(ns: int) -> str:

@@ -298,7 +298,8 @@ def ros_session(argv: list[str] | None,
     sys.argv[1:]) for the block.
 
     Fast DDS gets the shipped large-image profile when the user set none (ros.transport). While
-    inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C. On exit,
+    inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C, and only the
+    first SIGINT raises KeyboardInterrupt (`ros2 launch` delivers Ctrl-C twice). On exit,
     after the block's own cleanup, rclpy is shut down (if still up) and the previous SIGTERM
     handler is restored.
     """
@@ -311,7 +312,10 @@ def ros_session(argv: list[str] | None,
     def _raise_interrupt(signum, frame):  # noqa: ARG001
         raise interrupt()
 
+    from stereo_depth_ros.ros.interrupts import interrupt_once
+
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_sigint = signal.signal(signal.SIGINT, interrupt_once)   # before rclpy chains to it
     try:
         note = use_large_image_profile()          # before this process's DDS participant
         if note:
@@ -323,3 +327,4 @@ def ros_session(argv: list[str] | None,
         if rclpy.ok():
             rclpy.shutdown()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_sigint)
