@@ -433,3 +433,73 @@ def stereo_infos(rig, stamp_msg, frame_id: str = "left_camera_optical_frame"):
     right = camera_info_msg(p_right[:, :3], np.zeros(5), np.eye(3), p_right, rig.width,
                             rig.height, stamp_msg, frame_id.replace("left", "right"))
     return left, right
+
+
+# ---------------------------------------------------------------------------- parameters, statuses
+def set_parameters(peer_node, node_fqn: str, values: dict, timeout: float = 20.0) -> list:
+    """Set parameters of a running node through its set_parameters service, in the given order
+    (rclpy applies them one by one); returns the SetParametersResult of each."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = peer_node.create_client(SetParameters, f"{node_fqn}/set_parameters")
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise AssertionError(f"{node_fqn}/set_parameters not available after {timeout} s")
+        request = SetParameters.Request(parameters=[
+            Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
+        future = client.call_async(request)
+        wait_for(future.done, timeout, what=f"setting {', '.join(values)}")
+        return list(future.result().results)
+    finally:
+        peer_node.destroy_client(client)
+
+
+def statuses_of(diagnostics: Collector, hardware_id: str) -> list[tuple[int, dict[str, str]]]:
+    """(header stamp ns, {key: value}) of every /diagnostics status a node published, in order."""
+    from stereo_depth_ros.ros.diagnostics import key_values_to_dict
+    return [(stamp_ns(array), key_values_to_dict(status))
+            for array in diagnostics.snapshot() for status in array.status
+            if status.hardware_id == hardware_id]
+
+
+class InProcessNode:
+    """StereoDepthNode in this process (its own rclpy context, executor thread and worker), for
+    tests that put a test double behind it (a backend that raises) or watch what it builds."""
+
+    def __init__(self, namespace: str, parameters: dict) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+        from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = None
+        try:
+            self.node = StereoDepthNode(
+                context=self.context, namespace=namespace,
+                parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        except BaseException:
+            rclpy.try_shutdown(context=self.context)
+            raise
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, Exception):  # noqa: BLE001  (shutdown races)
+            pass
+
+    def close(self) -> None:
+        import rclpy
+        try:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=self.context)
+            self._thread.join(5)

@@ -210,8 +210,12 @@ def test_latest_pair_wins_when_input_outpaces_the_matcher(sgbm):
         left_info, right_info = stereo_infos(big.rig, when, FRAME)
         sgbm.send(big.left, big.right, "rgb8", left_info, right_info, when)
         sent.append(when)
-    last = sent[-1]
-    sgbm.out["disparity"].wait_for_stamp(last, 60.0)  # the newest pair is always processed
+    # The newest pair is processed, not a backlog: the last output is one of the last few pairs
+    # sent (the very last ones can be lost in transport under a best-effort flood on a busy
+    # machine, before the node sees them).
+    recent_ns = time_ns(sent[-5])
+    sgbm.out["disparity"].wait_for(lambda m: stamp_ns(m) >= recent_ns, 60.0,
+                                   what="an output for one of the last 5 pairs sent")
 
     def settled(status):
         busy = int(status.get("dropped.busy", 0))
@@ -228,7 +232,7 @@ def test_latest_pair_wins_when_input_outpaces_the_matcher(sgbm):
     # Outputs come in stamp order and end with the newest pair: nothing queued behind.
     stamps = [stamp_ns(m) for m in sgbm.out["disparity"].snapshot()
               if stamp_ns(m) >= time_ns(sent[0])]
-    assert stamps == sorted(stamps) and stamps[-1] == time_ns(last)
+    assert stamps == sorted(stamps) and stamps[-1] >= recent_ns
     assert len(stamps) <= processed
     stages = ("convert", "rectify", "infer", "postprocess", "publish", "total")
     # The total covers every stage of the same frames.

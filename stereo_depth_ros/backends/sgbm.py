@@ -154,6 +154,11 @@ class SgbmBackend:
         return self._state[0]
 
     @property
+    def matcher(self) -> cv2.StereoSGBM:
+        """The OpenCV matcher compute() runs (for reading its settings back; rebuilt by update)."""
+        return self._state[1]
+
+    @property
     def min_disparity(self) -> float:
         return float(self.params.min_disparity)
 

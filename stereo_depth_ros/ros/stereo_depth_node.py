@@ -45,6 +45,7 @@ from stereo_depth_ros.ros.image_conversion import (CompressedDataError, ImageDat
                                                    UnsupportedEncodingError, compressed_to_numpy,
                                                    image_to_numpy, numpy_to_image,
                                                    pair_to_matcher_input)
+from stereo_depth_ros.ros.interrupts import ignore_further_interrupts
 from stereo_depth_ros.ros.messages import (CalibrationError, calibration_key,
                                            make_depth_image, make_disparity_image,
                                            make_float_image, make_pointcloud2,
@@ -360,8 +361,10 @@ class StereoDepthNode(Node):
         depth = points or self._pub_depth.get_subscription_count() > 0
         result = self._pipeline.process(left, right, calibration, depth=depth, points=points)
         processed = time.perf_counter()
+        # This pair's own left camera_info names the frame (the cached calibration ignores
+        # header changes such as a renamed frame).
         header = Header(stamp=left_msg.header.stamp,
-                        frame_id=calibration.frame_id or left_msg.header.frame_id)
+                        frame_id=left_info.header.frame_id or left_msg.header.frame_id)
         outgoing = self._messages(result, header)
         built = time.perf_counter()
         for publisher, msg in outgoing:
@@ -476,6 +479,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()    # a second Ctrl-C (ros2 launch) must not break the cleanup
         if rclpy.ok(context=node.context):
             node.get_logger().info("shutting down")
         executor.shutdown(timeout_sec=1.0)
