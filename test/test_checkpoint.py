@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -157,11 +159,32 @@ def test_missing_file(tmp_path):
         load_checkpoint(Tiny(), tmp_path / "absent.tar")
 
 
+def _leave_marker(path: str) -> str:
+    """Called by unpickling a _RunsCodeWhenLoaded: proof that loading executed pickled code."""
+    Path(path).write_text("pickled code ran")
+    return path
+
+
+class _RunsCodeWhenLoaded:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return _leave_marker, (str(self.marker),)
+
+
 def test_pickled_module_is_refused_not_executed(tmp_path):
     path = _save(Tiny(), tmp_path / "module.pt")
     with pytest.raises(CheckpointError, match=r"module.pt .*Python objects "
                        r"\(test_checkpoint.Tiny\).*save `model.state_dict\(\)`"):
         load_checkpoint(Tiny(), path)
+    # A checkpoint whose pickle would run code: refused, and the code never ran.
+    marker = tmp_path / "marker.txt"
+    path = _save({"state_dict": Tiny().state_dict(), "hook": _RunsCodeWhenLoaded(marker)},
+                 tmp_path / "hook.tar")
+    with pytest.raises(CheckpointError, match=r"hook.tar .*Python objects"):
+        load_checkpoint(Tiny(), path)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("obj,message", [

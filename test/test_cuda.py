@@ -188,5 +188,5 @@ def test_pipeline_on_cuda_matches_the_host_pipeline(kitti_weights, sample_pairs)
     assert np.median(relative) < 1e-3
     assert np.nanmin(got.depth_m) >= 2.0 and np.nanmax(got.depth_m) <= 60.0
     np.testing.assert_allclose(got.points[..., 2], got.depth_m, equal_nan=True)
-    for stage in ("upload", "rectify", "scale", "match", "depth_points", "download"):
-        assert got.timings_s[stage] >= 0.0
+    stages = ("upload", "rectify", "scale", "match", "depth_points", "download")
+    assert set(stages) <= set(got.timings_s) and got.timings_s["match"] > 0.0
