@@ -25,6 +25,7 @@ SYNCHRONIZERS = ("auto", "message_filters", "in_package")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 SGBM_MODES = ("sgbm", "hh", "sgbm_3way", "hh4")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+WARMUP_SIZE_PATTERN = re.compile(r"^([1-9]\d{0,4})x([1-9]\d{0,4})$")
 
 #: What the error for a missing PSMNet checkpoint tells the user.
 WEIGHTS_HINT = ("set weights_path to a PSMNet checkpoint, e.g. the official "
@@ -151,6 +152,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("max_disparity", 192, "PSMNet disparity search range in px at the matcher's input "
           "resolution (the released checkpoints are trained with 192)", min_value=16,
           max_value=768, step=16, read_only=True),
+    _spec("warmup_size", "", "camera image size WIDTHxHEIGHT (e.g. 1242x375): when the backend "
+          "is loaded, one blank pair of that size runs through the whole pipeline (input_scale "
+          "included), so the first real frame does not pay for engine plans, CUDA graphs and "
+          "allocations; empty = no warm-up", read_only=True, constraints="WIDTHxHEIGHT or empty"),
     # --- pipeline (live) ---
     _spec("input_scale", 1.0, "resize factor applied to the rectified pair before matching; all "
           "outputs are published at the resized resolution with f, T and camera_info scaled to "
@@ -238,6 +243,7 @@ class NodeConfig:
     precision: str = SPECS["precision"].default
     engine: str = SPECS["engine"].default
     max_disparity: int = SPECS["max_disparity"].default
+    warmup_size: str = SPECS["warmup_size"].default
     input_scale: float = SPECS["input_scale"].default
     rectify: str = SPECS["rectify"].default
     min_depth_m: float = SPECS["min_depth_m"].default
@@ -317,11 +323,19 @@ class NodeConfig:
         if not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"device={self.device!r} is not allowed: expected auto, cpu, cuda "
                              "or cuda:N")
+        if self.warmup_size and not WARMUP_SIZE_PATTERN.match(self.warmup_size):
+            raise ValueError(f"warmup_size={self.warmup_size!r} is not allowed: expected "
+                             "WIDTHxHEIGHT such as 1242x375, or empty for no warm-up")
         if self.min_depth_m > 0 and self.max_depth_m > 0 and self.min_depth_m >= self.max_depth_m:
             raise ValueError(f"min_depth_m={self.min_depth_m} must be below max_depth_m="
                              f"{self.max_depth_m} (0 disables a limit)")
         if self.sgbm_p1 and self.sgbm_p2 and self.sgbm_p2 <= self.sgbm_p1:
             raise ValueError(f"sgbm.p2={self.sgbm_p2} must be larger than sgbm.p1={self.sgbm_p1}")
+
+    def warmup_dimensions(self) -> tuple[int, int] | None:
+        """(width, height) of the warm-up pair, or None for no warm-up."""
+        match = WARMUP_SIZE_PATTERN.match(self.warmup_size)
+        return (int(match.group(1)), int(match.group(2))) if match else None
 
     def validate_startup(self) -> None:
         """Checks that only matter when the node starts (the backend is about to be built)."""

@@ -503,3 +503,44 @@ class InProcessNode:
         finally:
             rclpy.try_shutdown(context=self.context)
             self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------- lifecycle
+LIFECYCLE_MODULE = "stereo_depth_ros.ros.stereo_depth_lifecycle_node"
+
+
+class LifecycleClient:
+    """Drives a managed node through its lifecycle services (what `ros2 lifecycle set` and
+    Nav2's lifecycle manager call): change_state by transition label, get_state."""
+
+    def __init__(self, peer_node, node_fqn: str, timeout: float = DISCOVERY_TIMEOUT_S) -> None:
+        from lifecycle_msgs.srv import ChangeState, GetState
+        self._node = peer_node
+        self.timeout = timeout
+        self._change = peer_node.create_client(ChangeState, f"{node_fqn}/change_state")
+        self._get = peer_node.create_client(GetState, f"{node_fqn}/get_state")
+        for client in (self._change, self._get):
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"{client.srv_name} not available after {timeout} s")
+
+    def _call(self, client, request, what: str, timeout: float | None):
+        future = client.call_async(request)
+        wait_for(future.done, timeout or self.timeout, what=what)
+        return future.result()
+
+    def change(self, transition: str, timeout: float | None = None) -> bool:
+        """Trigger a transition by label (configure, activate, deactivate, cleanup, shutdown);
+        True when the node reports success."""
+        from lifecycle_msgs.srv import ChangeState
+        request = ChangeState.Request()
+        request.transition.label = transition
+        return self._call(self._change, request, f"the {transition} transition",
+                          timeout).success
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+        return self._call(self._get, GetState.Request(), "get_state", None).current_state.label
+
+    def close(self) -> None:
+        self._node.destroy_client(self._change)
+        self._node.destroy_client(self._get)

@@ -195,3 +195,90 @@ def test_rviz_argument_with_the_real_launch_api(real_ros_packages, colcon_instal
     config = yaml.safe_load(Path(command[command.index("-d") + 1]).read_text())
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == \
         "front_left_optical"
+
+
+# ---------------------------------------------------------------------- the managed launch file
+MANAGED_LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_depth_managed.launch.py"
+
+
+def test_managed_launch_file_imports_only_the_launch_api_and_reuses_the_plain_one():
+    tree = ast.parse(MANAGED_LAUNCH_FILE.read_text(), filename=str(MANAGED_LAUNCH_FILE))
+    compile(tree, str(MANAGED_LAUNCH_FILE), "exec")
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert imported <= {"launch", "launch_ros", "lifecycle_msgs", "os", "importlib"}, imported
+    assert "generate_launch_description" in {n.name for n in tree.body
+                                             if isinstance(n, ast.FunctionDef)}
+    constants = module_constants(MANAGED_LAUNCH_FILE)
+    # The plain launch file it takes its arguments from is installed beside it.
+    assert (REPO_ROOT / "launch" / constants["PLAIN_LAUNCH_FILE"]) == LAUNCH_FILE
+    assert [name for name, _, _ in constants["ARGUMENTS"]] == ["autostart"]
+    assert not {name for name, _, _ in constants["ARGUMENTS"]} & REQUIRED_ARGUMENTS
+    used = set(call_string_args(MANAGED_LAUNCH_FILE, "LaunchConfiguration"))
+    assert used <= REQUIRED_ARGUMENTS | {"autostart"}, used
+    # launch_ros lifecycle events: configure, then activate when configuring -> inactive.
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"} <= names
+    calls = {getattr(n.func, "id", None) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert {"LifecycleNode", "OnStateTransition", "ChangeState", "IfCondition"} <= calls
+
+
+def test_managed_launch_executable_and_dependencies_exist():
+    target = console_scripts()[module_constants(MANAGED_LAUNCH_FILE)["EXECUTABLE"]]
+    module, function = target.split(":")
+    module_path = REPO_ROOT / (module.replace(".", "/") + ".py")
+    assert function in {n.name for n in ast.parse(module_path.read_text()).body
+                        if isinstance(n, ast.FunctionDef)}
+    package_xml = ET.parse(REPO_ROOT / "package.xml").getroot()
+    assert "lifecycle_msgs" in {e.text for e in package_xml.iter("exec_depend")}
+
+
+def test_managed_launch_with_the_real_launch_api(real_ros_packages, colcon_install_space,
+                                                 monkeypatch):
+    """The plain file's arguments plus autostart; a LifecycleNode of the lifecycle executable
+    with the plain file's remappings; configure and activate only with autostart:=true."""
+    from launch import LaunchContext
+    from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction,
+                                RegisterEventHandler, SetEnvironmentVariable)
+    from launch_ros.actions import LifecycleNode
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
+        (str(colcon_install_space / "stereo_depth_ros"), os.environ.get("AMENT_PREFIX_PATH", ""))))
+    spec = importlib.util.spec_from_file_location("stereo_depth_managed_launch",
+                                                  MANAGED_LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    declared = {a.name: a for a in description.entities if isinstance(a, DeclareLaunchArgument)}
+    assert set(declared) == REQUIRED_ARGUMENTS | {"autostart"}
+    assert [sub.text for sub in declared["autostart"].default_value] == ["true"]
+    assert any(isinstance(a, SetEnvironmentVariable) for a in description.entities)
+    opaque = [a for a in description.entities if isinstance(a, OpaqueFunction)]
+    assert len(opaque) == 1
+
+    context = LaunchContext()
+    for name, default, _ in module.PLAIN.ARGUMENTS + module.ARGUMENTS:
+        context.launch_configurations[name] = "/tmp/params.yaml" if default is None else default
+    context.launch_configurations.update(namespace="robot", left_namespace="/cam/left")
+    actions = opaque[0].execute(context)
+    nodes = [a for a in actions if isinstance(a, LifecycleNode)]
+    assert [n.node_executable for n in nodes] == ["stereo_depth_lifecycle_node"]
+    nodes[0]._perform_substitutions(context)     # what execute() does first
+    assert ("left/image_raw", "/cam/left/image_raw") in nodes[0].expanded_remapping_rules
+    assert nodes[0].node_name == "/robot/stereo_depth_node"
+    events = [a for a in actions if isinstance(a, EmitEvent)]
+    handlers = [a for a in actions if isinstance(a, RegisterEventHandler)]
+    assert len(events) == 1 and len(handlers) == 1
+    from lifecycle_msgs.msg import Transition
+    assert events[0].event.transition_id == Transition.TRANSITION_CONFIGURE
+    for autostart, expected in (("true", True), ("false", False)):
+        context.launch_configurations["autostart"] = autostart
+        assert events[0].condition.evaluate(context) is expected
+        assert handlers[0].condition.evaluate(context) is expected
+    context.launch_configurations.update(rviz="true")
+    assert [n.node_executable for n in opaque[0].execute(context)
+            if hasattr(n, "node_executable")] == ["stereo_depth_lifecycle_node", "rviz2"]

@@ -251,7 +251,7 @@ def _unsubscribe(h: Harness, name: str, collector) -> None:
 
 
 def test_outputs_are_built_only_for_topics_with_subscribers(inproc, scene, monkeypatch):
-    from stereo_depth_ros.ros import stereo_depth_node as node_module
+    from stereo_depth_ros.ros import stereo_depth_core as node_module
     node = inproc.node.node
     calls, built = [], {"points2": 0, "depth": 0}
     process = node._pipeline.process

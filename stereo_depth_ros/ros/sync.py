@@ -390,6 +390,14 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
     return sync
 
 
+def destroy_stereo_sync(node, sync) -> None:
+    """Destroy the four subscriptions `create_stereo_sync` made on `node` (either kind of
+    synchroniser): the node stops receiving, and the graph no longer lists it on the topics."""
+    for subscription in getattr(sync, "subscriptions", ()):
+        node.destroy_subscription(subscription)
+    sync.subscriptions = []
+
+
 def _adder(sync: StereoSynchronizer, index: int) -> Callable:
     def add(msg) -> None:
         sync.add(index, msg)
