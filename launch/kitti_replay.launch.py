@@ -10,6 +10,8 @@ topics at /left/image_raw, /left/camera_info, ...: they are replayed into `names
 topics to the node's inputs and fixes their camera_info). The node and the
 replay share `namespace`; the replay publishes /clock and both use sim time when
 use_sim_time:=true (default). The replay waits for the node's subscriptions before it plays.
+The bag's Velodyne scans (`velodyne_points`) are played into `namespace` too, and /tf_static
+latched, for `stereo_depth_eval --live` (started first, in the same namespace).
 
 The `launch` imports are inside generate_launch_description() so that this file (and the
 argument builder below) can be imported and tested where the launch packages are not installed.
@@ -58,9 +60,12 @@ def replay_arguments(bag: str, preset: str = "", rate: str = "1.0", loop: str = 
             args += ["--frame-id", fixed_frame]
     else:
         # A ROS 2 bag stores fully qualified names (/left/image_raw, ...): make the node's inputs
-        # relative so that they land in `namespace`, where the node listens.
+        # relative so that they land in `namespace`, where the node listens, and so the LiDAR and
+        # OXTS topics of stereo_depth_kitti2bag, where `stereo_depth_eval --live` run in that
+        # namespace listens (/tf_static stays global, as tf2 reads it).
         from stereo_depth_ros import topics
-        for topic in (*topics.inputs("raw"), *topics.inputs("compressed")[:2]):
+        for topic in (*topics.inputs("raw"), *topics.inputs("compressed")[:2],
+                      topics.LIDAR_POINTS, topics.IMU, topics.GPS_FIX):
             args += ["--remap", f"/{topic}:={topic}"]
     if _true(loop):
         args.append("--loop")

@@ -35,3 +35,17 @@ CONFIDENCE = "disparity/confidence"           # 32FC1 in [0, 1]
 DISPARITY_COLOR = "disparity/image_color"     # bgr8 colour map for RViz
 OUTPUTS = (DISPARITY, DEPTH, DEPTH_INFO, POINTS, LEFT_RECT, CONFIDENCE, DISPARITY_COLOR)
 DIAGNOSTICS = "/diagnostics"
+
+# KITTI test bench: LiDAR ground truth and the live depth error (stereo_depth_kitti2bag writes the
+# first four, stereo_depth_replay --preset kitti2bag plays them, stereo_depth_eval --live reads
+# them and publishes DEPTH_ERROR).
+LIDAR_POINTS = "velodyne_points"              # sensor_msgs/PointCloud2 x, y, z, intensity
+TF_STATIC = "/tf_static"                      # tf2_msgs/TFMessage, transient local (tf2's name)
+IMU = "oxts/imu"                              # sensor_msgs/Imu (KITTI OXTS)
+GPS_FIX = "oxts/gps/fix"                      # sensor_msgs/NavSatFix (KITTI OXTS)
+DEPTH_ERROR = "depth_error"                   # diagnostic_msgs/DiagnosticArray per scan
+
+# Frame ids (REP 103 / REP 105 style), defined once.
+CAMERA_FRAME = "camera_left_optical_frame"    # the rectified left camera (x right, y down, z fwd)
+LIDAR_FRAME = "velodyne"                      # the Velodyne (x forward, y left, z up)
+IMU_FRAME = "imu_link"                        # the OXTS unit (x forward, y left, z up)

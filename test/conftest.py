@@ -8,6 +8,7 @@ Subprocesses started by tests inherit os.environ and therefore the same isolatio
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -132,3 +133,16 @@ def colcon_install_space(tmp_path_factory) -> Path:
     """The package built with colcon into a temporary install space (once per session)."""
     from colcon_helpers import build_install_space
     return build_install_space(tmp_path_factory.mktemp("colcon_ws"))
+
+
+@pytest.fixture(autouse=True)
+def standard_logging_after_launch():
+    """Importing the upstream `launch` package in this process (the real launch API tests) makes
+    every logger created afterwards a LaunchLogger that does not propagate, so caplog would miss
+    our tools' log lines in later tests; undo that after each test."""
+    yield
+    if logging.getLoggerClass() is not logging.Logger:
+        logging.setLoggerClass(logging.Logger)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("stereo_depth_ros") and isinstance(logger, logging.Logger):
+            logger.propagate = True

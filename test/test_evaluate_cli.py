@@ -183,3 +183,25 @@ def test_module_entry_point_runs_without_traceback(tmp_path):
                            "--dataset", "synthetic"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 2 and "--backend" in proc.stderr
+
+
+def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
+    """`stereo_depth_eval --live` hands over to the live evaluator; a transform source that cannot
+    be read is an error naming the file, before any ROS is started."""
+    from kitti_fixtures import make_raw_drive
+    from stereo_depth_ros.tools.kitti2bag import convert
+
+    assert main(["--live", "--kitti-calib", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stereo_depth_eval --live: error: --kitti-calib:")
+    assert f"{tmp_path / 'calib_velo_to_cam.txt'}: calibration file not found" in err
+    cameras_only = convert(make_raw_drive(tmp_path / "kitti", n_frames=1), tmp_path / "bag",
+                           storage="sqlite3")["bag"]
+    assert main(["--live", "--tf-bag", cameras_only]) == 1
+    assert "topics not in the bag: /tf_static" in capsys.readouterr().err
+    assert main(["--live", "--preset", "kitti2bag"]) == 1
+    assert "apply to --tf-bag only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--live", "--tolerance", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a positive number, got '0'" in capsys.readouterr().err

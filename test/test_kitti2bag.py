@@ -184,3 +184,122 @@ def test_drivingstereo_sample_folder(tmp_path, assets_dir):
     assert calib["baseline_m"] == pytest.approx(0.5446, abs=1e-3)
     topics = read_bag(tmp_path / "bag")
     assert topics["/left/image_raw"][0][1].encoding == "bgr8"     # RGBA PNG -> alpha dropped
+
+
+# ------------------------------------------------------------------ LiDAR and OXTS (raw drives)
+
+
+def test_raw_drive_with_lidar_and_oxts(tmp_path):
+    from rosbags.highlevel import AnyReader
+    from rosbags.interfaces import QosDurability
+
+    from kitti_fixtures import (IMU_TO_VELO_R, IMU_TO_VELO_T, add_oxts, camera_from_velodyne,
+                                make_lidar_drive)
+    from stereo_depth_ros.core.transforms import (TransformTree, rotation_from_quaternion,
+                                                  rotation_from_rpy,
+                                                  static_transforms_from_message)
+
+    scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, per_band=10)
+    oxts_stamps = add_oxts(scene.drive, 3)
+    bag = tmp_path / "bag"
+    summary = kitti2bag.convert(scene.drive, bag, storage="sqlite3", oxts=True)
+    topics = read_bag(bag)
+    assert set(topics) == INPUT_TOPICS | {"/velodyne_points", "/tf_static", "/oxts/imu",
+                                          "/oxts/gps/fix"}
+    clouds = topics["/velodyne_points"]
+    assert [stamp_ns(m) for _, m in clouds] == scene.scan_stamps_ns == [t for t, _ in clouds]
+    for (_, cloud), scan in zip(clouds, scene.scans):
+        assert cloud.header.frame_id == "velodyne" and (cloud.height, cloud.width) == \
+            (1, len(scan))
+        assert [(f.name, f.offset, f.datatype) for f in cloud.fields] == [
+            ("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7)]
+        assert (cloud.point_step, cloud.row_step, cloud.is_bigendian) == \
+            (16, 16 * len(scan), False)
+        np.testing.assert_array_equal(
+            np.frombuffer(cloud.data.tobytes(), "<f4").reshape(-1, 4), scan)
+    # the cameras keep the left camera's stamps
+    assert [stamp_ns(m) for _, m in topics["/left/image_raw"]] == scene.left_stamps_ns
+
+    (t_tf, tf_message), = topics["/tf_static"]
+    assert t_tf == min(scene.scan_stamps_ns[0], scene.left_stamps_ns[0], oxts_stamps[0])
+    tree = TransformTree(static_transforms_from_message(tf_message))
+    assert {(e.parent, e.child) for e in tree.edges()} == {
+        ("velodyne", DEFAULT_FRAME_ID), ("imu_link", "velodyne")}
+    np.testing.assert_allclose(tree.lookup(DEFAULT_FRAME_ID, "velodyne"),
+                               camera_from_velodyne(), atol=1e-9)
+    velo_from_imu = np.eye(4)
+    velo_from_imu[:3, :3], velo_from_imu[:3, 3] = IMU_TO_VELO_R, IMU_TO_VELO_T
+    np.testing.assert_allclose(tree.lookup("velodyne", "imu_link"), velo_from_imu, atol=1e-9)
+    with AnyReader([bag]) as reader:
+        (conn,) = [c for c in reader.connections if c.topic == "/tf_static"]
+        assert [q.durability for q in conn.ext.offered_qos_profiles] == \
+            [QosDurability.TRANSIENT_LOCAL]
+    assert [e["child"] for e in summary["tf_static"]] == [DEFAULT_FRAME_ID, "velodyne"]
+
+    imu = [m for _, m in topics["/oxts/imu"]]
+    assert [stamp_ns(m) for m in imu] == oxts_stamps
+    first = imu[1]
+    assert first.header.frame_id == "imu_link"
+    q = first.orientation
+    np.testing.assert_allclose(rotation_from_quaternion(q.x, q.y, q.z, q.w),
+                               rotation_from_rpy(0.035752, 0.00903, -1.0636 + 0.1), atol=1e-9)
+    assert (first.angular_velocity.x, first.angular_velocity.z) == (0.011, 0.031)
+    assert (first.linear_acceleration.x, first.linear_acceleration.z) == (0.3, 9.7)
+    fix = topics["/oxts/gps/fix"][0][1]
+    assert (fix.latitude, fix.longitude, fix.altitude) == \
+        (49.015003823272, 8.4342971002335, 116.43032836914)
+    assert fix.position_covariance[0] == pytest.approx(0.35 ** 2)
+    assert fix.position_covariance_type == 1
+
+    # --no-lidar: the cameras only (and a drive without velodyne_points/ gets the cameras too)
+    cameras = read_bag(Path(kitti2bag.convert(scene.drive, tmp_path / "cams", lidar=False)["bag"]))
+    assert set(cameras) == INPUT_TOPICS
+
+
+def test_lidar_errors_name_the_missing_file(tmp_path, capsys):
+    from kitti_fixtures import make_lidar_drive
+
+    scene = make_lidar_drive(tmp_path / "kitti", n_frames=2, per_band=5)
+    drive = scene.drive
+    velo_calib = drive.parent / "calib_velo_to_cam.txt"
+    text = velo_calib.read_text()
+    velo_calib.unlink()
+    out = tmp_path / "bag"
+    assert kitti2bag.main([str(drive), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "calib_velo_to_cam.txt not found" in err and str(velo_calib) in err
+    assert "--no-lidar" in err and not out.exists()
+    assert kitti2bag.main([str(drive), str(out), "--no-lidar"]) == 0     # cameras only
+    velo_calib.write_text(text)
+
+    scan = drive / "velodyne_points" / "data" / "0000000001.bin"
+    scan.unlink()
+    with pytest.raises(LayoutError, match=r"lidar file missing for 1 of 2 frames: .*"
+                       r"velodyne_points/data/0000000001\.bin"):
+        convert(drive, tmp_path / "bag2")
+    scan.write_bytes(b"\0" * 10)                   # not whole 16-byte points
+    with pytest.raises(LayoutError, match=r"0000000001\.bin: 10 bytes is not a whole number"):
+        convert(drive, tmp_path / "bag3")
+    assert not (tmp_path / "bag3").exists()
+    scan.write_bytes(scene.scans[1].tobytes())
+    stamps = drive / "velodyne_points" / "timestamps.txt"
+    stamps.write_text("".join(reversed(stamps.read_text().splitlines(keepends=True))))
+    with pytest.raises(LayoutError, match=r"velodyne_points/timestamps\.txt: the stamp of "
+                       r"0000000001\.bin .* is before that of 0000000000\.bin"):
+        convert(drive, tmp_path / "bag3b")
+    stamps.unlink()
+    with pytest.raises(LayoutError, match=r"velodyne_points/timestamps\.txt not found"):
+        convert(drive, tmp_path / "bag4")
+    # synthetic stamps: the scans take their frame's
+    bag = tmp_path / "bag5"
+    convert(drive, bag, period_s=0.5, start_stamp_s=10.0)
+    topics = read_bag(bag)
+    assert [t for t, _ in topics["/velodyne_points"]] == [10 * 10**9, 10_500_000_000]
+    with pytest.raises(LayoutError, match=r"oxts/data: not found"):
+        convert(drive, tmp_path / "bag6", oxts=True, lidar=False)
+    plain = make_raw_drive(tmp_path / "plain", n_frames=1)
+    with pytest.raises(LayoutError, match=r"velodyne_points/data: not found .*--no-lidar"):
+        convert(plain, tmp_path / "bag7", lidar=True)
+    split = make_stereo_2015(tmp_path / "k15", scenes=1)
+    with pytest.raises(LayoutError, match="need a KITTI raw drive"):
+        convert(split, tmp_path / "bag8", lidar=True)

@@ -24,7 +24,7 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from colcon_helpers import clean_env, sourced  # noqa: E402
+from colcon_helpers import clean_env, installed, sourced  # noqa: E402
 from ros_helpers import (NodeProcess, RosTestContext, as_array, image_msg, stamp,  # noqa: E402
                          stereo_infos, wait_for, wait_for_subscribers)
 
@@ -280,6 +280,73 @@ def test_kitti_replay_launch_plays_a_bag_into_the_node(install_space, tmp_path):
         z = as_array(msg)[10:-10, 48:-10]
         assert np.isfinite(z).mean() > 0.9, ns
         assert np.nanmedian(z) == pytest.approx(KITTI_FX * KITTI_BASELINE_M / shift, rel=0.02)
+
+
+def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_path):
+    """The README's LiDAR check, with the installed executables: stereo_depth_kitti2bag on a raw
+    drive with Velodyne scans, `stereo_depth_eval --live --tf-bag BAG` in the namespace (started
+    first), then kitti_replay.launch.py bag:= namespace:=: the scans reach the evaluator in the
+    namespace and every depth frame's error is SGBM's own on that scene (computed independently
+    in test_live_eval)."""
+    import json
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from kitti_fixtures import make_lidar_drive
+    from test_live_eval import _expected_sgbm_errors, _frame_rows
+
+    scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), per_band=60)
+    bag, out = tmp_path / "drive_bag", tmp_path / "lidar_out"
+    kitti2bag, live_eval = (installed(install_space, "lib", "stereo_depth_ros", executable)
+                            for executable in ("stereo_depth_kitti2bag", "stereo_depth_eval"))
+    convert = subprocess.run(sourced(install_space, f"exec {kitti2bag} {scene.drive} {bag}"),
+                             env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    params = write_params(tmp_path / "sgbm.yaml", backend="sgbm",
+                          **{"sgbm.num_disparities": 32, "sgbm.block_size": 5})
+    evaluator = NodeProcess(argv=sourced(install_space, f"exec {live_eval} --live --tf-bag {bag} "
+                                         f"--out {out} --ros-args -r __ns:=/kitti"),
+                            env=clean_env())
+    ctx = RosTestContext("lidar_launch_peer")
+    launch = Launch(install_space, "kitti_replay.launch.py",
+                    {"bag": str(bag), "namespace": "kitti", "params_file": str(params),
+                     "loop": "true"})
+    try:
+        errors = ctx.collect(DiagnosticArray, "/kitti/depth_error")
+        evaluator.start()
+        wait_for(lambda: ctx.node.count_subscribers("/kitti/velodyne_points") >= 1, 60,
+                 what="the evaluator's /kitti/velodyne_points subscription")
+        launch.start()
+
+        def matched_stamps() -> set[int]:
+            return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                    for m in errors.snapshot()
+                    if any(kv.key == "outcome" and kv.value == "matched"
+                           for status in m.status for kv in status.values)}
+        # Looping: a depth frame sent before the evaluator saw the node's publisher comes again.
+        try:
+            wait_for(lambda: set(scene.left_stamps_ns) <= matched_stamps(), 90,
+                     what="a compared scan for every depth frame")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; evaluator:\n{evaluator.output()}\nlaunch:\n"
+                                 f"{launch.output()}") from None
+        assert evaluator.stop() == 0, evaluator.output()        # Ctrl-C: results written
+    finally:
+        ctx.close()
+        evaluator.stop()
+        code = launch.stop()
+    assert code == 0, launch.output()
+    assert "Traceback" not in launch.output() + evaluator.output()
+    summary = json.loads((out / "depth_error_summary.json").read_text())
+    assert "velodyne->camera_left_optical_frame" in summary["transform"]
+    expected = dict(zip(scene.left_stamps_ns, _expected_sgbm_errors(scene)))
+    rows = [r for r in _frame_rows(out) if r["group"] == "all" and r["outcome"] == "matched"]
+    assert {int(r["depth_stamp_ns"]) for r in rows} == set(scene.left_stamps_ns)
+    for row in rows:
+        want = expected[int(row["depth_stamp_ns"])]
+        assert int(row["compared"]) == want["compared"]
+        assert float(row["mae_m"]) == pytest.approx(want["mae_m"], rel=1e-3)
+        assert float(row["rmse_m"]) == pytest.approx(want["rmse_m"], rel=1e-3)
+    assert summary["counts"]["scans_evaluated"] == len(rows)
 
 
 def _managed_launch(install_space, tmp_path, namespace: str, **arguments) -> Launch:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kitti_fixtures import (BASELINE_M, FX, LEFT_STAMPS, WRONG_BASELINE_M, make_kitti2bag_ros1,
-                            make_raw_drive)
+from kitti_fixtures import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
+                            WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
+                            make_lidar_drive, make_raw_drive)
 from stereo_depth_ros.tools.kitti2bag import convert, parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
 from stereo_depth_ros.tools.replay import parse_remap
@@ -45,12 +46,26 @@ def ros2_bag(tmp_path_factory):
 def test_kitti2bag_preset_fixes_ros1_bag(ros1_bag):
     source = BagSource(ros1_bag, preset=PRESETS["kitti2bag"])
     assert source.is_ros1
-    assert set(source.outputs) == NODE_INPUTS      # gps/fix is not part of the preset
-    items = list(source)
+    # gps/fix is not part of the preset; the Velodyne and /tf_static are
+    assert set(source.outputs) == NODE_INPUTS | {"velodyne_points", "/tf_static"}
+    assert source.outputs["/tf_static"] == "tf2_msgs/msg/TFMessage"
+    assert source.latched == {"/tf_static"}          # kitti2bag wrote it without latching
+    everything = list(source)
+    items = [i for i in everything if i.topic in NODE_INPUTS]
     assert [i.topic for i in items[:4]] == ["left/camera_info", "right/camera_info",
                                             "left/image_raw", "right/image_raw"]
     left_stamps = [parse_kitti_timestamp(s) for s in LEFT_STAMPS[:3]]
     assert [i.stamp_ns for i in items] == [t for t in left_stamps for _ in range(4)]
+    assert all(i.in_frame for i in items)
+    scans = [i for i in everything if i.topic == "velodyne_points"]
+    # the scans keep their own stamps and are not stereo frames (--step does not wait on them)
+    assert [i.stamp_ns for i in scans] == [t + KITTI2BAG_SCAN_OFFSET_NS for t in left_stamps]
+    assert [i.frame_stamp_ns for i in scans] == [None] * 3
+    cloud = deserialize(scans[1])
+    assert cloud.header.frame_id == "velo_link" and cloud.width == 40
+    xyz = np.frombuffer(cloud.data.tobytes(), "<f4").reshape(-1, 4)[:, :3]
+    np.testing.assert_array_equal(xyz[5], [11.0, 5.0, 1.0])
+    assert len([i for i in everything if i.topic == "/tf_static"]) == 3
     for item in items:
         msg = deserialize(item)
         assert msg.header.frame_id == "camera_color_left"
@@ -69,8 +84,12 @@ def test_kitti2bag_preset_fixes_ros1_bag(ros1_bag):
 def test_plain_ros1_replay_keeps_topics_and_converts(ros1_bag):
     source = BagSource(ros1_bag, remaps={"/kitti/oxts/gps/fix": "/gps"}, start_s=0.05)
     assert "/gps" in source.outputs and "/kitti/camera_color_left/image_raw" in source.outputs
+    assert "/kitti/velo/pointcloud" in source.outputs         # no preset: names as stored
     items = list(source)
-    assert len(items) == 2 * 5                   # the first frame is before --start
+    # the first frame is before --start, except its latched /tf_static, played first at the start
+    assert len(items) == 1 + 2 * 7
+    assert items[0].topic == "/tf_static"
+    assert items[0].t_ns < min(i.t_ns for i in items[1:])
     info = next(deserialize(i) for i in items if i.topic.endswith("left/camera_info"))
     assert info.d[0] != 0 and info.header.frame_id == "camera_color_left"   # untouched
 
@@ -106,6 +125,75 @@ def test_grouper_drops_a_frame_missing_its_right_image(ros1_bag):
     frames += grouper.flush()
     assert len(frames) == 2
     assert grouper.dropped["left_image"] == 1 and grouper.dropped["right_info"] == 1
+
+
+def _tree_of(items):
+    from stereo_depth_ros.core.transforms import TransformTree, static_transforms_from_message
+
+    tree = TransformTree()
+    for item in items:
+        if item.topic.endswith("tf_static"):
+            tree.add_all(static_transforms_from_message(deserialize(item)))
+    return tree
+
+
+def test_kitti2bag_preset_renames_the_camera_frame_in_tf_static(ros1_bag):
+    """With --frame-id the images get the new frame id, and so do the transforms that named the
+    old one: the Velodyne -> camera chain (velo_link - imu_link - camera) still resolves."""
+    items = list(BagSource(ros1_bag, preset=PRESETS["kitti2bag"],
+                           frame_id="camera_left_optical_frame"))
+    tree = _tree_of(items)
+    assert "camera_color_left" not in tree.frames()
+    assert {"camera_left_optical_frame", "camera_color_right", "velo_link"} <= tree.frames()
+    np.testing.assert_allclose(tree.lookup("camera_left_optical_frame", "velo_link"),
+                               camera_from_velodyne(), atol=1e-9)
+    kept = _tree_of(BagSource(ros1_bag, preset=PRESETS["kitti2bag"]))
+    np.testing.assert_allclose(kept.lookup("camera_color_left", "velo_link"),
+                               camera_from_velodyne(), atol=1e-9)
+
+
+def test_evaluator_reads_tf_static_from_the_bag_as_the_replay_renames_it(ros1_bag):
+    """`stereo_depth_eval --live --tf-bag BAG --preset kitti2bag --frame-id F` sees the frames the
+    replay publishes: F (not camera_color_left) joined to velo_link through imu_link."""
+    from stereo_depth_ros.bags.static_tf import read_static_transforms
+    from stereo_depth_ros.core.transforms import TransformTree
+
+    renamed = TransformTree(read_static_transforms(ros1_bag, preset="kitti2bag",
+                                                   frame_id="camera_left_optical_frame"))
+    assert "camera_color_left" not in renamed.frames()
+    np.testing.assert_allclose(renamed.lookup("camera_left_optical_frame", "velo_link"),
+                               camera_from_velodyne(), atol=1e-9)
+    as_stored = TransformTree(read_static_transforms(ros1_bag))
+    np.testing.assert_allclose(as_stored.lookup("camera_color_left", "velo_link"),
+                               camera_from_velodyne(), atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def lidar_bag(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lidar")
+    scene = make_lidar_drive(root / "kitti", n_frames=3, per_band=10)
+    return scene, Path(convert(scene.drive, root / "bag", storage="mcap")["bag"])
+
+
+def test_ros2_bag_plays_lidar_and_latched_tf_static_as_recorded(lidar_bag):
+    scene, bag = lidar_bag
+    source = BagSource(bag)
+    assert source.latched == {"/tf_static"}        # recorded transient local by the converter
+    assert source.outputs["/velodyne_points"] == "sensor_msgs/msg/PointCloud2"
+    items = list(source)
+    scans = [i for i in items if i.topic == "/velodyne_points"]
+    assert [i.stamp_ns for i in scans] == scene.scan_stamps_ns
+    assert not any(i.in_frame for i in scans)
+    frames = sorted({i.frame_stamp_ns for i in items} - {None})
+    assert frames == scene.left_stamps_ns
+    # --start past the first frame: the scans and images before it go, /tf_static does not
+    later = list(BagSource(bag, start_s=0.15))
+    assert later[0].topic == "/tf_static"
+    assert [i.stamp_ns for i in later if i.topic == "/velodyne_points"] == \
+        scene.scan_stamps_ns[2:]
+    tree = _tree_of(later)
+    np.testing.assert_allclose(tree.lookup("camera_left_optical_frame", "velodyne"),
+                               camera_from_velodyne(), atol=1e-6)
 
 
 def test_bad_input_errors(tmp_path, ros2_bag):
@@ -209,7 +297,10 @@ def test_ros1_kitti2bag_bag_into_node(stereo_node, ros1_bag, tmp_path):
     assert stats["ros1"] is True
     assert [f["stamp_ns"] for f in stats["frames"]] == stamps
     assert all(f["output_wall"] is not None for f in stats["frames"]), stats
-    assert stats["published"] == {topic: 3 for topic in NODE_INPUTS}
+    # the scans too; /tf_static only where tf2_msgs is installed (not on PyPI)
+    published = {t: n for t, n in stats["published"].items() if t != "/tf_static"}
+    assert published == {topic: 3 for topic in NODE_INPUTS | {"velodyne_points"}}
+    assert ("/tf_static" in stats["skipped_topics"]) != ("/tf_static" in stats["published"])
     _check_outputs(collectors, stamps)
     disparity = collectors["disparity"].snapshot()[-1]
     assert disparity.header.frame_id == "camera_left_optical_frame"
@@ -277,6 +368,11 @@ def test_launch_file_with_stub_launch_modules(repo_root, monkeypatch):
     assert parsed.preset == "kitti2bag" and parsed.clock
     with pytest.raises(ValueError, match="needs bag"):
         launch.replay_arguments("")
+    # a ROS 2 bag (no preset): the stored absolute names go into the namespace, the scans too
+    plain = build_parser().parse_args(launch.replay_arguments("/data/drive_bag"))
+    assert {("/left/image_raw", "left/image_raw"),
+            ("/velodyne_points", "velodyne_points")} <= set(plain.remap)
+    assert not any(source == "/tf_static" for source, _ in plain.remap)
 
 
 def test_remap_arguments_survive_ros_argument_handling(monkeypatch):
@@ -292,3 +388,71 @@ def test_remap_arguments_survive_ros_argument_handling(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["stereo_depth_replay", *argv])
     args = parse_ros_args(build_parser(), None)
     assert args.remap == [("/left/image_raw", "left/image_raw")] and args.clock
+
+
+def _latched_bag(path: Path) -> Path:
+    """A ROS 2 bag with /latched (recorded transient local, as rosbag2 records /tf_static) and
+    /volatile, one CameraInfo each."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from stereo_depth_ros.tools.kitti2bag import _latched_qos, _MessageFactory
+    ts = get_typestore(Stores.ROS2_KILTED)
+    make = _MessageFactory(ts)
+    fields = {"width": 4, "height": 3, "distortion_model": "plumb_bob", "d": [0.0] * 5,
+              "k": [1.0] * 9, "r": [1.0] * 9, "p": [1.0] * 12}
+    with Writer(path, version=9) as writer:
+        for topic, qos in (("/latched", [_latched_qos()]), ("/volatile", [])):
+            conn = writer.add_connection(topic, "sensor_msgs/msg/CameraInfo", typestore=ts,
+                                         offered_qos_profiles=qos)
+            msg = make.camera_info(fields, 5 * 10**9, topic.strip("/"))
+            writer.write(conn, 5 * 10**9, bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/"
+                                                                 "CameraInfo")))
+    return path
+
+
+@pytest.mark.ros
+def test_latched_topics_reach_late_subscribers_and_scans_are_not_frames(tmp_path, lidar_bag):
+    """Played transient local, /latched still reaches a subscriber created after the replay
+    published it; /volatile does not. Playing a bag with scans records only the camera frames."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+    from ros_helpers import RosTestContext, wait_for
+
+    from stereo_depth_ros.ros.bag_player import Player
+
+    context = Context()
+    rclpy.init(context=context)
+    player = peer = None
+    try:
+        source = BagSource(_latched_bag(tmp_path / "latched"))
+        assert source.latched == {"/latched"}
+        player = Player(source, context=context, rate=0, wait_timeout_s=0)
+        player.play_once()
+        assert player.published == {"/latched": 1, "/volatile": 1}
+        peer = RosTestContext("late_peer")
+        late = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = peer.collect(CameraInfo, "/latched", qos=late)
+        volatile = peer.collect(CameraInfo, "/volatile")
+        wait_for(lambda: latched.snapshot(), 20, what="the latched message")
+        assert latched.snapshot()[0].header.frame_id == "latched"
+        wait_for(lambda: volatile.subscription.get_publisher_count() == 1, 20,
+                 what="the /volatile publisher")
+        assert volatile.snapshot() == []        # matched, yet nothing: it was volatile
+        player.destroy()
+
+        scene, bag = lidar_bag
+        player = Player(BagSource(bag, can_publish=lambda t: "tf2_msgs" not in t),
+                        context=context, rate=0, wait_timeout_s=0)
+        player.play_once()
+        assert player.published["/velodyne_points"] == 3
+        assert [f.stamp_ns for f in player.frames] == scene.left_stamps_ns
+    finally:
+        if peer is not None:
+            peer.close()
+        if player is not None:
+            player.destroy()
+        rclpy.try_shutdown(context=context)

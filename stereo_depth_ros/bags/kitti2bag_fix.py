@@ -5,15 +5,19 @@ camera and the rectified P, with both P[0,3] non-zero, and stamps left and right
 the rectified images it actually stores, a stereo node needs D = 0, R = I, K = P[:3,:3], left
 P[0,3] = 0, right P[0,3] = -fx * B (B from the difference of the two P[0,3] terms), the image's
 size, and one stamp and frame id per stereo frame. `KittiStereoGrouper` does exactly that;
-`PRESETS` name the bag topics of the colour and grey pairs.
+`PRESETS` name the bag topics of the colour and grey pairs, and the LiDAR ground truth that
+kitti2bag also stores: `/kitti/velo/pointcloud` (played as `velodyne_points`) and `/tf_static`
+(played latched; its transforms to the left camera's frame are renamed with the stereo frame id
+when one is given, so the scan -> camera chain still resolves).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from stereo_depth_ros import topics
 from stereo_depth_ros.core.kitti_calib import CalibrationFileError, rectified_stereo_calibration
 from stereo_depth_ros.core.stamps import set_stamp, stamp_to_ns
 
@@ -31,6 +35,16 @@ class Preset:
 
     name: str
     topics: dict[str, str]           # role -> bag topic
+    extras: dict[str, str] = field(default_factory=dict)
+    """Other bag topics played when the bag has them: bag topic -> output topic."""
+    camera_frame: str | None = None
+    """The left camera's frame id in the bag (renamed to the stereo frame id in /tf_static)."""
+
+    def frame_renames(self, frame_id: str | None) -> dict[str, str]:
+        """Frame ids to rename in /tf_static when the stereo frames get `frame_id`."""
+        if not frame_id or not self.camera_frame or self.camera_frame == frame_id:
+            return {}
+        return {self.camera_frame: frame_id}
 
     def role_of(self, topic: str) -> str | None:
         for role, name in self.topics.items():
@@ -39,12 +53,19 @@ class Preset:
         return None
 
 
+KITTI2BAG_VELODYNE = "/kitti/velo/pointcloud"
+"""kitti2bag's Velodyne topic (PointCloud2 x, y, z, i in frame velo_link)."""
+
+
 def _kitti2bag_preset(name: str, camera: str) -> Preset:
     base = f"/kitti/camera_{camera}"
     return Preset(name, {"left_image": f"{base}_left/image_raw",
                          "right_image": f"{base}_right/image_raw",
                          "left_info": f"{base}_left/camera_info",
-                         "right_info": f"{base}_right/camera_info"})
+                         "right_info": f"{base}_right/camera_info"},
+                  extras={KITTI2BAG_VELODYNE: topics.LIDAR_POINTS,
+                          topics.TF_STATIC: topics.TF_STATIC},
+                  camera_frame=f"camera_{camera}_left")
 
 
 PRESETS = {"kitti2bag": _kitti2bag_preset("kitti2bag", "color"),

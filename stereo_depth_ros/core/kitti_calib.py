@@ -297,3 +297,78 @@ def format_calib_text(entries: dict[str, np.ndarray | list[float]]) -> str:
         flat = np.asarray(value, dtype=np.float64).reshape(-1)
         lines.append(f"{key}: " + " ".join(f"{v:.6e}" for v in flat))
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ LiDAR / IMU extrinsics
+#
+# KITTI raw: `calib_velo_to_cam.txt` holds R (3x3) and T (3) taking Velodyne points into the
+# *unrectified* camera 0 frame; `calib_cam_to_cam.txt` holds R_rect_00 (into the rectified camera 0
+# frame, shared by all rectified cameras) and P_rect_0X = K [I | t_X] of each rectified camera,
+# whose t_X = K^-1 P_rect_0X[:, 3] is that camera's offset from rectified camera 0 (about +0.06 m
+# along x for camera 2). The devkit projects a Velodyne point into image X as
+# P_rect_0X @ R_rect_00 @ [R | T] @ x_velo; `velodyne_to_camera` returns the rigid T_camX_velo for
+# which K @ (T_camX_velo @ x_velo) is the same pixel and whose z is the depth in camera X.
+
+
+def _key_values(values: dict[str, np.ndarray], key: str, size: int, source: str) -> np.ndarray:
+    if key not in values:
+        raise CalibrationFileError(
+            f"{source}: key {key!r} not found (keys: {', '.join(sorted(values))})")
+    array = values[key]
+    if array.size != size:
+        raise CalibrationFileError(f"{source}: {key} must have {size} numbers, got {array.size}")
+    return array
+
+
+def rigid_from_values(values: dict[str, np.ndarray], source: str, rotation_key: str = "R",
+                      translation_key: str = "T") -> np.ndarray:
+    """(4, 4) transform from a KITTI `R: 9 numbers` / `T: 3 numbers` pair (calib_velo_to_cam.txt,
+    calib_imu_to_velo.txt); CalibrationFileError naming the file and key."""
+    from stereo_depth_ros.core.transforms import check_rotation, rigid
+
+    rotation = _key_values(values, rotation_key, 9, source).reshape(3, 3)
+    translation = _key_values(values, translation_key, 3, source)
+    try:
+        check_rotation(rotation, f"{source}: {rotation_key}")
+    except ValueError as exc:
+        raise CalibrationFileError(str(exc)) from None
+    return rigid(rotation, translation)
+
+
+def rectified_camera_offset(p_rect: np.ndarray) -> np.ndarray:
+    """t (3,) in metres with P = K [I | t], K = P[:, :3]: where rectified camera 0's origin is in
+    this rectified camera's frame (t = K^-1 P[:, 3]; for KITTI's camera 2 about (0.06, 0, 0))."""
+    p_rect = np.asarray(p_rect, dtype=np.float64).reshape(3, 4)
+    return np.linalg.solve(p_rect[:, :3], p_rect[:, 3])
+
+
+def velodyne_to_camera(velo_values: dict[str, np.ndarray], cam_values: dict[str, np.ndarray], *,
+                       camera_key: str = "P_rect_02", velo_source: str = "calib_velo_to_cam",
+                       cam_source: str = "calib_cam_to_cam") -> np.ndarray:
+    """T_cam_velo (4, 4): Velodyne points into the rectified camera `camera_key` (REP 103 optical
+    axes: x right, y down, z forward), i.e. t_X + R_rect_00 @ (R @ x_velo + T)."""
+    from stereo_depth_ros.core.transforms import check_rotation, rigid
+
+    velo_to_cam0 = rigid_from_values(velo_values, velo_source)
+    r_rect = _key_values(cam_values, "R_rect_00", 9, cam_source).reshape(3, 3)
+    try:
+        check_rotation(r_rect, f"{cam_source}: R_rect_00")
+    except ValueError as exc:
+        raise CalibrationFileError(str(exc)) from None
+    p_rect = _key_values(cam_values, camera_key, 12, cam_source).reshape(3, 4)
+    if not (p_rect[0, 0] > 0 and p_rect[1, 1] > 0):
+        raise CalibrationFileError(f"{cam_source}: {camera_key} has non-positive focal lengths")
+    return rigid(np.eye(3), rectified_camera_offset(p_rect)) @ rigid(r_rect, np.zeros(3)) \
+        @ velo_to_cam0
+
+
+def load_velodyne_to_camera(velo_to_cam_path: str | Path, cam_to_cam_path: str | Path, *,
+                            camera_key: str = "P_rect_02") -> np.ndarray:
+    """T_cam_velo from `calib_velo_to_cam.txt` and `calib_cam_to_cam.txt` (see
+    `velodyne_to_camera`); a missing file or key is an error naming it."""
+    for path in (velo_to_cam_path, cam_to_cam_path):
+        if not Path(path).is_file():
+            raise CalibrationFileError(f"{path}: calibration file not found")
+    return velodyne_to_camera(parse_calib_file(velo_to_cam_path),
+                              parse_calib_file(cam_to_cam_path), camera_key=camera_key,
+                              velo_source=str(velo_to_cam_path), cam_source=str(cam_to_cam_path))

@@ -1,5 +1,10 @@
 """Publishing a `bags.BagSource` with rclpy: pacing, /clock, waiting for subscribers, and the
-watch/step mode that waits for the node's output before the next frame."""
+watch/step mode that waits for the node's output before the next frame.
+
+Latched topics (`BagSource.latched`, e.g. /tf_static) get transient-local publishers, so a
+subscriber that joins later still receives them. A stereo frame is the set of image/camera_info
+messages with one stamp (`Outgoing.frame_stamp_ns`); other stamped messages (LiDAR scans, IMU)
+are played at their bag time and are not frames."""
 
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ class Player:
                  context=None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
         if rate < 0:
             raise ValueError("rate must be >= 0 (0: as fast as possible)")
@@ -68,9 +73,15 @@ class Player:
                                       start_parameter_services=False)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
-        qos = QoSProfile(depth=qos_depth, reliability=ReliabilityPolicy.RELIABLE)
+
+        def qos(topic: str) -> QoSProfile:
+            durability = DurabilityPolicy.TRANSIENT_LOCAL if topic in source.latched \
+                else DurabilityPolicy.VOLATILE
+            return QoSProfile(depth=qos_depth, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=durability)
+
         self.publishers = {topic: self.node.create_publisher(rclpy_message_type(msgtype), topic,
-                                                             qos)
+                                                             qos(topic))
                            for topic, msgtype in source.outputs.items()}
         self.clock_pub = None
         if clock:
@@ -171,8 +182,9 @@ class Player:
         for item in self.source:
             if t0 is None:
                 t0, wall0 = item.t_ns, time.monotonic()
-            if item.stamp_ns is not None and pending_stamp is not None \
-                    and item.stamp_ns != pending_stamp:
+            frame_stamp = item.frame_stamp_ns
+            if frame_stamp is not None and pending_stamp is not None \
+                    and frame_stamp != pending_stamp:
                 self._finish_frame(pending_stamp)
                 pending_stamp = None
             if not self.step and self.rate > 0:
@@ -186,12 +198,12 @@ class Player:
             self._publish_clock(force=True)
             self.publishers[item.topic].publish(item.cdr)
             self.published[item.topic] += 1
-            if item.stamp_ns is not None:
+            if frame_stamp is not None:
                 if pending_stamp is None:
-                    self.frames.append(FrameRecord(item.stamp_ns, time.time()))
+                    self.frames.append(FrameRecord(frame_stamp, time.time()))
                 else:
                     self.frames[-1].published_wall = time.time()
-                pending_stamp = item.stamp_ns
+                pending_stamp = frame_stamp
             self.executor.spin_once(timeout_sec=0)
         if pending_stamp is not None:
             self._finish_frame(pending_stamp)

@@ -21,6 +21,9 @@ over the whole dataset (as the KITTI devkit totals); "mean" is the average of pe
 
 Outputs with `--out DIR`: `per_image.csv` (one row per pair) and `summary.json`. Progress goes to
 stderr. Exit status: 0 ok, 1 error (message on stderr), 2 bad command line.
+
+`stereo_depth_eval --live ...` is the other mode: the running node's depth against LiDAR scans
+while a bag plays (tools.live_eval; `stereo_depth_eval --live --help` lists its options).
 """
 
 from __future__ import annotations
@@ -326,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--save-disparities", action="store_true",
                          help="also write each prediction as <out>/disparity/<name>.png")
     scoring.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--live", action="store_true",
+                        help="instead: compare the running node's depth/image_rect with LiDAR "
+                        "scans while a bag plays (see stereo_depth_eval --live --help)")
     return parser
 
 
@@ -398,7 +404,14 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status (0 ok, 1 failure, 2 bad command line)."""
+    """Console entry point; returns the exit status (0 ok, 1 failure, 2 bad command line).
+    `--live` anywhere before a --ros-args section hands over to tools.live_eval."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    own = arguments[:arguments.index("--ros-args")] if "--ros-args" in arguments else arguments
+    if "--live" in own:
+        from stereo_depth_ros.tools.live_eval import main as live_main
+        arguments.remove("--live")
+        return live_main(arguments)
     args = build_parser().parse_args(argv)
     return run_tool(PROG, lambda: run(args) and None)
 

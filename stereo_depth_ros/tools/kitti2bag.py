@@ -24,6 +24,17 @@ left optical frame). camera_info describes the rectified images as they are: D =
 K = P[:3, :3], right P[0, 3] = -fx * B with B from the difference of the two P[0, 3] terms (see
 stereo_depth_ros.core.kitti_calib), size from the image. Frames are paired by id; a frame missing
 on one side is an error that names the files.
+
+Raw drives also carry their ground truth for a depth check (`stereo_depth_eval --live`): when the
+drive has `velodyne_points/` (or with `--lidar`; `--no-lidar` leaves it out), each frame's scan
+`velodyne_points/data/<id>.bin` goes on `<ns>/velodyne_points` (PointCloud2 x, y, z, intensity,
+frame `velodyne`, stamped from `velodyne_points/timestamps.txt`), and /tf_static (written once,
+transient local) holds `velodyne` -> the camera frame: T = [I | t_2] R_rect_00 [R | T] from
+`calib_velo_to_cam.txt` and `calib_cam_to_cam.txt`, with t_2 = K^-1 P_rect_02[:, 3] the rectified
+colour camera's offset from rectified camera 0 (so a point projects exactly where the devkit's
+P_rect_02 R_rect_00 [R | T] puts it). `--oxts` adds `oxts/data/<id>.txt` as sensor_msgs/Imu and
+NavSatFix (frame `imu_link`, plus `imu_link` -> `velodyne` from `calib_imu_to_velo.txt`). A
+missing calibration, timestamp or scan file is an error that names it.
 """
 
 from __future__ import annotations
@@ -43,14 +54,19 @@ import numpy as np
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.core.disparity_io import read_kitti_png
+from stereo_depth_ros.core.kitti_calib import (RectifiedStereoCalibration, find_projection_keys,
+                                               load_stereo_calibration, load_velodyne_to_camera,
+                                               parse_calib_file, rigid_from_values)
+from stereo_depth_ros.core.kitti_oxts import read_oxts_packet
+from stereo_depth_ros.core.lidar import XYZI_FIELDS, XYZI_POINT_STEP, pack_xyzi, read_velodyne_bin
 from stereo_depth_ros.core.stamps import NS_PER_S, ns_to_sec_nanosec, seconds_to_ns
-from stereo_depth_ros.core.kitti_calib import RectifiedStereoCalibration, load_stereo_calibration
+from stereo_depth_ros.core.transforms import StaticTransform, invert_rigid
 from stereo_depth_ros.tools._cli import run_tool
 
 LOG = logging.getLogger(__name__)
 PROG = "stereo_depth_kitti2bag"
 
-DEFAULT_FRAME_ID = "camera_left_optical_frame"
+DEFAULT_FRAME_ID = topics.CAMERA_FRAME
 #: Synthetic stamps (layouts without timestamps) start here: 1e9 s = 2001-09-09T01:46:40Z.
 DEFAULT_START_STAMP_S = 1.0e9
 DEFAULT_PERIOD_S = 0.1
@@ -89,6 +105,19 @@ class FramePair:
     calib_path: Path
     calib_keys: tuple[str, str] | None = None
     gt_path: Path | None = None
+    lidar: "SidecarFile | None" = None
+    oxts: "SidecarFile | None" = None
+
+
+@dataclass(frozen=True)
+class SidecarFile:
+    """A per-frame file of another sensor (Velodyne scan, OXTS packet) with its own stamp (ns)
+    and the calibration file that places it (calib_velo_to_cam.txt, calib_imu_to_velo.txt;
+    None where there is none)."""
+
+    path: Path
+    stamp_ns: int
+    calib_path: Path | None = None
 
 
 # ----------------------------------------------------------------------------------- discovery
@@ -186,7 +215,8 @@ def detect_layout(source: Path) -> str:
 
 
 def _raw_frames(drive: Path, *, calib: Path | None, cameras: str, start_stamp_s: float | None,
-                period_s: float | None, skip_unpaired: bool) -> list[FramePair]:
+                period_s: float | None, skip_unpaired: bool, lidar: bool | None = None,
+                oxts: bool = False) -> list[FramePair]:
     left_name, right_name, keys = _CAMERAS_RAW[cameras]
     left_dir, right_dir = drive / left_name / "data", drive / right_name / "data"
     for folder in (left_dir, right_dir):
@@ -201,24 +231,83 @@ def _raw_frames(drive: Path, *, calib: Path | None, cameras: str, start_stamp_s:
         if calib is None:
             raise LayoutError(f"{drive}: calibration not found (looked for "
                               + " and ".join(str(c) for c in candidates) + "); pass --calib")
-    if period_s is not None or start_stamp_s is not None:
+    synthetic = period_s is not None or start_stamp_s is not None
+    if synthetic:
         stamps = _synthetic_stamps(len(ids), start_stamp_s, period_s)
     else:
-        stamp_file = drive / left_name / "timestamps.txt"
-        if not stamp_file.is_file():
-            raise LayoutError(f"{stamp_file} not found; pass --period to use synthetic stamps")
-        lines = [ln for ln in stamp_file.read_text().splitlines() if ln.strip()]
-        stamps = []
-        for frame in ids:
-            if not frame.isdigit() or int(frame) >= len(lines):
-                raise LayoutError(f"{stamp_file}: no timestamp for frame {left[frame].name} "
-                                  f"({len(lines)} lines)")
-            try:
-                stamps.append(parse_kitti_timestamp(lines[int(frame)]))
-            except ValueError as exc:
-                raise LayoutError(f"{stamp_file} line {int(frame) + 1}: {exc}") from None
-    return [FramePair(frame, left[frame], right[frame], stamp, calib, keys)
-            for frame, stamp in zip(ids, stamps)]
+        stamps = _read_stamps(drive / left_name / "timestamps.txt", ids,
+                              "pass --period to use synthetic stamps")
+    lidar_files = _sidecars(drive, ids, stamps if synthetic else None, lidar, "lidar")
+    oxts_files = _sidecars(drive, ids, stamps if synthetic else None, oxts, "oxts")
+    return [FramePair(frame, left[frame], right[frame], stamp, calib, keys,
+                      lidar=lidar_files[index] if lidar_files else None,
+                      oxts=oxts_files[index] if oxts_files else None)
+            for index, (frame, stamp) in enumerate(zip(ids, stamps))]
+
+
+def _read_stamps(stamp_file: Path, ids: list[str], hint: str) -> list[int]:
+    """The timestamps.txt line of each frame id (the line number is the frame number)."""
+    if not stamp_file.is_file():
+        raise LayoutError(f"{stamp_file} not found; {hint}")
+    lines = [ln for ln in stamp_file.read_text().splitlines() if ln.strip()]
+    stamps = []
+    for frame in ids:
+        if not frame.isdigit() or int(frame) >= len(lines):
+            raise LayoutError(f"{stamp_file}: no timestamp for frame {frame} "
+                              f"({len(lines)} lines)")
+        try:
+            stamps.append(parse_kitti_timestamp(lines[int(frame)]))
+        except ValueError as exc:
+            raise LayoutError(f"{stamp_file} line {int(frame) + 1}: {exc}") from None
+    return stamps
+
+
+# sensor -> (folder in the drive, file suffix, calibration file in the date folder, required)
+_SIDECARS = {"lidar": ("velodyne_points", ".bin", "calib_velo_to_cam.txt", True),
+             "oxts": ("oxts", ".txt", "calib_imu_to_velo.txt", False)}
+
+
+def _sidecars(drive: Path, ids: list[str], synthetic_stamps: list[int] | None,
+              wanted: bool | None, sensor: str) -> list[SidecarFile] | None:
+    """One SidecarFile per frame id for `sensor` ("lidar": velodyne_points/data/<id>.bin,
+    "oxts": oxts/data/<id>.txt), or None when not written.
+
+    wanted: True (required: a missing folder is an error), None (written when the folder
+    exists) or False. Each file keeps its own timestamps.txt stamp, unless the frames have
+    synthetic stamps (then it takes its frame's). Missing files are errors that name them.
+    """
+    folder_name, suffix, calib_name, calib_required = _SIDECARS[sensor]
+    hint = ("pass --no-lidar to convert without the scans" if sensor == "lidar"
+            else "leave out --oxts to convert without the OXTS packets")
+    data = drive / folder_name / "data"
+    if wanted is False:
+        return None
+    if not data.is_dir():
+        if wanted:
+            raise LayoutError(f"{data}: not found (KITTI raw {folder_name}); {hint}")
+        LOG.warning("%s: no %s/data, so the bag gets no Velodyne scans (pass --no-lidar to "
+                    "silence this)", drive, folder_name)
+        return None
+    candidates = [drive.parent / calib_name, drive / calib_name]
+    calib = next((c for c in candidates if c.is_file()), None)
+    if calib is None and calib_required:
+        raise LayoutError(f"{drive}: {calib_name} not found (looked for "
+                          + " and ".join(str(c) for c in candidates) + f"); {hint}")
+    if calib is None:
+        LOG.warning("%s not found beside %s: no %s transform in /tf_static", calib_name, drive,
+                    sensor)
+    paths = [data / f"{frame}{suffix}" for frame in ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise LayoutError(f"{sensor} file missing for {len(missing)} of {len(ids)} frames: "
+                          f"{shown}{more}; {hint}")
+    if synthetic_stamps is not None:
+        stamps = synthetic_stamps
+    else:
+        stamps = _read_stamps(drive / folder_name / "timestamps.txt", ids, hint)
+    return [SidecarFile(path, stamp, calib) for path, stamp in zip(paths, stamps)]
 
 
 def _stereo_frames(split: Path, *, calib: Path | None, cameras: str | None, frame_suffix: str,
@@ -290,14 +379,16 @@ def _pair_frames(folder: Path, *, calib: Path | None, start_stamp_s: float | Non
 def discover_frames(source: str | Path, *, layout: str = "auto", calib: str | Path | None = None,
                     cameras: str | None = None, frame_suffix: str = "10",
                     start_stamp_s: float | None = None, period_s: float | None = None,
-                    max_frames: int | None = None,
-                    skip_unpaired: bool = False) -> list[FramePair]:
+                    max_frames: int | None = None, skip_unpaired: bool = False,
+                    lidar: bool | None = None, oxts: bool = False) -> list[FramePair]:
     """List the stereo pairs of a KITTI / pair folder, paired by frame id, with stamps assigned.
 
     cameras: "color" or "gray" (raw and stereo layouts; default colour). frame_suffix: stereo
     layout frames to take ("10", "11" or "all"). start_stamp_s / period_s: synthetic stamps (raw
     drives use timestamps.txt unless one of them is given). skip_unpaired: leave out (with a
-    warning) frames found on one side only instead of failing. Raises LayoutError naming the
+    warning) frames found on one side only instead of failing. lidar (raw drives): True = the
+    Velodyne scans are required, None = written when `velodyne_points/` exists, False = not
+    written; oxts (raw drives): also write the OXTS packets. Raises LayoutError naming the
     offending files.
     """
     source = Path(source)
@@ -310,10 +401,13 @@ def discover_frames(source: str | Path, *, layout: str = "auto", calib: str | Pa
         raise LayoutError(f"{calib}: calibration file not found")
     if cameras not in (None, "color", "gray"):
         raise ValueError(f"cameras must be 'color' or 'gray', got {cameras!r}")
+    if layout != "raw" and (lidar or oxts):
+        raise LayoutError(f"{source}: --lidar and --oxts need a KITTI raw drive (layout raw), "
+                          f"this is layout {layout}")
     if layout == "raw":
         frames = _raw_frames(source, calib=calib, cameras=cameras or "color",
                              start_stamp_s=start_stamp_s, period_s=period_s,
-                             skip_unpaired=skip_unpaired)
+                             skip_unpaired=skip_unpaired, lidar=lidar, oxts=oxts)
     elif layout == "stereo":
         frames = _stereo_frames(source, calib=calib, cameras=cameras, frame_suffix=frame_suffix,
                                 start_stamp_s=start_stamp_s, period_s=period_s,
@@ -392,6 +486,58 @@ class _MessageFactory:
             header=self.header(stamp_ns, frame_id), height=height, width=width, encoding=encoding,
             is_bigendian=0, step=data.size // height, data=data)
 
+    def point_cloud(self, points: np.ndarray, stamp_ns: int, frame_id: str):
+        """(N, 4) x, y, z, intensity -> unorganized PointCloud2 (XYZI_FIELDS, little-endian)."""
+        point_field = self.types["sensor_msgs/msg/PointField"]
+        return self.types["sensor_msgs/msg/PointCloud2"](
+            header=self.header(stamp_ns, frame_id), height=1, width=len(points),
+            fields=[point_field(name=name, offset=offset, datatype=datatype, count=count)
+                    for name, offset, datatype, count in XYZI_FIELDS],
+            is_bigendian=False, point_step=XYZI_POINT_STEP,
+            row_step=XYZI_POINT_STEP * len(points),
+            data=np.frombuffer(pack_xyzi(points), dtype=np.uint8),
+            is_dense=bool(np.all(np.isfinite(points[:, :3]))))
+
+    def tf_message(self, transforms: list[StaticTransform], stamp_ns: int):
+        """tf2_msgs/TFMessage of static transforms (header.frame_id = parent)."""
+        types = self.types
+        items = []
+        for edge in transforms:
+            (x, y, z), (qx, qy, qz, qw) = edge.translation, edge.quaternion
+            items.append(types["geometry_msgs/msg/TransformStamped"](
+                header=self.header(stamp_ns, edge.parent), child_frame_id=edge.child,
+                transform=types["geometry_msgs/msg/Transform"](
+                    translation=types["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
+                    rotation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))))
+        return types["tf2_msgs/msg/TFMessage"](transforms=items)
+
+    def imu(self, packet, stamp_ns: int, frame_id: str):
+        """sensor_msgs/Imu of an OXTS packet: orientation from roll/pitch/yaw, angular velocity
+        and linear acceleration in the unit's frame; covariances unknown (all zero)."""
+        types = self.types
+        vector = types["geometry_msgs/msg/Vector3"]
+        qx, qy, qz, qw = packet.orientation
+        return types["sensor_msgs/msg/Imu"](
+            header=self.header(stamp_ns, frame_id),
+            orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
+            orientation_covariance=np.zeros(9),
+            angular_velocity=vector(*(float(v) for v in packet.angular_velocity)),
+            angular_velocity_covariance=np.zeros(9),
+            linear_acceleration=vector(*(float(v) for v in packet.linear_acceleration)),
+            linear_acceleration_covariance=np.zeros(9))
+
+    def nav_sat_fix(self, packet, stamp_ns: int, frame_id: str):
+        """sensor_msgs/NavSatFix of an OXTS packet (GPS fix; covariance from pos_accuracy)."""
+        status = self.types["sensor_msgs/msg/NavSatStatus"]
+        variance = float(packet.position_accuracy_m) ** 2
+        return self.types["sensor_msgs/msg/NavSatFix"](
+            header=self.header(stamp_ns, frame_id),
+            status=status(status=status.STATUS_FIX, service=status.SERVICE_GPS),
+            latitude=float(packet.latitude_deg), longitude=float(packet.longitude_deg),
+            altitude=float(packet.altitude_m),
+            position_covariance=np.diag([variance] * 3).reshape(-1),
+            position_covariance_type=1)          # COVARIANCE_TYPE_APPROXIMATED
+
     def camera_info(self, fields: dict, stamp_ns: int, frame_id: str):
         roi = self.types["sensor_msgs/msg/RegionOfInterest"](
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
@@ -403,14 +549,50 @@ class _MessageFactory:
             binning_x=0, binning_y=0, roi=roi)
 
 
+def static_transforms(frames: list[FramePair], *, frame_id: str = DEFAULT_FRAME_ID,
+                      lidar_frame_id: str = topics.LIDAR_FRAME,
+                      imu_frame_id: str = topics.IMU_FRAME) -> list[StaticTransform]:
+    """The /tf_static edges of a raw drive's sensors: `lidar_frame_id` -> `frame_id` (the
+    rectified left camera, from calib_velo_to_cam.txt, R_rect_00 and the left camera's P_rect;
+    see core.kitti_calib.velodyne_to_camera) when scans are written, and `imu_frame_id` ->
+    `lidar_frame_id` (calib_imu_to_velo.txt) when OXTS packets are written with it."""
+    edges = []
+    first = frames[0]
+    if first.lidar is not None:
+        keys = first.calib_keys or find_projection_keys(parse_calib_file(first.calib_path),
+                                                        str(first.calib_path))[:2]
+        camera_from_lidar = load_velodyne_to_camera(first.lidar.calib_path, first.calib_path,
+                                                    camera_key=keys[0])
+        edges.append(StaticTransform(lidar_frame_id, frame_id, invert_rigid(camera_from_lidar)))
+    if first.oxts is not None and first.oxts.calib_path is not None:
+        path = first.oxts.calib_path
+        lidar_from_imu = rigid_from_values(parse_calib_file(path), str(path))
+        edges.append(StaticTransform(imu_frame_id, lidar_frame_id, invert_rigid(lidar_from_imu)))
+    return edges
+
+
+def _latched_qos():
+    """rosbag2's offered QoS of a latched topic (reliable, transient local, keep last 1)."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
 def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap",
               namespace: str = "", frame_id: str = DEFAULT_FRAME_ID,
               baseline_source: str = "auto", baseline_m: float | None = None,
-              overwrite: bool = False, compress: str | None = None) -> dict:
+              overwrite: bool = False, compress: str | None = None,
+              lidar_frame_id: str = topics.LIDAR_FRAME) -> dict:
     """Write `frames` to a ROS 2 bag folder `out` (MCAP or sqlite3) and return a summary dict.
 
     compress: None (sensor_msgs/Image on left|right/image_raw) or "jpeg"/"png"
     (sensor_msgs/CompressedImage on left|right/image_raw/compressed, image_transport's names).
+    Frames with a Velodyne scan add `<ns>/velodyne_points` (PointCloud2 x, y, z, intensity in
+    `lidar_frame_id`, stamped with the scan's own timestamp) and, once at the start, /tf_static
+    (transient local) with `lidar_frame_id` -> `frame_id`; frames with an OXTS packet add
+    `<ns>/oxts/imu` and `<ns>/oxts/gps/fix` (frame imu_link, the packet's timestamp).
 
     The summary holds the bag path, storage, frame count, topics with message counts, the stamp
     range (ns) and one entry per distinct calibration (source, size, fx, baseline_m, notes).
@@ -441,8 +623,22 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
     typestore = get_typestore(Stores.ROS2_KILTED)
     make = _MessageFactory(typestore)
     keys = (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE, TOPIC_LEFT_INFO, TOPIC_RIGHT_INFO,
-            TOPIC_DISPARITY_GT)
+            TOPIC_DISPARITY_GT, topics.LIDAR_POINTS, topics.IMU, topics.GPS_FIX)
     names = {key: _topic(namespace, key) for key in keys}
+    names[topics.TF_STATIC] = topics.TF_STATIC
+    lidar_files = [f.lidar for f in frames if f.lidar is not None]
+    oxts_files = [f.oxts for f in frames if f.oxts is not None]
+    for files in (lidar_files, oxts_files):
+        for earlier, later in zip(files, files[1:]):
+            if later.stamp_ns < earlier.stamp_ns:
+                stamp_file = later.path.parent.parent / "timestamps.txt"
+                raise LayoutError(
+                    f"{stamp_file}: the stamp of {later.path.name} ({later.stamp_ns} ns) is "
+                    f"before that of {earlier.path.name} ({earlier.stamp_ns} ns); stamps must "
+                    "not decrease")
+    lidar_stamps = [f.stamp_ns for f in lidar_files]
+    oxts_stamps = [f.stamp_ns for f in oxts_files]
+    edges = static_transforms(frames, frame_id=frame_id, lidar_frame_id=lidar_frame_id)
     if compress:
         for key in (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE):
             names[key] += topics.COMPRESSED_SUFFIX
@@ -454,12 +650,32 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
 
             def put(key: str, msg, msgtype: str, stamp_ns: int) -> None:
                 if key not in conns:
-                    conns[key] = writer.add_connection(names[key], msgtype, typestore=typestore)
+                    qos = [_latched_qos()] if key == topics.TF_STATIC else []
+                    conns[key] = writer.add_connection(names[key], msgtype, typestore=typestore,
+                                                       offered_qos_profiles=qos)
                 writer.write(conns[key], stamp_ns,
                              bytes(typestore.serialize_cdr(msg, msgtype)))
                 counts[names[key]] += 1
 
+            if edges:
+                t0 = min(stamps + lidar_stamps + oxts_stamps)
+                put(topics.TF_STATIC, make.tf_message(edges, t0), "tf2_msgs/msg/TFMessage", t0)
             for frame in frames:
+                if frame.lidar is not None:
+                    try:
+                        scan = read_velodyne_bin(frame.lidar.path)
+                    except ValueError as exc:
+                        raise LayoutError(str(exc)) from None
+                    put(topics.LIDAR_POINTS,
+                        make.point_cloud(scan, frame.lidar.stamp_ns, lidar_frame_id),
+                        "sensor_msgs/msg/PointCloud2", frame.lidar.stamp_ns)
+                if frame.oxts is not None:
+                    packet = read_oxts_packet(frame.oxts.path)
+                    t_oxts = frame.oxts.stamp_ns
+                    put(topics.IMU, make.imu(packet, t_oxts, topics.IMU_FRAME),
+                        "sensor_msgs/msg/Imu", t_oxts)
+                    put(topics.GPS_FIX, make.nav_sat_fix(packet, t_oxts, topics.IMU_FRAME),
+                        "sensor_msgs/msg/NavSatFix", t_oxts)
                 left, left_enc = read_image_for_ros(frame.left_path)
                 right, right_enc = read_image_for_ros(frame.right_path)
                 if left.shape != right.shape or left_enc != right_enc:
@@ -507,6 +723,8 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
         "frames": len(frames),
         "frame_id": frame_id,
         "topics": {name: n for name, n in counts.items() if n},
+        "tf_static": [{"parent": e.parent, "child": e.child, "translation": list(e.translation),
+                       "quaternion_xyzw": list(e.quaternion)} for e in edges],
         "first_stamp_ns": stamps[0],
         "stamps_ns": stamps,
         "last_stamp_ns": stamps[-1],
@@ -519,7 +737,7 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
 def convert(source: str | Path, out: str | Path, **options) -> dict:
     """discover_frames(source, ...) then write_bag(...); options are split between the two."""
     discover_keys = {"layout", "calib", "cameras", "frame_suffix", "start_stamp_s", "period_s",
-                     "max_frames", "skip_unpaired"}
+                     "max_frames", "skip_unpaired", "lidar", "oxts"}
     discover = {k: v for k, v in options.items() if k in discover_keys}
     write = {k: v for k, v in options.items() if k not in discover_keys}
     return write_bag(discover_frames(source, **discover), out, **write)
@@ -570,6 +788,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the images as image_transport \"compressed\" "
                              "(sensor_msgs/CompressedImage on left|right/image_raw/compressed; "
                              "play into a node with image_transport: compressed)")
+    parser.add_argument("--lidar", action=argparse.BooleanOptionalAction, default=None,
+                        help="raw drives: write the Velodyne scans (velodyne_points/data/*.bin, "
+                             "each with its velodyne_points/timestamps.txt stamp) as "
+                             "PointCloud2 on <ns>/velodyne_points and the Velodyne -> camera "
+                             "transform (calib_velo_to_cam.txt, R_rect_00, P_rect) on "
+                             "/tf_static; default: when the drive has velodyne_points/, "
+                             "--lidar: required, --no-lidar: never")
+    parser.add_argument("--lidar-frame-id", default=topics.LIDAR_FRAME,
+                        help=f"frame id of the scans (default: {topics.LIDAR_FRAME})")
+    parser.add_argument("--oxts", action="store_true",
+                        help="raw drives: also write the OXTS packets (oxts/data/*.txt) as "
+                             "sensor_msgs/Imu on <ns>/oxts/imu and NavSatFix on "
+                             f"<ns>/oxts/gps/fix (frame {topics.IMU_FRAME}; imu -> Velodyne "
+                             "from calib_imu_to_velo.txt on /tf_static)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT if it is an existing bag folder")
     parser.add_argument("--summary-json", type=Path, default=None,
@@ -590,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             skip_unpaired=args.skip_unpaired, storage=args.storage,
             namespace=args.namespace, frame_id=args.frame_id,
             baseline_source=args.baseline_source, baseline_m=args.baseline_m,
-            overwrite=args.overwrite, compress=args.compress)
+            overwrite=args.overwrite, compress=args.compress, lidar=args.lidar,
+            oxts=args.oxts, lidar_frame_id=args.lidar_frame_id)
         if args.summary_json is not None:
             args.summary_json.write_text(json.dumps(summary, indent=2))
         LOG.info("wrote %d frames to %s (%s): %s", summary["frames"], summary["bag"],

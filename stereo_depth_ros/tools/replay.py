@@ -15,7 +15,14 @@ A substitute for `ros2 bag play` that needs only rclpy and `rosbags` (no rosbag2
   kitti2bag gets wrong for rectified images: camera_info gets D = 0, R = I, K = P[:3, :3], left
   P[0, 3] = 0, right P[0, 3] = -fx * B with B from the difference of the two P[0, 3] terms, the
   size of the actual image; the two cameras' messages are grouped into one stereo frame that
-  carries the left stamp and one frame id (the left image's, or `--frame-id`).
+  carries the left stamp and one frame id (the left image's, or `--frame-id`). The bag's LiDAR
+  ground truth is played too when present: `/kitti/velo/pointcloud` as `velodyne_points` (own
+  stamps) and `/tf_static` (the left camera's frame renamed with `--frame-id`).
+* Latched topics are published transient local: /tf_static always, otherwise as recorded (a ROS 2
+  bag's offered QoS, a ROS 1 connection's latching flag); `--start` does not skip them. A stereo
+  frame (for `--watch`/`--step`) is the images and camera_infos of one stamp; scans and IMU
+  messages keep their own stamps and are not frames. /tf_static needs the tf2_msgs Python package
+  (part of ROS 2, not on PyPI); without it the topic is skipped with a warning.
 * Publishers wait until the stereo input topics (`*image_raw`, `*camera_info`; `--wait-topics`)
   have subscribers, at most `--wait-timeout` s, then play. `--clock` publishes /clock (bag time)
   for nodes running with use_sim_time.
@@ -76,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate (default 40)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="kitti2bag: play /kitti/camera_color_{left,right}/{image_raw,"
-                             "camera_info} as the node's inputs with fixed camera_info")
+                             "camera_info} as the node's inputs with fixed camera_info, and "
+                             "/kitti/velo/pointcloud (as velodyne_points) and /tf_static when "
+                             "the bag has them")
     parser.add_argument("--frame-id", default=None,
                         help="preset: frame id for both cameras (default: the left image's)")
     parser.add_argument("--pair-tolerance", type=float, default=0.02, dest="pair_tolerance_s",
