@@ -28,6 +28,8 @@ setup(
     ],
     extras_require={
         "bags": ["rosbags>=0.10"],
+        # stereo_depth_train's TensorBoard summaries (without it: a one-line hint, JSON log only)
+        "train": ["tensorboard>=2.14"],
         "test": ["pytest"],
     },
     zip_safe=True,

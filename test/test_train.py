@@ -4,6 +4,8 @@ synthetic scenes lowers the loss, resumes, and writes official-layout checkpoint
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,3 +162,50 @@ def test_short_cpu_run_lowers_loss_resumes_and_checkpoint_loads(tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["all"]["pooled"]["density"] == 100.0
     assert np.isfinite(summary["metrics"]["all"]["pooled"]["epe"])
+
+
+def test_without_tensorboard_the_run_goes_on_with_a_hint(tmp_path, monkeypatch, capsys):
+    """tensorboard is optional: where it is missing (`import tensorboard` fails, as on the GPU
+    machine) training runs, says how to get the summaries, and still writes its JSON log."""
+    from train_helpers import build_tiny_stereo
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    args = train.build_parser().parse_args([
+        "--dataset", "synthetic", "--count", "2", "--crop", "256x512", "--batch-size", "2",
+        "--max-disparity", "16", "--epochs", "1", "--device", "cpu", "--quiet",
+        "--out", str(tmp_path)])
+    result = train.run(args, build_model=build_tiny_stereo)
+    assert np.isfinite(result["epochs"][0]["train_loss"])
+    err = capsys.readouterr().err
+    assert "TensorBoard summaries are off: the tensorboard package is not installed" in err
+    assert "pip install 'stereo_depth_ros[train]'" in err
+    assert not (tmp_path / "tensorboard").exists()
+    events = [json.loads(line)["event"]
+              for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert events == ["start", "step", "epoch"]
+
+
+def test_the_training_tool_needs_neither_ros_nor_tensorboard(repo_root):
+    """A fresh interpreter where rclpy and tensorboard cannot be imported (the GPU machine):
+    the training tool and every training module import, and TensorBoard reports the hint."""
+    code = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('rclpy', 'tensorboard', 'sensor_msgs', 'stereo_msgs'):
+            raise ImportError(name + ' is blocked')
+sys.meta_path.insert(0, _Block())
+import pkgutil, importlib
+import stereo_depth_ros.tools.train, stereo_depth_ros.training as training
+for module in pkgutil.iter_modules(training.__path__):
+    importlib.import_module('stereo_depth_ros.training.' + module.name)
+from stereo_depth_ros.training.summaries import open_tensorboard
+board, hint = open_tensorboard(__import__('pathlib').Path('unused'))
+assert board is None and 'pip install tensorboard' in hint, hint
+print(sorted(name for name in sys.modules if name.split('.')[0] in ('rclpy', 'tensorboard')))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,32 +1,55 @@
-"""`stereo_depth_train`: train or fine-tune PSMNet the way the official scripts do.
+"""`stereo_depth_train`: train or fine-tune PSMNet the way the official scripts do, on one device
+or data-parallel over several (torchrun).
 
 Examples:
 
     # KITTI 2015 fine-tuning from the SceneFlow weights (official finetune.py recipe)
-    stereo_depth_train --dataset kitti2015 --root data_scene_flow/training \\
-        --init pretrained_sceneflow.tar --epochs 300 --val-count 40 --out runs/kitti15
-    # resume after an interruption
-    stereo_depth_train --dataset kitti2015 --root data_scene_flow/training \\
-        --resume runs/kitti15/last.tar --epochs 300 --val-count 40 --out runs/kitti15
+    stereo_depth_train --preset kitti2015 --dataset kitti2015 --root data_scene_flow/training \\
+        --init pretrained_sceneflow.tar --out runs/kitti15
+    # SceneFlow pre-training on 4 GPUs of one machine (official main.py recipe, global batch 12)
+    torchrun --nproc_per_node=4 -m stereo_depth_ros.tools.train --preset sceneflow \\
+        --dataset sceneflow --root SceneFlow --subset TRAIN --out runs/sceneflow
+    # ... on 2 machines with 4 GPUs each (run on both; the same --rdzv-endpoint)
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-id=psm \\
+        --rdzv-endpoint=host0:29400 -m stereo_depth_ros.tools.train --preset sceneflow ...
+    # resume after an interruption (the same command, plus --resume)
+    stereo_depth_train --preset kitti2015 --dataset kitti2015 --root data_scene_flow/training \\
+        --resume runs/kitti15/last.tar --out runs/kitti15
     # a quick CPU smoke run on synthetic scenes
     stereo_depth_train --dataset synthetic --count 4 --crop 256x256 --batch-size 2 \\
         --max-disparity 32 --epochs 3 --device cpu --out runs/smoke
 
-Recipe (official main.py / finetune.py, see the project's notes):
+Recipe (official main.py / finetune.py, see the project's notes; `--preset` picks one, every
+value can still be overridden, and the values in force are printed at start):
 - random crops (default 256x512), the same window for both images and the ground truth; no other
   augmentation; images as RGB / 255 normalised with the ImageNet mean/std;
 - loss for stackhourglass: 0.5 * SL1(pred1) + 0.7 * SL1(pred2) + 1.0 * SL1(pred3), smooth-L1
-  (beta 1) averaged over the masked pixels; for basic: SL1 of its single output;
+  (beta 1) averaged over the masked pixels of the (global) batch; for basic: SL1 of its output;
 - masks: KITTI `gt > 0`, SceneFlow `gt < max_disparity`, others both; always finite gt;
 - Adam, betas (0.9, 0.999); lr `--lr` (0.001) for epochs <= `--lr-drop-epoch` (200), then
   lr * `--lr-drop-factor` (0.1); epochs count from 1 as in finetune.py.
 
+Under torchrun (also with one process): DistributedDataParallel over NCCL (CUDA, one GPU per
+process) or Gloo (CPU). `--batch-size` is the global batch, split evenly over the
+processes and, with `--accumulate N`, over N micro-batches per process; BatchNorm normalises each
+micro-batch on its own, as the official 4-GPU DataParallel did (`--sync-bn`: over all processes,
+CUDA only). Rank 0 alone prints, logs and writes checkpoints; every process resumes from the same
+checkpoint. N processes and one process with `--accumulate N` train on the same pairs in the same
+BatchNorm groups (training/sampling.py). One process with `--accumulate 1` runs as before.
+
 Checkpoints (`<out>/checkpoint_<epoch>.tar` every `--save-every` epochs and at the end, and
 `<out>/last.tar` after every epoch) use the official layout: {'epoch', 'state_dict' (keys prefixed
 'module.', as nn.DataParallel writes them), 'train_loss'}, plus 'optimizer', 'max_disparity',
-'model' and 'val_metrics' for resuming. They load with `models.load_checkpoint` and into the
-official code (`model = nn.DataParallel(model); model.load_state_dict(ckpt['state_dict'])`).
-Progress goes to stderr, one summary line per epoch to stdout. Exit status 0 ok, 1 error, 2 usage.
+'model', 'val_metrics' and 'training' (step, sampling order, RNG state) for resuming. They load
+with `models.load_checkpoint` and into the official code (`model = nn.DataParallel(model);
+model.load_state_dict(ckpt['state_dict'])`). A resume continues at the epoch after the
+checkpoint with the step count, sample order and crops the uninterrupted run would have had.
+
+Watching: progress with throughput and ETA on stderr, one summary line per epoch on stdout, a
+JSON-lines log (`<out>/train_log.jsonl`) and, when the `tensorboard` package is installed,
+TensorBoard summaries in `<out>/tensorboard` (loss per output, lr, pairs/s, validation
+epe/bad_1/bad_3/d1_all, left image and predicted / ground-truth disparity colour maps).
+Exit status 0 ok, 1 error, 2 usage.
 """
 
 from __future__ import annotations
@@ -34,311 +57,118 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from stereo_depth_ros.core.metrics import MetricCounts, count_metrics
-from stereo_depth_ros.core.padding import InputPadder
-from stereo_depth_ros.models import OFFICIAL_PREPROCESSING, build_psmnet, load_checkpoint
-from stereo_depth_ros.tools._cli import (ToolError, add_dataset_arguments, dataset_from_args,
-                                         hxw_size, run_tool, spec_type)
+from stereo_depth_ros.models import build_psmnet, load_checkpoint
+from stereo_depth_ros.tools._cli import (add_dataset_arguments, dataset_from_args, hxw_size,
+                                         run_tool, spec_type)
+from stereo_depth_ros.training import distributed
+from stereo_depth_ros.training.checkpoint import (MODULE_PREFIX, TrainingState, resume_from,
+                                                  save_checkpoint)
+from stereo_depth_ros.training.data import (RandomCropDataset, check_batchnorm_trainable,
+                                            denormalize_image, normalize_image)
+from stereo_depth_ros.training.errors import TrainingError
+from stereo_depth_ros.training.loop import (VAL_METRICS, EpochStats, predict_disparity,
+                                            train_one_epoch, validate)
+from stereo_depth_ros.training.loss import LOSS_WEIGHTS, loss_mask, mask_mode_for, psmnet_loss
+from stereo_depth_ros.training.precision import PRECISIONS, Precision
+from stereo_depth_ros.training.progress import ProgressReporter
+from stereo_depth_ros.training.recipe import (PRESETS, RECIPE_FIELDS, describe_recipe,
+                                              learning_rate, resolve_recipe)
+from stereo_depth_ros.training.sampling import (EPOCH_SEEDED_ORDER, GENERATOR_ORDER,
+                                                TrainBatches)
+from stereo_depth_ros.training.summaries import JsonLog, open_tensorboard
+
+__all__ = [
+    "LOSS_WEIGHTS", "MODULE_PREFIX", "PROG", "VAL_METRICS", "EpochStats", "RandomCropDataset",
+    "TrainError", "build_parser", "check_batchnorm_trainable", "learning_rate", "loss_mask",
+    "main", "mask_mode_for", "normalize_image", "predict_disparity", "psmnet_loss", "run",
+    "save_checkpoint", "train_one_epoch", "validate",
+]
 
 PROG = "stereo_depth_train"
-LOSS_WEIGHTS = (0.5, 0.7, 1.0)
-MODULE_PREFIX = "module."
-VAL_METRICS = ("epe", "bad_1", "bad_3", "d1_all")
-_SPP_LARGEST_POOL = 64
 
-
-class TrainError(ToolError):
-    """A problem the user can fix (bad option combination, unusable checkpoint)."""
-
-
-# --------------------------------------------------------------------------- schedule, loss
-
-def learning_rate(epoch: int, base_lr: float = 1e-3, drop_epoch: int = 200,
-                  drop_factor: float = 0.1) -> float:
-    """Official finetune schedule: base_lr for epoch <= drop_epoch (1-based), then scaled.
-
-    drop_epoch <= 0 keeps base_lr for ever (the SceneFlow pre-training schedule).
-    """
-    if drop_epoch > 0 and epoch > drop_epoch:
-        return base_lr * drop_factor
-    return base_lr
-
-
-def mask_mode_for(dataset: str) -> str:
-    """Official loss mask per dataset: "gt>0" (KITTI), "gt<max" (SceneFlow) or "both"."""
-    if dataset.startswith("kitti"):
-        return "gt>0"
-    if dataset == "sceneflow":
-        return "gt<max"
-    return "both"
-
-
-def loss_mask(gt: torch.Tensor, mode: str, max_disparity: float) -> torch.Tensor:
-    """Bool mask of the pixels that enter the loss; gt: (B, H, W) px, NaN = no ground truth."""
-    mask = torch.isfinite(gt)
-    if mode in ("gt>0", "both"):
-        mask &= gt > 0
-    if mode in ("gt<max", "both"):
-        mask &= gt < max_disparity
-    if mode not in ("gt>0", "gt<max", "both"):
-        raise ValueError(f"unknown mask mode {mode!r}")
-    return mask
-
-
-def psmnet_loss(outputs, gt: torch.Tensor, mask: torch.Tensor,
-                weights: tuple[float, ...] = LOSS_WEIGHTS) -> torch.Tensor:
-    """Weighted smooth-L1 over masked px.
-
-    outputs: (pred1, pred2, pred3) from stackhourglass in train mode, or one tensor (basic);
-    each (B, 1, H, W) or (B, H, W) px. gt: (B, H, W) px. mask: (B, H, W) bool, not empty.
-    """
-    if isinstance(outputs, torch.Tensor):
-        outputs, weights = (outputs,), (1.0,)
-    if len(outputs) != len(weights):
-        raise ValueError(f"{len(outputs)} outputs but {len(weights)} loss weights")
-    target = gt[mask]
-    total = gt.new_zeros(())
-    for weight, output in zip(weights, outputs):
-        if output.dim() == 4:
-            output = output.squeeze(1)
-        total = total + weight * F.smooth_l1_loss(output[mask], target, reduction="mean")
-    return total
-
-
-# --------------------------------------------------------------------------- data
-
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised as the official weights expect."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(
-        OFFICIAL_PREPROCESSING.scale)
-    mean = torch.tensor(OFFICIAL_PREPROCESSING.mean).view(3, 1, 1)
-    std = torch.tensor(OFFICIAL_PREPROCESSING.std).view(3, 1, 1)
-    return (tensor - mean) / std
-
-
-class RandomCropDataset(Dataset):
-    """Random (crop_h, crop_w) windows of a StereoDataset, one window for images and gt.
-
-    Items: (left (3, h, w) float32 normalised, right (same), gt (h, w) float32 px, NaN invalid).
-    The window is drawn with torch's RNG (seed it for reproducible crops). cache: keep decoded
-    samples in memory (fine for a few hundred KITTI pairs).
-    """
-
-    def __init__(self, dataset, crop: tuple[int, int], *, indices: list[int] | None = None,
-                 cache: bool = False):
-        self.dataset = dataset
-        self.crop = crop
-        self.indices = list(range(len(dataset))) if indices is None else list(indices)
-        self.cache = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def _sample(self, index: int):
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
-        sample = self.dataset[index]
-        if sample.disparity is None:
-            raise TrainError(f"{sample.name}: no ground-truth disparity to train on")
-        item = (sample.left, sample.right, sample.disparity, sample.name)
-        if self.cache is not None:
-            self.cache[index] = item
-        return item
-
-    def __getitem__(self, i: int):
-        left, right, gt, name = self._sample(self.indices[i])
-        height, width = gt.shape
-        crop_h, crop_w = self.crop
-        if height < crop_h or width < crop_w:
-            raise TrainError(f"{name}: image {width}x{height} is smaller than the crop "
-                             f"{crop_w}x{crop_h} (--crop is HxW)")
-        top = int(torch.randint(0, height - crop_h + 1, (1,)))
-        x0 = int(torch.randint(0, width - crop_w + 1, (1,)))
-        window = (slice(top, top + crop_h), slice(x0, x0 + crop_w))
-        return (normalize_image(left[window]), normalize_image(right[window]),
-                torch.from_numpy(np.ascontiguousarray(gt[window], dtype=np.float32)))
-
-
-def check_batchnorm_trainable(crop: tuple[int, int], batch_size: int) -> None:
-    """PSMNet's largest SPP branch pools 64x64 at 1/4 resolution; BatchNorm needs > 1 value."""
-    half = [-(-size // 2) for size in crop]
-    pooled = [-(-size // 2) // _SPP_LARGEST_POOL for size in half]     # ceil(ceil(s/2)/2) // 64
-    if min(crop) < 256 or crop[0] % 16 or crop[1] % 16:
-        raise TrainError(f"crop {crop[0]}x{crop[1]} must be at least 256x256 and a multiple of "
-                         "16 (PSMNet's SPP and hourglass need it)")
-    if batch_size * pooled[0] * pooled[1] <= 1:
-        raise TrainError(f"crop {crop[0]}x{crop[1]} with batch size {batch_size} leaves the 64-px "
-                         "SPP branch one value per channel, which BatchNorm cannot train on: use "
-                         "--batch-size >= 2 or a crop of at least 256x512")
-
-
-# --------------------------------------------------------------------------- loops
-
-@dataclass
-class EpochStats:
-    """Mean loss and counts of one epoch; losses: per-iteration values."""
-
-    mean_loss: float
-    iterations: int
-    skipped: int
-    seconds: float
-    losses: list[float]
-
-
-def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
-                    device: torch.device, max_disparity: float, mask_mode: str,
-                    progress=None, max_iterations: int | None = None) -> EpochStats:
-    """One pass over `loader` ((left, right, gt) batches); returns EpochStats.
-
-    Batches whose mask is empty are skipped (counted in `skipped`). progress: optional callable
-    (iteration, total, loss) for reporting.
-    """
-    model.train()
-    losses: list[float] = []
-    skipped = 0
-    start = time.perf_counter()
-    total = len(loader) if max_iterations is None else min(len(loader), max_iterations)
-    for iteration, (left, right, gt) in enumerate(loader, start=1):
-        if max_iterations is not None and iteration > max_iterations:
-            break
-        left, right, gt = left.to(device), right.to(device), gt.to(device)
-        mask = loss_mask(gt, mask_mode, max_disparity)
-        if not bool(mask.any()):
-            skipped += 1
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        loss = psmnet_loss(model(left, right), gt, mask)
-        if not torch.isfinite(loss):
-            raise TrainError(f"loss became {loss.item()} at iteration {iteration}; lower --lr")
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(iteration, total, losses[-1])
-    mean_loss = float(np.mean(losses)) if losses else math.nan
-    return EpochStats(mean_loss, len(losses), skipped, time.perf_counter() - start, losses)
-
-
-@torch.no_grad()
-def predict_disparity(model: nn.Module, left: np.ndarray, right: np.ndarray,
-                      device: torch.device) -> np.ndarray:
-    """Eval-mode disparity of one full pair: (H, W, 3) uint8 RGB -> (H, W) float32 px.
-
-    Pads top/right to a multiple of 16 (>= 256 px) as the official test scripts do, crops back.
-    """
-    model.eval()
-    padder = InputPadder(left.shape[:2])
-    left_t, right_t = (padder.pad(normalize_image(image)[None]).to(device)
-                       for image in (left, right))
-    output = model(left_t, right_t)
-    return padder.unpad(output[0, 0]).float().cpu().numpy().astype(np.float32)
-
-
-def validate(model: nn.Module, dataset, *, device: torch.device, indices: list[int] | None = None,
-             names: tuple[str, ...] = VAL_METRICS) -> dict[str, float]:
-    """Pooled metrics (core.metrics, pixel-weighted) of `model` on full images of `dataset`.
-
-    Returns {metric: value} on the "all" ground truth, plus `<metric>_noc` where the dataset has
-    non-occluded ground truth.
-    """
-    indices = list(range(len(dataset))) if indices is None else list(indices)
-    counts = {"all": MetricCounts(), "noc": MetricCounts()}
-    for index in indices:
-        sample = dataset[index]
-        if sample.disparity is None:
-            raise TrainError(f"{sample.name}: no ground truth to validate against")
-        prediction = predict_disparity(model, sample.left, sample.right, device)
-        counts["all"] = counts["all"] + count_metrics(prediction, sample.disparity)
-        if sample.disparity_noc is not None:
-            counts["noc"] = counts["noc"] + count_metrics(prediction, sample.disparity_noc)
-    metrics = counts["all"].finalize(names)
-    if counts["noc"].n_valid:
-        metrics.update({f"{k}_noc": v for k, v in counts["noc"].finalize(names).items()})
-    return metrics
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
-                    epoch: int, train_loss: float, val_metrics: dict | None = None) -> Path:
-    """Write an official-layout checkpoint ('module.' keys) plus resume state; returns path."""
-    state = {MODULE_PREFIX + key: value.detach().cpu()
-             for key, value in model.state_dict().items()}
-    payload = {"epoch": int(epoch), "state_dict": state, "train_loss": float(train_loss),
-               "max_disparity": int(model.max_disparity), "model": str(model.variant),
-               "val_metrics": {k: float(v) for k, v in (val_metrics or {}).items()}}
-    if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Load model and optimizer state saved by save_checkpoint; returns the last finished epoch."""
-    extra = load_checkpoint(model, path)
-    if "optimizer" not in extra or "epoch" not in extra:
-        raise TrainError(f"{path} has no optimizer state or epoch: it was not written by "
-                         f"{PROG}; use --init to start from its weights instead")
-    if extra.get("model") not in (None, model.variant):
-        raise TrainError(f"{path} holds a '{extra['model']}' model, --model is "
-                         f"'{model.variant}'")
-    try:
-        optimizer.load_state_dict(extra["optimizer"])
-    except (ValueError, KeyError) as error:
-        raise TrainError(f"{path}: optimizer state does not fit: {error}") from None
-    return int(extra["epoch"])
+TrainError = TrainingError
+"""A problem the user can fix (bad option combination, unusable checkpoint): exit status 1."""
 
 
 # --------------------------------------------------------------------------- command line
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for the recipe values, whose default is the preset's (None)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Train or fine-tune PSMNet with the official recipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=PROG, description="Train or fine-tune PSMNet with the official recipe, on one "
+        "device or data-parallel under torchrun.", formatter_class=_HelpFormatter)
     size = hxw_size("256x512")
     data = parser.add_argument_group("data")
     add_dataset_arguments(data, size_type=size, size_default=None,
                           size_help="synthetic: HxW (default: the crop size)",
                           limit_help="use only the first N samples", seed_flag="--scene-seed",
                           subset_example="TRAIN")
-    data.add_argument("--val-count", type=int, default=0,
-                      help="hold out the last N samples (by name) for validation")
-    data.add_argument("--crop", type=size, default=(256, 512), help="training crop HxW")
-    data.add_argument("--workers", type=int, help="data loader processes (default: 4 on CUDA, "
-                      "0 on CPU)")
+    data.add_argument("--val-count", type=int, default=None,
+                      help="hold out the last N samples (by name) for validation (default 0; "
+                      "kitti2015 preset: 40)")
+    data.add_argument("--crop", type=size, default=None, help="training crop HxW (default "
+                      "256x512)")
+    data.add_argument("--workers", type=int, help="data loader processes per training process "
+                      "(default: 4 on CUDA, 0 on CPU)")
     data.add_argument("--cache", action="store_true", help="keep decoded samples in memory")
+    recipe = parser.add_argument_group("recipe (defaults: --preset's values, else the "
+                                       "historical defaults shown)")
+    recipe.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="the paper's recipe: sceneflow (pre-training: 10 epochs, lr 0.001, "
+                        "batch 12) or kitti2015 (fine-tuning: 300 epochs, lr 0.001 then 0.0001 "
+                        "after epoch 200, batch 12, 40 validation pairs); both 256x512 crops, "
+                        "max disparity 192, Adam betas (0.9, 0.999)")
+    recipe.add_argument("--max-disparity", type=spec_type("max_disparity"), default=None,
+                        help="disparity levels, px (multiple of 16; default 192)")
+    recipe.add_argument("--epochs", type=int, default=None, help="last epoch, 1-based "
+                        "(default 300)")
+    recipe.add_argument("--batch-size", type=int, default=None,
+                        help="global batch: pairs per optimiser step over all processes "
+                        "(default 2)")
+    recipe.add_argument("--lr", type=float, default=None, help="Adam learning rate (default "
+                        "0.001)")
+    recipe.add_argument("--lr-drop-epoch", type=int, default=None,
+                        help="epochs after this use lr * --lr-drop-factor (<= 0: never; "
+                        "default 200)")
+    recipe.add_argument("--lr-drop-factor", type=float, default=None, help="default 0.1")
+    recipe.add_argument("--adam-betas", type=float, nargs=2, metavar=("BETA1", "BETA2"),
+                        default=None, help="Adam betas (default 0.9 0.999)")
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", type=spec_type("model"), default="stackhourglass",
                        help="PSMNet variant: stackhourglass or basic")
-    model.add_argument("--max-disparity", type=spec_type("max_disparity"), default=192,
-                       help="disparity levels, px (multiple of 16)")
     start = model.add_mutually_exclusive_group()
     start.add_argument("--init", type=Path, help="start from these weights (any PSMNet "
                        "checkpoint); epochs and optimizer start fresh")
     start.add_argument("--resume", type=Path, help="continue a run from its checkpoint "
-                       "(weights, optimizer state, epoch)")
-    model.add_argument("--epochs", type=int, default=300, help="last epoch (1-based)")
-    model.add_argument("--batch-size", type=int, default=2)
-    model.add_argument("--lr", type=float, default=1e-3)
-    model.add_argument("--lr-drop-epoch", type=int, default=200,
-                       help="epochs after this use lr * --lr-drop-factor (<= 0: never)")
-    model.add_argument("--lr-drop-factor", type=float, default=0.1)
+                       "(weights, optimizer state, epoch, step, sample order)")
     model.add_argument("--device", type=spec_type("device"), default="auto",
-                       help="auto, cpu, cuda or cuda:N")
+                       help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, each "
+                       "process then uses cuda:LOCAL_RANK)")
     model.add_argument("--seed", type=int, default=0, help="torch seed (init, crops, order)")
+    scale = parser.add_argument_group("scale and precision")
+    scale.add_argument("--accumulate", type=int, default=1,
+                       help="micro-batches per process and step (gradient accumulation; "
+                       "BatchNorm sees one micro-batch at a time)")
+    scale.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32; bf16 autocast; fp16 autocast with a GradScaler (CUDA only). "
+                       "The loss and the soft-argmin stay float32")
+    scale.add_argument("--sync-bn", action="store_true",
+                       help="with several CUDA processes: SyncBatchNorm over all of them "
+                       "(default: plain BatchNorm per process, as the official recipe)")
     run = parser.add_argument_group("output")
     run.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoint folder")
     run.add_argument("--save-every", type=int, default=10, help="keep checkpoint_<epoch>.tar "
@@ -346,7 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--val-every", type=int, default=10,
                      help="validate every N epochs (needs --val-count; 0 = never)")
     run.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    run.add_argument("--json-log", type=Path, default=None,
+                     help="JSON-lines log (default: <out>/train_log.jsonl)")
+    board = run.add_mutually_exclusive_group()
+    board.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                       help="TensorBoard folder (default: <out>/tensorboard; needs the "
+                       "tensorboard package)")
+    board.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard summaries")
+    run.add_argument("--benchmark-steps", type=int, default=0, metavar="N",
+                     help="only measure: train N steps after --benchmark-warmup steps, print "
+                     "pairs/s, write no checkpoint")
+    run.add_argument("--benchmark-warmup", type=int, default=2, metavar="N",
+                     help="steps before the --benchmark-steps are timed")
     return parser
+
+
+def _apply_recipe(args: argparse.Namespace):
+    """Fill the recipe values left unset from the preset; returns (recipe, overridden names)."""
+    overrides = {name: getattr(args, name) for name in RECIPE_FIELDS}
+    if overrides["adam_betas"] is not None:
+        overrides["adam_betas"] = tuple(overrides["adam_betas"])
+    recipe, overridden = resolve_recipe(args.preset, overrides)
+    for name, value in recipe.values().items():
+        setattr(args, name, value)
+    return recipe, overridden
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -354,24 +207,95 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TrainError("--epochs and --batch-size must be >= 1")
     if not math.isfinite(args.lr) or args.lr <= 0:
         raise TrainError(f"--lr must be > 0, got {args.lr}")
+    if not all(0 <= beta < 1 for beta in args.adam_betas):
+        raise TrainError(f"--adam-betas must be in [0, 1), got {args.adam_betas}")
     if args.val_count < 0 or (args.limit is not None and args.limit < 1):
         raise TrainError("--val-count must be >= 0 and --limit >= 1")
     if args.save_every < 1 or args.val_every < 0:
         raise TrainError("--save-every must be >= 1 and --val-every >= 0")
+    if args.accumulate < 1 or args.benchmark_steps < 0 or args.benchmark_warmup < 0:
+        raise TrainError("--accumulate must be >= 1, --benchmark-steps and --benchmark-warmup "
+                         ">= 0")
     for flag, path in (("--init", args.init), ("--resume", args.resume)):
         if path is not None and not path.is_file():
             raise TrainError(f"{flag} checkpoint not found: {path}")
     check_batchnorm_trainable(args.crop, args.batch_size)
 
 
-def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
-    """Train as the command line says; returns {'epochs': [...per-epoch dicts], 'checkpoint'}."""
+def _check_split(args: argparse.Namespace, world_size: int) -> tuple[int, int]:
+    """(pairs per process per step, pairs per micro-batch) for --batch-size over the processes
+    and --accumulate micro-batches."""
+    shards = world_size * args.accumulate
+    if args.batch_size % shards:
+        raise TrainError(f"--batch-size {args.batch_size} must be a multiple of processes x "
+                         f"--accumulate = {world_size} x {args.accumulate} = {shards}")
+    micro = args.batch_size // shards
+    if micro < args.batch_size:
+        try:
+            check_batchnorm_trainable(args.crop, micro)
+        except TrainingError:
+            raise TrainError(f"--batch-size {args.batch_size} over {world_size} process(es) x "
+                             f"{args.accumulate} micro-batch(es) leaves {micro} pair(s) per "
+                             f"BatchNorm, too few at crop {args.crop[0]}x{args.crop[1]}: use a "
+                             "larger batch or crop, or fewer micro-batches") from None
+    return args.batch_size // world_size, micro
+
+
+def _training_device(args: argparse.Namespace) -> torch.device:
+    """--device, made cuda:LOCAL_RANK for each process under torchrun on GPUs."""
     from stereo_depth_ros.backends.psmnet import resolve_device
 
-    stdout = stdout if stdout is not None else sys.stdout
-    stderr = stderr if stderr is not None else sys.stderr
-    _check_args(args)
+    launched = distributed.launched_by_torchrun()
+    if launched and args.device.startswith("cuda:"):
+        raise TrainError(f"--device {args.device}: under torchrun every process uses "
+                         "cuda:LOCAL_RANK; pass --device cuda (or auto) and choose the GPUs "
+                         "with CUDA_VISIBLE_DEVICES")
     device = resolve_device(args.device)
+    if launched and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank_from_env())
+        torch.cuda.set_device(device)
+    return device
+
+
+class _Silent:
+    """A stream for the processes other than rank 0."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run(args: argparse.Namespace, stdout=None, stderr=None, *, build_model=None) -> dict:
+    """Train as the command line says; returns {'epochs': [...per-epoch dicts], 'checkpoint',
+    'step', 'model'} ('benchmark' instead of checkpoints with --benchmark-steps).
+
+    Under torchrun every process calls this; only rank 0 writes output and files.
+    build_model: `(variant, *, max_disparity) -> nn.Module` for another stereo network with
+    PSMNet's interface (train mode: a disparity tensor or a tuple of them, (B, 1, H, W) px;
+    eval mode: one; attributes `variant` and `max_disparity`); default models.build_psmnet.
+    """
+    recipe, overridden = _apply_recipe(args)
+    _check_args(args)
+    device = _training_device(args)
+    precision = Precision(args.precision, device)
+    if args.sync_bn and device.type != "cuda" and distributed.launched_by_torchrun():
+        raise TrainError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on the "
+                         "CPU each process normalises its own pairs, as the official recipe did")
+    context = distributed.init_from_env(device)
+    try:
+        silent = _Silent()
+        return _train(args, recipe, overridden, context, device, precision,
+                      (stdout or sys.stdout) if context.is_main else silent,
+                      (stderr or sys.stderr) if context.is_main else silent,
+                      build_model or build_psmnet)
+    finally:
+        distributed.shutdown(context)
+
+
+def _train(args, recipe, overridden, context, device, precision, stdout, stderr,
+           build_model) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed % 2**32)
 
@@ -388,70 +312,280 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
     if len(train_indices) < args.batch_size:
         raise TrainError(f"{len(train_indices)} training samples cannot fill a batch of "
                          f"{args.batch_size}")
+    per_process, micro = _check_split(args, context.world_size)
+    if recipe.dataset is not None and recipe.dataset != args.dataset:
+        stderr.write(f"{PROG}: note: the {recipe.name} preset is the recipe for "
+                     f"{recipe.dataset}, training on {args.dataset}\n")
 
-    model = build_psmnet(args.model, max_disparity=args.max_disparity).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    model = build_model(args.model, max_disparity=args.max_disparity).to(device)
+    variant = str(getattr(model, "variant", args.model))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas))
+    scaler = precision.make_scaler()
     first_epoch = 1
+    state = TrainingState()
     if args.init is not None:
         load_checkpoint(model, args.init)
     if args.resume is not None:
-        first_epoch = resume_from(args.resume, model, optimizer) + 1
-        if first_epoch > args.epochs:
+        finished, state = resume_from(args.resume, model, optimizer)
+        first_epoch = finished + 1
+        if first_epoch > args.epochs and not args.benchmark_steps:
             raise TrainError(f"{args.resume} already finished epoch {first_epoch - 1}; raise "
                              f"--epochs above it to continue")
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+    if args.sync_bn and context.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    trained = model
+    if context.enabled:
+        trained = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    shards = context.world_size * args.accumulate
+    sampling = GENERATOR_ORDER if shards == 1 else EPOCH_SEEDED_ORDER
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
-    crops = RandomCropDataset(dataset, args.crop, indices=train_indices, cache=args.cache)
-    generator = torch.Generator().manual_seed(args.seed * 100003 + first_epoch)
-    loader = DataLoader(crops, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=generator)
+    crops = RandomCropDataset(dataset, args.crop, indices=train_indices, cache=args.cache,
+                              seed=args.seed if sampling == EPOCH_SEEDED_ORDER else None)
+    batches = TrainBatches(crops, batch_size=per_process, world_size=context.world_size,
+                           rank=context.rank, seed=args.seed, first_epoch=first_epoch,
+                           order=sampling, workers=workers, pin_memory=device.type == "cuda")
+    order_info = {"order": sampling, "seed": int(args.seed), "batch_size": int(args.batch_size),
+                  "shards": int(shards)}
+    if args.resume is not None:
+        if state.order and state.order != order_info:
+            stderr.write(f"{PROG}: note: {args.resume} was trained with sample order "
+                         f"{state.order}, this run uses {order_info}: the epochs from here on "
+                         "see a different order than the interrupted run would have\n")
+        elif state.rng is not None:
+            batches.load_rng_state(state.rng)
     mask_mode = mask_mode_for(args.dataset)
-    stderr.write(f"{PROG}: {args.model} max_disparity {args.max_disparity} on {device}; "
+
+    stderr.write(f"{PROG}: {describe_recipe(recipe, overridden)}\n")
+    stderr.write(f"{PROG}: {variant} max_disparity {args.max_disparity} on {device}; "
                  f"{len(train_indices)} training / {len(val_indices)} validation samples, "
-                 f"{len(loader)} iterations per epoch, epochs {first_epoch}..{args.epochs}\n")
+                 f"{len(batches)} iterations per epoch, epochs {first_epoch}..{args.epochs}\n")
+    if shards > 1 or context.enabled:
+        norm = "synchronised over all processes" if args.sync_bn and context.enabled else \
+            f"per micro-batch of {micro}"
+        stderr.write(f"{PROG}: {context.world_size} process(es)"
+                     f"{f' ({context.backend})' if context.enabled else ''} x "
+                     f"{args.accumulate} micro-batch(es): global batch {args.batch_size}, "
+                     f"{per_process} pair(s) per process, BatchNorm {norm}\n")
+    if args.sync_bn and not context.enabled:
+        stderr.write(f"{PROG}: note: --sync-bn has no effect in one process\n")
+    if precision.note():
+        stderr.write(f"{PROG}: note: {precision.note()}\n")
 
-    history = []
-    checkpoint = None
-    for epoch in range(first_epoch, args.epochs + 1):
+    monitor = _Monitor(args, context, resumed_step=state.step if args.resume else None,
+                       stderr=stderr)
+    try:
+        monitor.json.write("start", prog=PROG, recipe=recipe.name, overridden=list(overridden),
+                           values=recipe.values(), dataset=args.dataset, model=variant,
+                           device=str(device), world_size=context.world_size,
+                           accumulate=args.accumulate, precision=args.precision,
+                           sync_bn=bool(args.sync_bn), first_epoch=first_epoch,
+                           last_epoch=args.epochs, step=state.step, order=order_info,
+                           train_samples=len(train_indices), val_samples=len(val_indices),
+                           iterations_per_epoch=len(batches))
+        loop = _Loop(args, context, device, precision, trained, model, optimizer, scaler,
+                     batches, mask_mode, monitor, stdout, stderr)
+        if args.benchmark_steps:
+            return loop.benchmark(first_epoch, state.step)
+        return loop.epochs(first_epoch, state, order_info, dataset, val_indices)
+    finally:
+        monitor.close()
+
+
+class _Monitor:
+    """Rank 0's JSON log and TensorBoard writer (nothing on the other ranks)."""
+
+    def __init__(self, args, context, *, resumed_step: int | None, stderr):
+        self.json = JsonLog((args.json_log or args.out / "train_log.jsonl")
+                            if context.is_main else None)
+        self.board = None
+        if context.is_main and not args.no_tensorboard and not args.benchmark_steps:
+            self.board, hint = open_tensorboard(
+                args.tensorboard or args.out / "tensorboard",
+                purge_step=None if resumed_step is None else resumed_step + 1)
+            if hint:
+                stderr.write(f"{PROG}: note: {hint}\n")
+
+    def close(self) -> None:
+        self.json.close()
+        if self.board is not None:
+            self.board.close()
+
+
+class _Loop:
+    """The epochs of one run (state shared by the epoch loop and the benchmark)."""
+
+    def __init__(self, args, context, device, precision, trained, model, optimizer, scaler,
+                 batches, mask_mode, monitor, stdout, stderr):
+        self.args, self.context, self.device = args, context, device
+        self.precision, self.trained, self.model = precision, trained, model
+        self.optimizer, self.scaler, self.batches = optimizer, scaler, batches
+        self.mask_mode, self.monitor = mask_mode, monitor
+        self.stdout, self.stderr = stdout, stderr
+
+    def _set_epoch(self, epoch: int) -> float:
+        args = self.args
         lr = learning_rate(epoch, args.lr, args.lr_drop_epoch, args.lr_drop_factor)
-        for group in optimizer.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        last_report = [time.perf_counter()]
+        self.batches.set_epoch(epoch)
+        return lr
 
-        def progress(iteration: int, count: int, loss: float, epoch=epoch) -> None:
-            now = time.perf_counter()
-            if args.quiet or (now - last_report[0] < 5.0 and iteration not in (1, count)):
-                return
-            last_report[0] = now
-            stderr.write(f"epoch {epoch} iter {iteration}/{count} loss {loss:.4f} lr {lr:g}\n")
-            stderr.flush()
+    def _train_epoch(self, on_step, max_iterations=None) -> EpochStats:
+        return train_one_epoch(self.trained, self.batches, self.optimizer, device=self.device,
+                               max_disparity=float(self.args.max_disparity),
+                               mask_mode=self.mask_mode, precision=self.precision,
+                               accumulate=self.args.accumulate, context=self.context,
+                               scaler=self.scaler, on_step=on_step,
+                               max_iterations=max_iterations)
 
-        stats = train_one_epoch(model, loader, optimizer, device=device,
-                                max_disparity=float(args.max_disparity), mask_mode=mask_mode,
-                                progress=progress)
-        record = {"epoch": epoch, "lr": lr, "train_loss": stats.mean_loss,
-                  "iterations": stats.iterations, "seconds": stats.seconds,
-                  "losses": stats.losses}
-        val_metrics = None
-        if val_indices and args.val_every and (epoch % args.val_every == 0
-                                               or epoch == args.epochs):
-            val_metrics = validate(model, dataset, device=device, indices=val_indices)
-            record["val"] = val_metrics
-        history.append(record)
-        line = (f"epoch {epoch}/{args.epochs} lr {lr:g} train_loss {stats.mean_loss:.4f} "
-                f"({stats.iterations} it, {stats.seconds:.1f} s)")
-        if val_metrics:
-            line += " val " + " ".join(f"{k} {v:.3f}" for k, v in val_metrics.items())
-        stdout.write(line + "\n")
-        stdout.flush()
-        checkpoint = save_checkpoint(args.out / "last.tar", model, optimizer, epoch=epoch,
-                                     train_loss=stats.mean_loss, val_metrics=val_metrics)
-        if epoch % args.save_every == 0 or epoch == args.epochs:
-            checkpoint = save_checkpoint(args.out / f"checkpoint_{epoch}.tar", model, optimizer,
-                                         epoch=epoch, train_loss=stats.mean_loss,
-                                         val_metrics=val_metrics)
-    return {"epochs": history, "checkpoint": checkpoint}
+    def _check_replicas(self, epoch: int) -> list[str] | None:
+        """Make every replica's BatchNorm statistics rank 0's, then check the replicas are
+        bit-identical (SHA-256 of every parameter and buffer); their fingerprints."""
+        if not self.context.enabled:
+            return None
+        distributed.broadcast_buffers(self.model, self.context)
+        prints = distributed.gather_objects(distributed.state_fingerprint(self.model),
+                                            self.context)
+        if len(set(prints)) != 1:
+            shown = ", ".join(p[:12] for p in prints)
+            raise TrainError(f"the {self.context.world_size} replicas differ after epoch "
+                             f"{epoch} (parameter fingerprints {shown}): the processes did not "
+                             "train in step")
+        return prints
+
+    def epochs(self, first_epoch: int, state: TrainingState, order_info: dict, dataset,
+               val_indices: list[int]) -> dict:
+        args, context, monitor = self.args, self.context, self.monitor
+        total_steps = (args.epochs - first_epoch + 1) * len(self.batches)
+        progress = ProgressReporter(self.stderr, quiet=args.quiet, total_steps=total_steps)
+        history = []
+        checkpoint = None
+        step = state.step
+        for epoch in range(first_epoch, args.epochs + 1):
+            lr = self._set_epoch(epoch)
+            progress.start_epoch(epoch, lr)
+            example = [None]
+
+            def on_step(record, epoch=epoch, lr=lr) -> None:
+                nonlocal step
+                step += 1
+                progress.step(record.iteration, len(self.batches), record)
+                rate = record.pairs / record.seconds if record.seconds > 0 else math.nan
+                monitor.json.write("step", epoch=epoch, step=step, iteration=record.iteration,
+                                   loss=record.loss, output_losses=record.output_losses, lr=lr,
+                                   pairs=record.pairs, seconds=record.seconds, pairs_per_s=rate)
+                if monitor.board is not None:
+                    monitor.board.scalars(step, {
+                        "loss/total": record.loss, "lr": lr, "throughput/pairs_per_s": rate,
+                        **{f"loss/output{i + 1}": value
+                           for i, value in enumerate(record.output_losses)}})
+                example[0] = record.example
+
+            stats = self._train_epoch(on_step)
+            replicas = self._check_replicas(epoch)
+            record = {"epoch": epoch, "lr": lr, "train_loss": stats.mean_loss,
+                      "iterations": stats.iterations, "seconds": stats.seconds,
+                      "losses": stats.losses, "output_losses": stats.output_losses,
+                      "step": step, "pairs_per_s": stats.pairs_per_second}
+            val_metrics = None
+            if val_indices and args.val_every and (epoch % args.val_every == 0
+                                                   or epoch == args.epochs):
+                val_metrics = self._validate(dataset, val_indices, step)
+                record["val"] = val_metrics
+            if monitor.board is not None and example[0] is not None:
+                left, prediction, gt = example[0]
+                monitor.board.pair_images(step, "train", denormalize_image(left),
+                                          prediction.float().cpu().numpy(),
+                                          gt.float().cpu().numpy(), args.max_disparity)
+            history.append(record)
+            line = (f"epoch {epoch}/{args.epochs} lr {lr:g} train_loss {stats.mean_loss:.4f} "
+                    f"({stats.iterations} it, {stats.seconds:.1f} s, "
+                    f"{stats.pairs_per_second:.2f} pairs/s)")
+            if val_metrics:
+                line += " val " + " ".join(f"{k} {v:.3f}" for k, v in val_metrics.items())
+            self.stdout.write(line + "\n")
+            self.stdout.flush()
+            if context.is_main:
+                training = TrainingState(
+                    step=step, order=order_info, rng=self.batches.rng_state(),
+                    precision=args.precision, world_size=context.world_size,
+                    accumulate=args.accumulate,
+                    scaler=self.scaler.state_dict() if self.scaler is not None else None)
+                saved = {"epoch": epoch, "train_loss": stats.mean_loss,
+                         "val_metrics": val_metrics, "training": training.to_dict()}
+                checkpoint = save_checkpoint(args.out / "last.tar", self.model, self.optimizer,
+                                             **saved)
+                if epoch % args.save_every == 0 or epoch == args.epochs:
+                    checkpoint = save_checkpoint(args.out / f"checkpoint_{epoch}.tar",
+                                                 self.model, self.optimizer, **saved)
+            monitor.json.write("epoch", epoch=epoch, step=step, lr=lr,
+                               train_loss=stats.mean_loss, output_losses=stats.output_losses,
+                               iterations=stats.iterations, skipped=stats.skipped,
+                               seconds=stats.seconds, pairs_per_s=stats.pairs_per_second,
+                               val=val_metrics, replicas=replicas, checkpoint=checkpoint)
+            if monitor.board is not None:
+                monitor.board.flush()
+            distributed.barrier(context)
+        return {"epochs": history, "checkpoint": checkpoint, "step": step, "model": self.model}
+
+    def _validate(self, dataset, val_indices: list[int], step: int) -> dict:
+        first = []
+
+        def keep(sample, prediction) -> None:
+            if not first:
+                first.append((sample, prediction))
+
+        metrics = validate(self.model, dataset, device=self.device, indices=val_indices,
+                           context=self.context, autocast=self.precision.autocast,
+                           on_prediction=keep)
+        board = self.monitor.board
+        if board is not None:
+            board.scalars(step, {f"val/{name}": value for name, value in metrics.items()})
+            if first:
+                sample, prediction = first[0]
+                board.pair_images(step, "val", sample.left, prediction, sample.disparity,
+                                  self.args.max_disparity)
+        return metrics
+
+    def benchmark(self, first_epoch: int, step: int) -> dict:
+        """Train --benchmark-warmup + --benchmark-steps steps; pairs/s of the timed ones."""
+        args = self.args
+        wanted = args.benchmark_warmup + args.benchmark_steps
+        records = []
+        epoch = first_epoch
+        while len(records) < wanted:
+            self._set_epoch(epoch)
+            before = len(records)
+            self._train_epoch(records.append, max_iterations=wanted - len(records))
+            if len(records) == before:
+                raise TrainError("no training step in a whole epoch: the ground truth is empty")
+            epoch += 1
+        timed = records[args.benchmark_warmup:]
+        seconds = sum(r.seconds for r in timed)
+        pairs = sum(r.pairs for r in timed)
+        variant = getattr(self.model, "variant", args.model)
+        result = {"processes": self.context.world_size, "accumulate": args.accumulate,
+                  "batch_size": args.batch_size, "crop": list(args.crop), "model": variant,
+                  "max_disparity": args.max_disparity, "precision": args.precision,
+                  "device": str(self.device), "backend": self.context.backend,
+                  "threads_per_process": torch.get_num_threads(), "steps": len(timed),
+                  "warmup_steps": args.benchmark_warmup, "seconds": seconds,
+                  "pairs": pairs, "pairs_per_s": pairs / seconds if seconds > 0 else math.nan,
+                  "losses": [r.loss for r in records]}
+        self.monitor.json.write("benchmark", **result)
+        self.stdout.write(
+            f"benchmark: {result['processes']} process(es) x {args.accumulate} micro-batch(es), "
+            f"global batch {args.batch_size}, crop {args.crop[0]}x{args.crop[1]}, {variant} "
+            f"max_disparity {args.max_disparity}, {args.precision} on {self.device}: "
+            f"{result['pairs_per_s']:.3f} pairs/s ({len(timed)} steps after "
+            f"{args.benchmark_warmup} warm-up, {seconds:.1f} s)\n")
+        self.stdout.flush()
+        return {"epochs": [], "checkpoint": None, "step": step + len(records),
+                "model": self.model, "benchmark": result}
 
 
 def main(argv: list[str] | None = None) -> int:
