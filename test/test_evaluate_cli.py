@@ -205,3 +205,14 @@ def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
         main(["--live", "--tolerance", "0"])
     assert exit_info.value.code == 2
     assert "expected a positive number, got '0'" in capsys.readouterr().err
+
+
+def test_summaries_are_strict_json():
+    """NaN/inf (an empty band, a dataset without valid pixels) become null and numpy scalars
+    plain numbers, so json.loads in any language reads the eval and live-eval summaries."""
+    from stereo_depth_ros.tools._cli import json_safe
+
+    value = {"mae": np.float32("nan"), "n": np.int64(3),
+             "bands": [{"rmse": float("inf")}, (np.float64(2.5), -float("inf"))]}
+    text = json.dumps(json_safe(value), allow_nan=False)
+    assert json.loads(text) == {"mae": None, "n": 3, "bands": [{"rmse": None}, [2.5, None]]}

@@ -47,7 +47,7 @@ from stereo_depth_ros.core.metrics import (
 from stereo_depth_ros.data import StereoSample
 from stereo_depth_ros.tools._cli import (
     ToolError, add_backend_arguments, add_dataset_arguments, backend_from_args,
-    dataset_from_args, hxw_size, run_tool, spec_type)
+    dataset_from_args, hxw_size, json_safe, run_tool, spec_type)
 
 PROG = "stereo_depth_eval"
 PREDICTION_SUFFIXES = (".png", ".pfm", ".npy")
@@ -231,18 +231,6 @@ def summarize(result: EvalResult, names: tuple[str, ...]) -> dict:
     return summary
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    return value
-
-
 def write_outputs(out_dir: Path, result: EvalResult, summary: dict) -> tuple[Path, Path]:
     """Write `per_image.csv` and `summary.json` into out_dir; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +244,7 @@ def write_outputs(out_dir: Path, result: EvalResult, summary: dict) -> tuple[Pat
         for row in result.rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
-    json_path.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    json_path.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     return csv_path, json_path
 
 

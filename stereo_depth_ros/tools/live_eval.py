@@ -37,7 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.bags.kitti2bag_fix import PRESETS
@@ -47,8 +46,9 @@ from stereo_depth_ros.core.lidar_eval import EXPIRED, NO_TRANSFORM, FrameReport,
 from stereo_depth_ros.core.stamp_matching import NO_REFERENCE, OVERFLOW
 from stereo_depth_ros.core.stamps import ns_to_seconds_text, seconds_to_ns
 from stereo_depth_ros.core.transforms import TransformTree
-from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_OK, ToolError, parse_ros_args,
-                                         positive_float, report_error, ros_session)
+from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_OK, ToolError, json_safe,
+                                         parse_ros_args, positive_float, report_error,
+                                         ros_session)
 
 LOG = logging.getLogger(__name__)
 PROG = "stereo_depth_eval --live"
@@ -209,18 +209,6 @@ def make_summary(evaluation: LiveEvaluation, settings: dict) -> dict:
             "problems": dict(evaluation.problems)}
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    return value
-
-
 def frame_rows(reports: list[FrameReport]) -> list[dict]:
     """CSV rows: one per scan and group (all + bands); one row without metrics when the scan
     was not compared."""
@@ -251,7 +239,7 @@ def write_outputs(out_dir: Path, evaluation: LiveEvaluation, summary: dict) -> l
             writer.writerow({k: ("" if v is None else f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
     summary_json = out_dir / "depth_error_summary.json"
-    summary_json.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    summary_json.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     profile = evaluation.profile.rows()
     range_csv = out_dir / "depth_error_vs_range.csv"
     with range_csv.open("w", newline="") as handle:
