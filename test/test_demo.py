@@ -71,15 +71,22 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path, assets_dir):
         # the node is up and the replay started: PSMNet frames take seconds, so we are mid-run
         wait_for(lambda: "stereo_depth_replay" in _read(out / "logs" / "pids.txt"),
                  timeout=180, what="the demo's replay to start")
+        signals = _signal_masks(process.pid)      # for the message, should SIGINT be missed
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
-        assert process.returncode == 130, output
+        assert process.returncode == 130, (f"{output}\nsignal masks at SIGINT: {signals}; "
+                                           f"pids: {_read(out / 'logs' / 'pids.txt')}")
         assert "interrupted" in output
         _assert_children_gone(out)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _signal_masks(pid: int) -> str:
+    return " ".join(line.replace("\t", "") for line in _read(Path(f"/proc/{pid}/status"))
+                    .splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
 def _read(path: Path) -> str:

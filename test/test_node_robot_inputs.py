@@ -348,14 +348,24 @@ def test_large_frames_replay_without_a_profile_loses_nothing(tmp_path):
         wait_for_publishers(depth.subscription)
         argv = [sys.executable, "-m", "stereo_depth_ros.tools.replay", str(summary["bag"]),
                 "--wait-timeout", "30", "--watch", "/large/depth/image_rect",
-                "--watch-type", "sensor_msgs/msg/Image", "--step", "--step-timeout", "15"]
+                "--watch-type", "sensor_msgs/msg/Image", "--watch-subscribers", "2",
+                "--step", "--step-timeout", "15"]
+        # --watch-subscribers 2: the replay starts once the graph also shows this test's
+        # subscription (a reliable, volatile reader matched late misses the first frames).
         with NodeProcess(argv=argv, env=env) as replay:
             assert replay.wait_exit(120) == 0, replay.output()
             assert "no profile set, using" in replay.output()
         stamps = set(summary["stamps_ns"])
-        wait_for(lambda: stamps <= {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-                                    for m in depth.snapshot()}, 30,
-                 what=f"depth for all {len(stamps)} frames")
+
+        def received() -> set[int]:
+            return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                    for m in depth.snapshot()}
+
+        try:
+            wait_for(lambda: stamps <= received(), 30, what=f"depth for all {len(stamps)} frames")
+        except AssertionError as error:
+            raise AssertionError(f"{error}: missing {sorted(stamps - received())}; replay:\n"
+                                 f"{replay.output()}\nnode:\n{node.output()}") from None
     finally:
         if ctx is not None:
             ctx.close()
