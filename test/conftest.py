@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ if "STEREO_DEPTH_TEST_DOMAIN_ID" in os.environ:
 else:
     _DOMAIN_ID, _DOMAIN_LOCK = _reserve_ros_domain_id()
     os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN_ID)
+# A test runner started in the background by a non-interactive shell (`make test &`, nohup)
+# ignores SIGINT, and every process it starts inherits that; the tests stop nodes, tools and
+# launches with Ctrl-C as a terminal does, so they get the terminal's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 _FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
 if _FASTDDS_PROFILE.is_file():
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_FASTDDS_PROFILE))

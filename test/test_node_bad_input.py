@@ -313,3 +313,21 @@ def test_bad_parameter_value_at_start():
     code, output = run_to_exit(["-p", "backend:=tensorrt"])
     assert code == 1, output
     assert "backend='tensorrt' is not allowed: expected one of psmnet, sgbm" in output
+
+
+def test_node_started_with_sigint_ignored_stops_cleanly_on_ctrl_c():
+    """Started from a background shell (SIGINT ignored, inherited): Python raises no
+    KeyboardInterrupt, rclpy's own handler shuts the context down under the spin; the node
+    still stops with status 0 and no traceback."""
+    import shlex
+    import sys
+
+    command = shlex.join([sys.executable, "-m", "stereo_depth_ros.ros.stereo_depth_node",
+                          "--ros-args", "-p", "backend:=sgbm", "-r", "__ns:=/ignored_int"])
+    process = NodeProcess(argv=["bash", "-c", f"trap '' INT; exec {command}"]).start()
+    try:
+        process.wait_for_output(r"ready: backend=sgbm", timeout=60)
+    finally:
+        code = process.stop()
+    assert code == 0, process.output()
+    assert "Traceback" not in process.output(), process.output()

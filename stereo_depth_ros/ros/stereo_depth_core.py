@@ -611,6 +611,12 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
         executor.spin_until_future_complete(node.finished)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A process started with SIGINT ignored (from a background shell) gets no
+        # KeyboardInterrupt: rclpy's own handler shuts the context down under the spin, and
+        # rclpy may then fail inside it. That is a stop, not an error.
+        if rclpy.ok(context=node.context):
+            raise
     finally:
         ignore_further_interrupts()    # a second Ctrl-C (ros2 launch) must not break the cleanup
         if rclpy.ok(context=node.context) and not node.finished.done():
