@@ -489,3 +489,15 @@ def add_oxts(drive: Path, n_frames: int, offsets_ns=(2_000_000, -3_000_000, 5_00
         "calib_time: 25-May-2012 16:47:16\n" + _calib_line("R", IMU_TO_VELO_R) + "\n"
         + _calib_line("T", IMU_TO_VELO_T) + "\n")
     return stamps
+
+
+def read_bag(path: Path) -> dict[str, list]:
+    """topic -> [(bag time ns, message)] using rosbags with the ROS 2 typestore."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    out: dict[str, list] = {}
+    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
+    return out

@@ -226,17 +226,13 @@ class Collector:
                              what=f"a message stamped {sec}.{nanosec:09d}")
 
 
-class RosTestContext:
-    """An isolated rclpy context with one test node spun in a background thread."""
+class _SpunNode:
+    """A node in its own rclpy context, spun by a single-threaded executor in a background
+    thread; `close` stops the thread, destroys the node and shuts the context down."""
 
-    def __init__(self, name: str = "test_peer") -> None:
-        import rclpy
-        from rclpy.context import Context
+    def _start_spinning(self) -> None:
         from rclpy.executors import SingleThreadedExecutor
 
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -249,6 +245,28 @@ class RosTestContext:
         except (ExternalShutdownException, Exception):  # noqa: BLE001  (shutdown races)
             pass
 
+    def close(self) -> None:
+        import rclpy
+        try:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=self.context)
+            self._thread.join(5)
+
+
+class RosTestContext(_SpunNode):
+    """An isolated rclpy context with one test node spun in a background thread."""
+
+    def __init__(self, name: str = "test_peer") -> None:
+        import rclpy
+        from rclpy.context import Context
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self._start_spinning()
+
     def collect(self, msg_type, topic: str, qos=None) -> Collector:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         collector = Collector()
@@ -260,15 +278,6 @@ class RosTestContext:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         return self.node.create_publisher(
             msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
-
-    def close(self) -> None:
-        import rclpy
-        try:
-            self.executor.shutdown(timeout_sec=2.0)
-            self.node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=self.context)
-            self._thread.join(5)
 
 
 # ---------------------------------------------------------------------------- node harness
@@ -462,14 +471,13 @@ def statuses_of(diagnostics: Collector, hardware_id: str) -> list[tuple[int, dic
             if status.hardware_id == hardware_id]
 
 
-class InProcessNode:
+class InProcessNode(_SpunNode):
     """StereoDepthNode in this process (its own rclpy context, executor thread and worker), for
     tests that put a test double behind it (a backend that raises) or watch what it builds."""
 
     def __init__(self, namespace: str, parameters: dict) -> None:
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
         from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
 
@@ -483,26 +491,7 @@ class InProcessNode:
         except BaseException:
             rclpy.try_shutdown(context=self.context)
             raise
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, Exception):  # noqa: BLE001  (shutdown races)
-            pass
-
-    def close(self) -> None:
-        import rclpy
-        try:
-            self.executor.shutdown(timeout_sec=2.0)
-            self.node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=self.context)
-            self._thread.join(5)
+        self._start_spinning()
 
 
 # ---------------------------------------------------------------------------- lifecycle

@@ -210,7 +210,7 @@ def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
 def test_summaries_are_strict_json():
     """NaN/inf (an empty band, a dataset without valid pixels) become null and numpy scalars
     plain numbers, so json.loads in any language reads the eval and live-eval summaries."""
-    from stereo_depth_ros.tools._cli import json_safe
+    from stereo_depth_ros.core.json_values import json_safe
 
     value = {"mae": np.float32("nan"), "n": np.int64(3),
              "bands": [{"rmse": float("inf")}, (np.float64(2.5), -float("inf"))]}

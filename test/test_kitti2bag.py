@@ -8,24 +8,12 @@ import numpy as np
 import pytest
 
 from kitti_fixtures import (BASELINE_M, FX, LEFT_STAMPS, make_raw_drive, make_stereo_2012,
-                            make_stereo_2015, random_dot_pair)
+                            make_stereo_2015, random_dot_pair, read_bag)
 from stereo_depth_ros.tools import kitti2bag
 from stereo_depth_ros.tools.kitti2bag import (DEFAULT_FRAME_ID, LayoutError, convert,
                                               discover_frames, parse_kitti_timestamp)
 
 INPUT_TOPICS = {"/left/image_raw", "/right/image_raw", "/left/camera_info", "/right/camera_info"}
-
-
-def read_bag(path: Path) -> dict[str, list]:
-    """topic -> [(bag time ns, message)] using rosbags with the ROS 2 typestore."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    out: dict[str, list] = {}
-    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
-        for conn, t, raw in reader.messages():
-            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
-    return out
 
 
 def stamp_ns(msg) -> int:

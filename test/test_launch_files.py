@@ -61,6 +61,17 @@ def console_scripts() -> dict[str, str]:
     raise AssertionError("no console_scripts in setup.py")
 
 
+def top_level_imports(tree: ast.AST) -> set[str]:
+    """The top-level package of every import in a parsed file."""
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    return imported
+
+
 @pytest.fixture(scope="module")
 def launch_constants():
     return module_constants(LAUNCH_FILE)
@@ -69,12 +80,7 @@ def launch_constants():
 def test_launch_file_parses_and_imports_only_the_launch_api():
     tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
     compile(tree, str(LAUNCH_FILE), "exec")
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            imported.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+    imported = top_level_imports(tree)
     # The launch API, and the package's own RViz view (installed beside the launch file).
     assert imported <= {"launch", "launch_ros", "os", "stereo_depth_ros"}, imported
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
@@ -204,12 +210,7 @@ MANAGED_LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_depth_managed.launch.py"
 def test_managed_launch_file_imports_only_the_launch_api_and_reuses_the_plain_one():
     tree = ast.parse(MANAGED_LAUNCH_FILE.read_text(), filename=str(MANAGED_LAUNCH_FILE))
     compile(tree, str(MANAGED_LAUNCH_FILE), "exec")
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            imported.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+    imported = top_level_imports(tree)
     assert imported <= {"launch", "launch_ros", "lifecycle_msgs", "os", "importlib"}, imported
     assert "generate_launch_description" in {n.name for n in tree.body
                                              if isinstance(n, ast.FunctionDef)}

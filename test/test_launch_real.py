@@ -87,6 +87,16 @@ def get_parameters(ctx: RosTestContext, node_name: str, names: list[str]) -> dic
         ctx.node.destroy_client(client)
 
 
+def stereo_input_publishers(ctx: RosTestContext, prefix: str) -> list:
+    """Publishers of <prefix>/{left,right}/image_raw and .../camera_info, in the order the
+    scenes are sent (left image, right image, left info, right info)."""
+    from sensor_msgs.msg import CameraInfo, Image
+    return [ctx.publisher(Image, f"{prefix}/left/image_raw"),
+            ctx.publisher(Image, f"{prefix}/right/image_raw"),
+            ctx.publisher(CameraInfo, f"{prefix}/left/camera_info"),
+            ctx.publisher(CameraInfo, f"{prefix}/right/camera_info")]
+
+
 def latest_status(diagnostics, hardware_id: str) -> dict[str, str]:
     from stereo_depth_ros.ros.diagnostics import key_values_to_dict
     for array in reversed(diagnostics.snapshot()):
@@ -104,7 +114,7 @@ def write_params(path: Path, **params) -> Path:
 def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_space, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import Image
 
     # The params file asks for PSMNet; the backend argument must override it.
     params = write_params(tmp_path / "params.yaml", backend="psmnet", queue_size=5,
@@ -126,10 +136,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
             now_ns = SIM_START_S * 10**9 + int((time.monotonic() - started) * 1e9)
             clock.publish(Clock(clock=stamp(now_ns // 10**9, now_ns % 10**9)))
         timer = ctx.node.create_timer(0.05, tick)
-        pubs = [ctx.publisher(Image, "/robot/cam/left/image_raw"),
-                ctx.publisher(Image, "/robot/cam/right/image_raw"),
-                ctx.publisher(CameraInfo, "/robot/cam/left/camera_info"),
-                ctx.publisher(CameraInfo, "/robot/cam/right/camera_info")]
+        pubs = stereo_input_publishers(ctx, "/robot/cam")
         depth = ctx.collect(Image, "/robot/depth/image_rect")
         rect = ctx.collect(Image, "/robot/cam/left/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
@@ -182,7 +189,7 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
     """backend:=psmnet weights_path:=<released KITTI 2015 weights>, installed params file: the
     node's disparity is the official implementation's on the golden crop."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import Image
     from stereo_msgs.msg import DisparityImage
 
     left = cv2.imread(str(GOLDEN / "drivingstereo_crop_left.png"))      # BGR, 256x512
@@ -194,10 +201,7 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
     ctx = RosTestContext("launch_psmnet_peer")
     launch = Launch(install_space, "stereo_depth.launch.py", arguments)
     try:
-        pubs = [ctx.publisher(Image, "/psm/left/image_raw"),
-                ctx.publisher(Image, "/psm/right/image_raw"),
-                ctx.publisher(CameraInfo, "/psm/left/camera_info"),
-                ctx.publisher(CameraInfo, "/psm/right/camera_info")]
+        pubs = stereo_input_publishers(ctx, "/psm")
         disparity = ctx.collect(DisparityImage, "/psm/disparity")
         depth = ctx.collect(Image, "/psm/depth/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
@@ -364,7 +368,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
     activates it; it then publishes correct depth."""
     from diagnostic_msgs.msg import DiagnosticArray
     from ros_helpers import LifecycleClient
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import Image
 
     scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
                        foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
@@ -374,10 +378,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
                              left_namespace="cam/left", right_namespace="cam/right")
     lifecycle = None
     try:
-        pubs = [ctx.publisher(Image, "/managed/cam/left/image_raw"),
-                ctx.publisher(Image, "/managed/cam/right/image_raw"),
-                ctx.publisher(CameraInfo, "/managed/cam/left/camera_info"),
-                ctx.publisher(CameraInfo, "/managed/cam/right/camera_info")]
+        pubs = stereo_input_publishers(ctx, "/managed/cam")
         depth = ctx.collect(Image, "/managed/depth/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
         launch.start()

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kitti_fixtures import FX, make_raw_drive
+from kitti_fixtures import FX, make_raw_drive, read_bag
 from stereo_depth_ros.core.disparity_io import write_kitti_png
 from stereo_depth_ros.tools import evaluate, kitti2bag
 
@@ -132,7 +132,7 @@ def fake_player(monkeypatch):
             super().play_once()
             self.passes += 1
             if self.stop_after_passes is not None and self.passes >= self.stop_after_passes:
-                raise bag_player.Interrupted()          # how SIGTERM ends a --loop replay
+                raise replay.Interrupted()            # how SIGTERM ends a --loop replay
 
     monkeypatch.setattr(replay, "Player", RecordingPlayer)
 
@@ -204,18 +204,6 @@ def test_replay_loop_plays_the_bag_again(string_bag, fake_player, tmp_path):
 # =================================================================== stereo_depth_kitti2bag
 
 SIZE = (16, 24)          # tiny images: the options are about topics, stamps and camera_info
-
-
-def read_bag(path: Path) -> dict[str, list]:
-    """topic -> [(bag time ns, message)] with rosbags and the ROS 2 typestore."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    out: dict[str, list] = {}
-    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
-        for conn, t, raw in reader.messages():
-            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
-    return out
 
 
 def stamps_ns(messages) -> list[int]:

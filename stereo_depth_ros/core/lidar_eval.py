@@ -131,14 +131,7 @@ class LiveEvaluation:
         self._waiting[stamp_ns] = (depth_m, frame_id)
         decided = []
         while len(self._waiting) > self.max_waiting_images:
-            oldest = min(self._waiting)
-            image, frame = self._waiting.pop(oldest)
-            height, width = image.shape
-            if (width, height) in self._latest_info:
-                self._infos[oldest] = (self._latest_info[(width, height)], width, height)
-                decided += self._add_frame(oldest, image, frame)
-            else:
-                self.depth_frames_without_camera_info += 1
+            decided += self._release_waiting(min(self._waiting))
         return decided
 
     def add_scan(self, stamp_ns: int, points: np.ndarray, frame_id: str) -> list[FrameReport]:
@@ -151,16 +144,21 @@ class LiveEvaluation:
         size; pending scans are decided with the depth frames seen."""
         decided = []
         for stamp in sorted(self._waiting):
-            image, frame_id = self._waiting.pop(stamp)
-            size = (image.shape[1], image.shape[0])
-            if size in self._latest_info:
-                self._infos[stamp] = (self._latest_info[size], *size)
-                decided += self._add_frame(stamp, image, frame_id)
-            else:
-                self.depth_frames_without_camera_info += 1
+            decided += self._release_waiting(stamp)
         return decided + self._evaluate(self.matcher.flush())
 
     # ----------------------------------------------------------------------------- internals
+    def _release_waiting(self, stamp_ns: int) -> list[FrameReport]:
+        """A waiting image leaves the queue with the latest camera_info of its size, or is
+        counted in depth_frames_without_camera_info when none of that size came."""
+        image, frame_id = self._waiting.pop(stamp_ns)
+        size = (image.shape[1], image.shape[0])
+        if size not in self._latest_info:
+            self.depth_frames_without_camera_info += 1
+            return []
+        self._infos[stamp_ns] = (self._latest_info[size], *size)
+        return self._add_frame(stamp_ns, image, frame_id)
+
     def _store(self, stamp_ns: int, depth_m: np.ndarray, frame_id: str) -> None:
         k, _, _ = self._infos[stamp_ns]
         self._frames[stamp_ns] = DepthFrame(stamp_ns, depth_m, frame_id, k)

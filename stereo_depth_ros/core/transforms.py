@@ -155,10 +155,12 @@ class TransformTree:
 
     def __init__(self, transforms=()) -> None:
         self._edges: dict[str, StaticTransform] = {}
+        self._chains: dict[tuple[str, str], np.ndarray] = {}    # lookups since the last add
         self.add_all(transforms)
 
     def add(self, transform: StaticTransform) -> None:
         self._edges[transform.child] = transform
+        self._chains.clear()
 
     def add_all(self, transforms) -> None:
         for transform in transforms:
@@ -180,6 +182,11 @@ class TransformTree:
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
             return np.eye(4)
+        if (target, source) not in self._chains:
+            self._chains[(target, source)] = self._chain(target, source)
+        return self._chains[(target, source)].copy()
+
+    def _chain(self, target: str, source: str) -> np.ndarray:
         neighbours: dict[str, list[tuple[str, np.ndarray]]] = {}
         for edge in self._edges.values():
             # moving child -> parent applies T_parent_child; parent -> child its inverse

@@ -41,10 +41,6 @@ class FrameRecord:
     output_wall: float | None = None
 
 
-class Interrupted(Exception):
-    """Raised by the SIGTERM handler while playing (`tools._cli.ros_session`)."""
-
-
 class Player:
     """Publishes a BagSource with rclpy: pacing, /clock, subscriber wait, watch/step."""
 

@@ -18,3 +18,8 @@ def interrupt_once(signum, frame) -> None:  # noqa: ARG001  (signal handler sign
     """SIGINT handler: KeyboardInterrupt the first time, ignored afterwards."""
     ignore_further_interrupts()
     raise KeyboardInterrupt
+
+
+class Interrupted(Exception):
+    """SIGTERM while a tool plays or evaluates: raised by the handler `tools._cli.ros_session`
+    installs (its `interrupt`), so the tool's cleanup runs as on Ctrl-C."""

@@ -23,6 +23,7 @@ from stereo_depth_ros.core.lidar import xyz_from_cloud
 from stereo_depth_ros.core.lidar_eval import FrameReport, LiveEvaluation
 from stereo_depth_ros.core.stamps import ns_to_seconds_text, set_stamp, stamp_to_ns
 from stereo_depth_ros.core.transforms import TransformTree, static_transforms_from_message
+from stereo_depth_ros.ros.messages import depth_image_metres
 
 LOG = logging.getLogger(__name__)
 STATUS_PREFIX = "depth_error"
@@ -35,22 +36,6 @@ def tf_message_type():
     except ImportError:
         return None
     return TFMessage
-
-
-def depth_image_metres(msg) -> np.ndarray:
-    """(H, W) float32 metres of a REP 118 depth image (32FC1 m, or 16UC1 mm with 0 invalid);
-    invalid pixels NaN. ValueError naming the encoding otherwise."""
-    from stereo_depth_ros.ros.image_conversion import image_to_numpy
-
-    if msg.encoding not in ("32FC1", "16UC1"):
-        raise ValueError(f"depth image encoding {msg.encoding!r}: expected 32FC1 (m) or 16UC1 "
-                         "(mm)")
-    array = image_to_numpy(msg, use_cv_bridge=False)
-    if msg.encoding == "16UC1":
-        metres = array.astype(np.float32) / np.float32(1000.0)
-        metres[array == 0] = np.nan
-        return metres
-    return np.asarray(array, dtype=np.float32)
 
 
 def report_statuses(report: FrameReport, hardware_id: str, tolerance_s: float):

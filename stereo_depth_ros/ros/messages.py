@@ -16,12 +16,13 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from stereo_msgs.msg import DisparityImage
 
+from stereo_depth_ros.config import DEPTH_ENCODINGS
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.rectify import (CameraCalibration, StereoCalibration,
                                            is_already_rectified)
 from stereo_depth_ros.drop_reasons import (BAD_BASELINE, INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
                                            NAN_IN_CALIBRATION, UNCALIBRATED, FrameDropped)
-from stereo_depth_ros.ros.image_conversion import numpy_to_image
+from stereo_depth_ros.ros.image_conversion import image_to_numpy, numpy_to_image
 
 
 class CalibrationError(FrameDropped, ValueError):
@@ -267,6 +268,20 @@ def make_depth_image(depth_m: np.ndarray, header, encoding: str = "32FC1"
     clamped = int(np.count_nonzero(millimetres > DEPTH_16UC1_MAX_MM + 0.5))
     values = np.rint(np.minimum(millimetres, DEPTH_16UC1_MAX_MM)).astype(np.uint16)
     return numpy_to_image(values, "16UC1", header), clamped
+
+
+def depth_image_metres(msg: Image) -> np.ndarray:
+    """make_depth_image's inverse: (H, W) float32 metres of a REP 118 depth image (32FC1 m, or
+    16UC1 mm with 0 invalid), invalid pixels NaN. ValueError naming the encoding otherwise."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"depth image encoding {msg.encoding!r}: expected 32FC1 (m) or 16UC1 "
+                         "(mm)")
+    array = image_to_numpy(msg, use_cv_bridge=False)
+    if msg.encoding == "16UC1":
+        metres = array.astype(np.float32) / np.float32(1000.0)
+        metres[array == 0] = np.nan
+        return metres
+    return np.asarray(array, dtype=np.float32)
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:

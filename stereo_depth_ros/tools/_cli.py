@@ -58,20 +58,6 @@ def run_tool(prog: str, run: Callable[[], int | None], *, interrupted_hint: str 
 
 # --------------------------------------------------------------------------- value parsers
 
-def json_safe(value):
-    """value for strict JSON: NaN and infinities as None, numpy scalars as Python numbers, in
-    nested dicts, lists and tuples."""
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def hxw_size(example: str, minimum: int = 1) -> Callable[[str], tuple[int, int]]:
     """An argparse `type` parsing "HxW" into (height, width) px, each at least `minimum`.
 

@@ -42,12 +42,13 @@ import numpy as np
 
 from stereo_depth_ros.core.disparity_io import read_disparity, write_disparity
 from stereo_depth_ros.core.geometry import resize_disparity
+from stereo_depth_ros.core.json_values import json_safe
 from stereo_depth_ros.core.metrics import (
     DEFAULT_METRICS, HOLE_POLICIES, MetricCounts, count_metrics, parse_metric_names)
 from stereo_depth_ros.data import StereoSample
 from stereo_depth_ros.tools._cli import (
     ToolError, add_backend_arguments, add_dataset_arguments, backend_from_args,
-    dataset_from_args, hxw_size, json_safe, run_tool, spec_type)
+    dataset_from_args, hxw_size, run_tool, spec_type)
 
 PROG = "stereo_depth_eval"
 PREDICTION_SUFFIXES = (".png", ".pfm", ".npy")

@@ -41,14 +41,15 @@ from pathlib import Path
 from stereo_depth_ros import topics
 from stereo_depth_ros.bags.kitti2bag_fix import PRESETS
 from stereo_depth_ros.core.depth_error import ALL, METRICS, RANGE_BANDS_M
+from stereo_depth_ros.core.json_values import json_safe
 from stereo_depth_ros.core.lidar import DEFAULT_MIN_DEPTH_M
 from stereo_depth_ros.core.lidar_eval import EXPIRED, NO_TRANSFORM, FrameReport, LiveEvaluation
 from stereo_depth_ros.core.stamp_matching import NO_REFERENCE, OVERFLOW
 from stereo_depth_ros.core.stamps import ns_to_seconds_text, seconds_to_ns
 from stereo_depth_ros.core.transforms import TransformTree
-from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_OK, ToolError, json_safe,
-                                         parse_ros_args, positive_float, report_error,
-                                         ros_session)
+from stereo_depth_ros.ros.interrupts import Interrupted
+from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_OK, ToolError, parse_ros_args,
+                                         positive_float, report_error, ros_session)
 
 LOG = logging.getLogger(__name__)
 PROG = "stereo_depth_eval --live"
@@ -58,10 +59,6 @@ CAMERAS = ("00", "01", "02", "03")
 OUTCOME_TEXT = {NO_REFERENCE: "without a depth frame within the tolerance",
                 NO_TRANSFORM: "without a transform", EXPIRED: "whose depth frame had expired",
                 OVERFLOW: "pushed out of the pending queue"}
-
-
-class Interrupted(Exception):
-    """SIGTERM while evaluating (tools._cli.ros_session)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,8 @@ import sys
 from pathlib import Path
 
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource
-from stereo_depth_ros.ros.bag_player import Interrupted, Player, has_message_package
+from stereo_depth_ros.ros.bag_player import Player, has_message_package
+from stereo_depth_ros.ros.interrupts import Interrupted
 from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_INTERRUPTED, parse_ros_args,
                                          report_error, ros_session)
 

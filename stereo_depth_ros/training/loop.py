@@ -80,7 +80,7 @@ def _no_sync(model: nn.Module, last: bool):
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
                     device: torch.device, max_disparity: float, mask_mode: str,
-                    progress=None, max_iterations: int | None = None, precision=None,
+                    max_iterations: int | None = None, precision=None,
                     accumulate: int = 1, context: DistContext = SINGLE_PROCESS, scaler=None,
                     on_step=None) -> EpochStats:
     """One pass over `loader` ((left, right, gt) batches of this process); returns EpochStats.
@@ -88,8 +88,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     model: PSMNet, or DistributedDataParallel around it. precision: a precision.Precision (None:
     fp32). accumulate: micro-batches per step. scaler: a GradScaler (fp16) or None.
     Batches whose mask is empty on every process are skipped (counted in `skipped`).
-    progress: optional callable (iteration, total, loss); on_step: optional callable
-    (StepRecord), both called after every optimiser step.
+    on_step: optional callable (StepRecord), called after every optimiser step.
     """
     model.train()
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -98,7 +97,6 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     skipped = 0
     pairs = 0
     start = last_end = time.perf_counter()
-    total = len(loader) if max_iterations is None else min(len(loader), max_iterations)
     for iteration, (left, right, gt) in enumerate(loader, start=1):
         if max_iterations is not None and iteration > max_iterations:
             break
@@ -152,8 +150,6 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         output_sums = ([a + b for a, b in zip(output_sums, record.output_losses)]
                        if output_sums else list(record.output_losses))
         pairs += record.pairs
-        if progress is not None:
-            progress(iteration, total, step_loss)
         if on_step is not None:
             on_step(record)
     mean_loss = float(np.mean(losses)) if losses else math.nan

@@ -16,25 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from stereo_depth_ros.core.disparity_io import colorize
+from stereo_depth_ros.core.json_values import json_safe
 
 TENSORBOARD_HINT = ("TensorBoard summaries are off: the tensorboard package is not installed "
                     "(pip install tensorboard, or pip install 'stereo_depth_ros[train]'); the "
                     "JSON log records the same numbers")
-
-
-def _plain(value):
-    """JSON-safe copy: non-finite floats -> None, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class JsonLog:
@@ -51,7 +37,7 @@ class JsonLog:
         """One line {"event": event, "time": unix seconds, **fields}."""
         if self._file is None:
             return
-        line = {"event": event, "time": round(time.time(), 3), **_plain(fields)}
+        line = {"event": event, "time": round(time.time(), 3), **json_safe(fields)}
         self._file.write(json.dumps(line, allow_nan=False) + "\n")
         self._file.flush()
 
