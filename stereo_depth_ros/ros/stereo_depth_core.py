@@ -96,10 +96,15 @@ class _Mailbox:
 
 
 class _Throttle:
-    """Per-key log throttling that also says how often the problem happened meanwhile."""
+    """Per-key log throttling that also says how often the problem happened meanwhile.
 
-    def __init__(self, period_s: float = LOG_THROTTLE_S) -> None:
+    Keys are problem texts (they name values), so a stream whose every frame is wrong in a new
+    way makes new keys: at most `max_keys` are kept, the least recently reported go first.
+    """
+
+    def __init__(self, period_s: float = LOG_THROTTLE_S, max_keys: int = 256) -> None:
         self._period = period_s
+        self._max_keys = max_keys
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -112,8 +117,18 @@ class _Throttle:
             if last is not None and now - last < period:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return False, 0
+            self._last.pop(key, None)          # re-inserted last: dicts keep insertion order
             self._last[key] = now
+            while len(self._last) > self._max_keys:
+                oldest = next(iter(self._last))
+                del self._last[oldest]
+                self._suppressed.pop(oldest, None)
             return True, self._suppressed.pop(key, 0)
+
+    def __len__(self) -> int:
+        """Keys remembered."""
+        with self._lock:
+            return len(self._last)
 
 
 def create_backend(config: NodeConfig):
