@@ -42,6 +42,7 @@ from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, 
 from stereo_depth_ros.pipeline import FrameResult, PipelineOptions, StereoPipeline
 from stereo_depth_ros.ros import diagnostics
 from stereo_depth_ros.ros import transport
+from stereo_depth_ros.ros.input_health import InputHealth
 from stereo_depth_ros.ros.image_conversion import (CompressedDataError, ImageDataError,
                                                    UnsupportedEncodingError, compressed_to_numpy,
                                                    image_to_numpy, numpy_to_image,
@@ -175,6 +176,8 @@ class StereoDepthCore:
         self._topics: list[str] = []
         self._calibration_state: tuple | None = None  # (key, StereoCalibration | error)
         self._backend_loads = 0
+        self._health: InputHealth | None = None
+        self._in_flight_since: float | None = None   # monotonic start of the pair in the worker
         self.finished = Future()            # done when the node has shut itself down
 
     # ------------------------------------------------------------------ building blocks
@@ -280,8 +283,13 @@ class StereoDepthCore:
                         self._topics[index], "subscription", policy, count)))
         except RuntimeError as error:
             raise StartupError(str(error)) from None
+        self._health = InputHealth(self._topics, config.image_transport)
+        self.get_logger().info("QoS in effect (after qos_overrides): " + "; ".join(
+            f"{topic} {transport.describe_qos(subscription.qos_profile)}"
+            for topic, subscription in zip(self._topics, self._sync.subscriptions)))
 
     def _unsubscribe(self) -> None:
+        self._health = None
         sync, self._sync = self._sync, None
         if sync is not None:
             destroy_stereo_sync(self, sync)
@@ -412,11 +420,15 @@ class StereoDepthCore:
             with self._busy:
                 if not self._accepting:
                     continue
+                self._in_flight_since = time.monotonic()
                 try:
                     self._process_one(item, stop)
                 except Exception:  # noqa: BLE001  (the worker must outlive any single pair)
                     if stop.is_set() or not rclpy.ok(context=self.context):
                         return
+                finally:
+                    self._in_flight_since = None
+                    item = None             # no reference to the pair outlives its turn
 
     def _process_one(self, item, stop: threading.Event) -> None:
         try:
@@ -581,20 +593,13 @@ class StereoDepthCore:
         return diagnostics.OK, self.lifecycle_state() or "not subscribed"
 
     def _input_health(self, snapshot: dict, received: list[int]) -> tuple[int, str]:
-        """(level, message) while subscribed: waiting for inputs, the last problem, or ok."""
-        level, message = diagnostics.OK, "ok"
-        waiting = [self._topics[i] for i in (2, 3) if received[i] == 0]
-        if (received[0] or received[1]) and waiting:
-            level = diagnostics.WARN
-            message = "waiting for camera_info on " + ", ".join(waiting)
-            for topic in waiting:
-                self._log_throttled(f"waiting:{topic}", f"waiting for camera_info on {topic} "
-                                    f"(images are arriving on {self._topics[0]})")
-        elif not any(received):
-            message = "waiting for input on " + ", ".join(self._topics)
-        elif snapshot["last_problem"]:
-            message = snapshot["last_problem"]
-            level = diagnostics.WARN if snapshot["pairs_published"] == 0 else diagnostics.OK
+        """(level, message) while subscribed (input_health's rules); a new warning is logged."""
+        since = self._in_flight_since
+        snapshot = {**snapshot, "in_flight_s": None if since is None else
+                    time.monotonic() - since}
+        level, message = self._health.update(received, snapshot)
+        if level != diagnostics.OK:
+            self._log_throttled("health:" + message.split(":")[0], message, period_s=30.0)
         return level, message
 
     def _publish_diagnostics(self) -> None:

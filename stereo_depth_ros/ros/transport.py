@@ -116,6 +116,14 @@ def use_large_image_profile(environ=os.environ) -> str | None:
             "best-effort images are not lost); set FASTDDS_DEFAULT_PROFILES_FILE to use your own")
 
 
+def describe_qos(profile: QoSProfile) -> str:
+    """'best_effort volatile keep_last 5': the policies a subscription or publisher got."""
+    history = profile.history.name.lower()
+    if profile.history == HistoryPolicy.KEEP_LAST:
+        history += f" {profile.depth}"
+    return f"{profile.reliability.name.lower()} {profile.durability.name.lower()} {history}"
+
+
 def lost_in_transport_hint(image_topic: str) -> str:
     """What to do when camera_info arrives but the images do not."""
     profile = large_image_profile()
