@@ -328,3 +328,57 @@ def test_create_stereo_sync_takes_the_implementation_asked_for(monkeypatch):
 def test_auto_prefers_the_real_message_filters(real_ros_packages):
     sync = s.create_stereo_sync(FakeNode(), [object] * 4, TOPICS, "qos", Recorder().on_set)
     assert isinstance(sync, s.MessageFiltersSync)
+
+
+def _looping_stream(push):
+    """Frames at 10.0 .. 10.4 s, then the bag loops to 5.0 s: the new timeline's left image
+    comes first and one camera_info of the old one (10.5 s) is still in flight after it."""
+    for t in (10000, 10100, 10200, 10300, 10400):
+        for index in range(4):
+            push(index, ms(t))
+    push(0, ms(10500))
+    push(1, ms(10500))
+    push(0, ms(5000))            # the jump
+    push(2, ms(10500))           # old timeline, late: must not pair with anything
+    push(3, ms(10500))
+    for index in range(1, 4):
+        push(index, ms(5000))
+    for t in (5100, 5200):
+        for index in range(4):
+            push(index, ms(t))
+
+
+def _check_loop(rec, resets):
+    stamps = [[s.stamp_ns(m) for m in msgs] for msgs in rec.sets]
+    assert all(len(set(frame)) == 1 for frame in stamps)            # never mis-paired
+    assert [frame[0] for frame in stamps] == [ms(t) for t in (10000, 10100, 10200, 10300,
+                                                              10400, 5000, 5100, 5200)]
+    assert len(resets) == 1 and resets[0].startswith(
+        "input stamps jumped back by 5.500 s on /left/image_raw (from 10.500000 to 5.000000: "
+        "a looping bag or a sim-time reset)")
+
+
+def test_in_package_sync_starts_over_when_the_stamps_jump_back():
+    rec, resets = Recorder(), []
+    sync = s.StereoSynchronizer(rec.on_set, TOPICS, 5, False, 0.0, rec.on_drop,
+                                on_reset=resets.append)
+    _looping_stream(lambda index, ns: sync.add(index, Msg("LRlr"[index], ns)))
+    _check_loop(rec, resets)
+    assert sync.pending() == [0, 0, 0, 0]
+
+
+def test_approximate_in_package_sync_starts_over_when_the_stamps_jump_back():
+    rec, resets = Recorder(), []
+    sync = s.StereoSynchronizer(rec.on_set, TOPICS, 5, True, 0.01, rec.on_drop,
+                                on_reset=resets.append)
+    _looping_stream(lambda index, ns: sync.add(index, Msg("LRlr"[index], ns)))
+    _check_loop(rec, resets)
+
+
+def test_message_filters_wrapper_starts_over_when_the_stamps_jump_back(message_filters_module):
+    node, rec, resets = FakeNode(), Recorder(), []
+    s.MessageFiltersSync(node, [object] * 4, TOPICS, "qos", rec.on_set, queue_size=5,
+                         on_drop=rec.on_drop, message_filters_module=message_filters_module,
+                         on_reset=resets.append)
+    _looping_stream(lambda index, ns: node.created[index].callback(Msg("LRlr"[index], ns)))
+    _check_loop(rec, resets)

@@ -280,7 +280,8 @@ class StereoDepthCore:
                 subscription_options={"qos_overriding_options": transport.overridable()},
                 event_callbacks=lambda index: transport.incompatible_qos_events(
                     lambda policy, count: self._on_incompatible_qos(
-                        self._topics[index], "subscription", policy, count)))
+                        self._topics[index], "subscription", policy, count)),
+                on_reset=self._on_time_jump)
         except RuntimeError as error:
             raise StartupError(str(error)) from None
         self._health = InputHealth(self._topics, config.image_transport)
@@ -373,6 +374,10 @@ class StereoDepthCore:
             self._log_drop(BUSY, "worker busy: a newer pair replaced one that was still "
                            "waiting (latest pair wins)", level="debug")
         self._stats.set_pending(self._mailbox.pending())
+
+    def _on_time_jump(self, text: str) -> None:
+        self._stats.count("input_time_jumps")
+        self.get_logger().info(text)
 
     def _on_incompatible_qos(self, topic: str, side: str, policy: str, count: int) -> None:
         """A peer on `topic` asks for a QoS this node's subscription/publisher cannot meet."""

@@ -14,6 +14,10 @@ topic), `missing_image` (nothing ever arrived on the other image topic), `stamp_
 is there but its stamp differs by more than the policy allows; the detail gives the offset) or
 `unmatched` (the partner never arrived: lost in transport, or queue_size too small). Skew and loss
 are told apart by the frame period: a partner closer than half a period belongs to the same frame.
+When the stamps of an input go back (a looping bag, a sim-time reset) both start over: queues and
+books cleared, `on_reset` told once, and messages of the old timeline still in flight on the other
+inputs ignored, so nothing is paired across the jump and nothing waits for stamps that will
+never come.
 Frames whose left image never came while their left camera_info did are counted once each as
 `images_lost_in_transport` (also when both images of the frame were lost).
 """
@@ -31,6 +35,9 @@ from stereo_depth_ros.drop_reasons import (IMAGES_LOST_IN_TRANSPORT, MISSING_CAM
                                            MISSING_IMAGE, STAMP_SKEW, UNMATCHED)
 
 LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
+TIME_JUMP_NS = 1_000_000_000
+"""A stamp this far (1 s) behind the newest on its input is a jump back in time (a looping bag,
+a sim-time reset), not a late message."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,39 @@ class _DropAccounting:
         self.pending: dict[int, int] = {}  # image stamp -> bit mask of LEFT_IMAGE / RIGHT_IMAGE
         self.infos: dict[int, bool] = {}   # left camera_info stamps not yet retired
         self.left_images: deque[int] = deque(maxlen=max(16, 4 * queue_size))
+        self.latest: list[int | None] = [None, None, None, None]   # newest stamp per input
+        self.stale_above: int | None = None  # after a jump back: stamps of the old timeline
+
+    def check_time(self, index: int, stamp: int) -> tuple[str, str]:
+        """('ok'|'jump'|'stale', log text) for a message of input `index` stamped `stamp`.
+
+        'jump': the stamp went back on this input (a looping bag, a sim-time reset): the
+        books are cleared (the caller clears its queues) and the message starts the new
+        timeline. 'stale': a message of the old timeline arriving after the jump on another
+        input (stamps above the midpoint of the jump): ignored, it can have no partners.
+        """
+        if self.stale_above is not None:
+            if stamp > self.stale_above:
+                return "stale", ""
+            if all(t is not None and t > self.stale_above for t in self.latest):
+                self.stale_above = None
+        latest = self.latest[index]
+        if latest is None or stamp > latest - TIME_JUMP_NS:
+            self.latest[index] = stamp if latest is None else max(stamp, latest)
+            return "ok", ""
+        newest = max(t for t in self.latest if t is not None)
+        text = (f"input stamps jumped back by {(newest - stamp) / 1e9:.3f} s on "
+                f"{self.topics[index]} (from {_seconds(newest)} to {_seconds(stamp)}: a looping "
+                "bag or a sim-time reset): the synchroniser starts over")
+        self.pending.clear()
+        self.infos.clear()
+        self.left_images.clear()
+        for history in self.history:
+            history.clear()
+        self.latest = [None, None, None, None]
+        self.latest[index] = stamp
+        self.stale_above = stamp + (newest - stamp) // 2
+        return "jump", text
 
     def note(self, index: int, stamp: int) -> list[SyncDrop]:
         """Record an arrival; returns the frames pushed off the books."""
@@ -110,7 +150,7 @@ class _DropAccounting:
         del self.infos[stamp]
         if self.received[LEFT_IMAGE] == 0 or self._has_left_image(stamp):
             return
-        if stamp < self.left_images[0]:                 # from before the images started
+        if not self.left_images or stamp < self.left_images[0]:   # before the images started
             return
         drops.append(SyncDrop(IMAGES_LOST_IN_TRANSPORT, stamp, (
             f"{self.topics[LEFT_INFO]} stamp {_seconds(stamp)} arrived but no image on "
@@ -194,7 +234,8 @@ class StereoSynchronizer:
 
     def __init__(self, callback: Callable, topics: Sequence[str], queue_size: int = 10,
                  approximate: bool = False, tolerance_s: float = 0.0,
-                 on_drop: Callable[[SyncDrop], None] | None = None) -> None:
+                 on_drop: Callable[[SyncDrop], None] | None = None,
+                 on_reset: Callable[[str], None] | None = None) -> None:
         if len(topics) != 4:
             raise ValueError(f"need 4 topics, got {len(topics)}")
         if queue_size < 1:
@@ -207,6 +248,7 @@ class StereoSynchronizer:
         self.tolerance_ns = seconds_to_ns(tolerance_s)
         self._callback = callback
         self._on_drop = on_drop
+        self._on_reset = on_reset
         self._queues: list[dict[int, object]] = [{} for _ in range(4)]
         self._lock = threading.Lock()
         self._accounting = _DropAccounting(self.topics, self.queue_size, self.approximate,
@@ -225,6 +267,12 @@ class StereoSynchronizer:
         """Feed one message of input `index` (0 left image, 1 right image, 2/3 left/right info)."""
         stamp = stamp_ns(msg)
         with self._lock:
+            verdict, reset_text = self._accounting.check_time(index, stamp)
+            if verdict == "stale":
+                return
+            if verdict == "jump":
+                for queue in self._queues:
+                    queue.clear()
             drops = self._accounting.note(index, stamp)
             queue = self._queues[index]
             queue[stamp] = msg
@@ -238,6 +286,8 @@ class StereoSynchronizer:
                     for old in [t for t in self._queues[i] if t < s]:
                         del self._queues[i][old]
                 drops += self._accounting.matched(stamps[LEFT_IMAGE], stamps[RIGHT_IMAGE])
+        if reset_text and self._on_reset is not None:
+            self._on_reset(reset_text)
         if self._on_drop is not None:
             for drop in drops:
                 self._on_drop(drop)
@@ -276,13 +326,15 @@ class MessageFiltersSync:
                  callback: Callable, queue_size: int = 10, approximate: bool = False,
                  tolerance_s: float = 0.0, on_drop: Callable[[SyncDrop], None] | None = None,
                  message_filters_module=None,
-                 subscription_options: Sequence[dict] | None = None) -> None:
+                 subscription_options: Sequence[dict] | None = None,
+                 on_reset: Callable[[str], None] | None = None) -> None:
         mf = message_filters_module
         if mf is None:
             import message_filters as mf  # noqa: PLC0415
         self.topics = list(topics)
         self._callback = callback
         self._on_drop = on_drop
+        self._on_reset = on_reset
         self._lock = threading.Lock()
         self._accounting = _DropAccounting(self.topics, int(queue_size), bool(approximate),
                                            seconds_to_ns(tolerance_s))
@@ -315,9 +367,25 @@ class MessageFiltersSync:
                 self._on_drop(drop)
 
     def _tap(self, msg, index: int) -> None:
+        stamp = stamp_ns(msg)
         with self._lock:
-            drops = self._accounting.note(index, stamp_ns(msg))
+            verdict, reset_text = self._accounting.check_time(index, stamp)
+            if verdict == "jump":
+                self._clear_synchronizer()
+            drops = [] if verdict == "stale" else self._accounting.note(index, stamp)
+        if reset_text and self._on_reset is not None:
+            self._on_reset(reset_text)
         self._report(drops)
+
+    def _clear_synchronizer(self) -> None:
+        """Empty message_filters' queues (a time jump: nothing queued can pair any more).
+        Its TimeSynchronizer and ApproximateTimeSynchronizer keep `queues` under `lock`."""
+        queues = getattr(self.synchronizer, "queues", None)
+        if queues is None:
+            return
+        with getattr(self.synchronizer, "lock", None) or threading.Lock():
+            for queue in queues:
+                queue.clear()
 
     def _on_set(self, *msgs) -> None:
         with self._lock:
@@ -348,13 +416,15 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
                        implementation: str = "auto",
                        display_names: Sequence[str] | None = None,
                        subscription_options: dict | None = None,
-                       event_callbacks: Callable[[int], object] | None = None):
+                       event_callbacks: Callable[[int], object] | None = None,
+                       on_reset: Callable[[str], None] | None = None):
     """Subscribe to the four topics on `node` and synchronise them.
 
     display_names: the topic names drop messages use (e.g. the resolved, remapped names).
     subscription_options: extra keyword arguments of every create_subscription (e.g.
     qos_overriding_options). event_callbacks(index) -> the SubscriptionEventCallbacks of input
-    `index` (e.g. to report incompatible QoS per topic).
+    `index` (e.g. to report incompatible QoS per topic). on_reset(text): the stamps jumped back
+    (a looping bag, a sim-time reset) and the synchroniser started over.
 
     implementation: 'message_filters', 'in_package' or 'auto' (message_filters when importable);
     asking for message_filters where it is not importable raises RuntimeError.
@@ -376,10 +446,10 @@ def create_stereo_sync(node, msg_types: Sequence[type], topics: Sequence[str], q
     if implementation != "in_package" and message_filters_available():
         sync = MessageFiltersSync(node, msg_types, topics, qos, callback, queue_size,
                                   approximate, tolerance_s, on_drop,
-                                  subscription_options=options)
+                                  subscription_options=options, on_reset=on_reset)
     else:
         sync = StereoSynchronizer(callback, topics, queue_size, approximate, tolerance_s,
-                                  on_drop)
+                                  on_drop, on_reset=on_reset)
         # One profile object per subscription: rclpy applies qos_overrides to the object given.
         sync.subscriptions = [
             node.create_subscription(msg_type, topic, _adder(sync, index), copy.copy(qos),
