@@ -331,13 +331,16 @@ def test_auto_prefers_the_real_message_filters(real_ros_packages):
 
 
 def _looping_stream(push):
-    """Frames at 10.0 .. 10.4 s, then the bag loops to 5.0 s: the new timeline's left image
-    comes first and one camera_info of the old one (10.5 s) is still in flight after it."""
+    """Frames at 10.0 .. 10.4 s, right images whose partners were lost (10.5 .. 10.9 s: they
+    fill the right queue), then the bag loops to 5.0 s: the new timeline's left image comes
+    first and camera_infos of the old one (10.5 s) are still in flight after it. Without a
+    restart the stale right images outrank every new one in the queue: nothing pairs again."""
     for t in (10000, 10100, 10200, 10300, 10400):
         for index in range(4):
             push(index, ms(t))
+    for t in (10500, 10600, 10700, 10800, 10900):
+        push(1, ms(t))
     push(0, ms(10500))
-    push(1, ms(10500))
     push(0, ms(5000))            # the jump
     push(2, ms(10500))           # old timeline, late: must not pair with anything
     push(3, ms(10500))
@@ -354,7 +357,7 @@ def _check_loop(rec, resets):
     assert [frame[0] for frame in stamps] == [ms(t) for t in (10000, 10100, 10200, 10300,
                                                               10400, 5000, 5100, 5200)]
     assert len(resets) == 1 and resets[0].startswith(
-        "input stamps jumped back by 5.500 s on /left/image_raw (from 10.500000 to 5.000000: "
+        "input stamps jumped back by 5.900 s on /left/image_raw (from 10.900000 to 5.000000: "
         "a looping bag or a sim-time reset)")
 
 
