@@ -18,7 +18,8 @@ are strings, as DiagnosticStatus requires):
 - counters: `depth_clamped_pixels` (16UC1 depth beyond 65.535 m), `depth_unavailable.<problem>`
   (pairs published with disparity only: the calibration gives no metric depth)
 - the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
-  only for topics with subscribers) and `last_problem`
+  only for topics with subscribers), `worker_in_flight_s` (while a pair is being processed),
+  `input_time_jumps` (stamps went back: the synchroniser started over) and `last_problem`
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ dropped.busy, so the node never queues up behind its input.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,6 +60,9 @@ from stereo_depth_ros.ros.sync import create_stereo_sync, destroy_stereo_sync
 NODE_NAME = "stereo_depth_node"
 
 LOG_THROTTLE_S = 5.0
+SHUTDOWN_WAIT_S = 1.0
+"""How long a stop (Ctrl-C, SIGTERM) waits for a frame in flight before leaving it: a large
+PSMNet frame on a CPU takes seconds, and a robot's launch system expects a prompt exit."""
 
 
 class StartupError(RuntimeError):
@@ -163,6 +168,7 @@ class StereoDepthCore:
     _outputs: tuple = ()
     _pub_diagnostics = None
     _diagnostics_timer = None
+    _left_running: threading.Thread | None = None
 
     def _init_core(self) -> None:
         """State that lives as long as the node (call before Node.__init__)."""
@@ -178,6 +184,8 @@ class StereoDepthCore:
         self._backend_loads = 0
         self._health: InputHealth | None = None
         self._in_flight_since: float | None = None   # monotonic start of the pair in the worker
+        self._pending_lock = threading.Lock()
+        self._pending_config: tuple | None = None     # (NodeConfig, changed names) to apply
         self.finished = Future()            # done when the node has shut itself down
 
     # ------------------------------------------------------------------ building blocks
@@ -322,6 +330,8 @@ class StereoDepthCore:
         worker, self._worker = self._worker, None
         if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
             worker.join(timeout_s)
+            if worker.is_alive():
+                self._left_running = worker   # inside a long frame: it ends with the process
 
     def _pause(self) -> None:
         """No more processing: a waiting pair is dropped and a pair in flight finishes first."""
@@ -354,7 +364,22 @@ class StereoDepthCore:
         return self._backend
 
     def _apply_config(self, new_config: NodeConfig, changed: set[str]) -> None:
-        """Make a validated parameter change take effect (ValueError rejects it)."""
+        """Make a validated parameter change take effect between frames (ValueError rejects
+        it). While a long frame is in flight the change waits for its end, in the worker."""
+        if self._busy.acquire(timeout=0.5):
+            try:
+                self._apply_now(new_config, changed)
+            finally:
+                self._busy.release()
+            return
+        with self._pending_lock:
+            pending = self._pending_config
+            names = changed | (pending[1] if pending else set())
+            self._pending_config = (new_config, names)
+        self.get_logger().info("parameters " + ", ".join(sorted(changed)) + " take effect "
+                               "after the frame in flight")
+
+    def _apply_now(self, new_config: NodeConfig, changed: set[str]) -> None:
         options = new_config.backend_parameters()            # {parameter: backend option}
         updates = {options[name]: new_config.get(name) for name in changed if name in options}
         if updates:
@@ -363,6 +388,18 @@ class StereoDepthCore:
         self._config = new_config
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{name}={new_config.get(name)!r}" for name in sorted(changed)))
+
+    def _apply_pending_config(self) -> None:
+        """In the worker, between frames: a change that arrived while a frame was in flight."""
+        with self._pending_lock:
+            pending, self._pending_config = self._pending_config, None
+        if pending is None:
+            return
+        try:
+            self._apply_now(*pending)
+        except ValueError as error:
+            self.get_logger().error(f"parameters {', '.join(sorted(pending[1]))} could not be "
+                                    f"applied: {error}")
 
     # ------------------------------------------------------------------ input side
     def _on_pair(self, left_image, right_image, left_info, right_info) -> None:
@@ -434,6 +471,7 @@ class StereoDepthCore:
                 finally:
                     self._in_flight_since = None
                     item = None             # no reference to the pair outlives its turn
+                    self._apply_pending_config()
 
     def _process_one(self, item, stop: threading.Event) -> None:
         try:
@@ -624,6 +662,9 @@ class StereoDepthCore:
             extra["sync"] = self._sync.implementation
         if self._config is not None:
             extra["input_scale"] = f"{self._config.input_scale:g}"
+        since = self._in_flight_since
+        if since is not None:
+            extra["worker_in_flight_s"] = f"{time.monotonic() - since:.1f}"
         # Outputs are only built for topics somebody subscribes to: show who listens.
         for publisher in self._outputs:
             extra[f"subscribers.{publisher.topic_name}"] = str(publisher.get_subscription_count())
@@ -634,9 +675,14 @@ class StereoDepthCore:
         self._pub_diagnostics.publish(msg)
 
     # ------------------------------------------------------------------ shutdown
-    def shutdown(self, timeout_s: float = 5.0) -> None:
+    def shutdown(self, timeout_s: float = SHUTDOWN_WAIT_S) -> None:
         """Stop the worker (waits up to timeout_s for a pair in flight)."""
         self._stop_worker(timeout_s)
+
+    def worker_alive(self) -> bool:
+        """True while a worker thread still runs (a frame that outlived the shutdown wait)."""
+        return any(worker is not None and worker.is_alive()
+                   for worker in (self._worker, self._left_running))
 
     def destroy_node(self) -> None:
         self.shutdown()
@@ -675,4 +721,10 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    if node.worker_alive():
+        # A frame outlived the shutdown wait: leave now rather than finalise the interpreter
+        # (torch's and rclpy's destructors) under a thread that is still inside the network.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

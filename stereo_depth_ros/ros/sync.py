@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -38,6 +39,8 @@ LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
 TIME_JUMP_NS = 1_000_000_000
 """A stamp this far (1 s) behind the newest on its input is a jump back in time (a looping bag,
 a sim-time reset), not a late message."""
+STALE_WINDOW_S = 1.0
+"""How long after a jump messages of the old timeline may still be in flight."""
 
 
 @dataclass(frozen=True)
@@ -78,20 +81,25 @@ class _DropAccounting:
         self.left_images: deque[int] = deque(maxlen=max(16, 4 * queue_size))
         self.latest: list[int | None] = [None, None, None, None]   # newest stamp per input
         self.stale_above: int | None = None  # after a jump back: stamps of the old timeline
+        self.old_newest = 0                   # ... up to the newest stamp before the jump
+        self.stale_until = 0.0                # ... for this long (monotonic s)
+        self.clock = time.monotonic
 
     def check_time(self, index: int, stamp: int) -> tuple[str, str]:
         """('ok'|'jump'|'stale', log text) for a message of input `index` stamped `stamp`.
 
         'jump': the stamp went back on this input (a looping bag, a sim-time reset): the
         books are cleared (the caller clears its queues) and the message starts the new
-        timeline. 'stale': a message of the old timeline arriving after the jump on another
-        input (stamps above the midpoint of the jump): ignored, it can have no partners.
+        timeline. 'stale': within STALE_WINDOW_S of the jump, a message of the old timeline
+        still in flight on another input (stamped between the midpoint of the jump and the
+        newest stamp before it): ignored, it can have no partners and would look like a
+        second jump.
         """
         if self.stale_above is not None:
-            if stamp > self.stale_above:
-                return "stale", ""
-            if all(t is not None and t > self.stale_above for t in self.latest):
+            if self.clock() > self.stale_until:
                 self.stale_above = None
+            elif self.stale_above < stamp <= self.old_newest:
+                return "stale", ""
         latest = self.latest[index]
         if latest is None or stamp > latest - TIME_JUMP_NS:
             self.latest[index] = stamp if latest is None else max(stamp, latest)
@@ -108,6 +116,8 @@ class _DropAccounting:
         self.latest = [None, None, None, None]
         self.latest[index] = stamp
         self.stale_above = stamp + (newest - stamp) // 2
+        self.old_newest = newest
+        self.stale_until = self.clock() + STALE_WINDOW_S
         return "jump", text
 
     def note(self, index: int, stamp: int) -> list[SyncDrop]:
