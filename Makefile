@@ -23,9 +23,12 @@ venv: $(STAMP)
 assets: $(STAMP)
 	$(PY) scripts/fetch_assets.py
 
+# Both runs always run: a failure in the main suite must not hide the oldest-stack one.
 test: venv assets
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-oldest
+	@status=0; \
+	$(PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
+	$(MAKE) --no-print-directory test-oldest || status=1; \
+	exit $$status
 
 # The pure layers on the oldest supported stack (ROS 2 Humble's Python 3.10, NumPy 1.21,
 # OpenCV 4.5.4): a second venv. PYTHON_OLDEST defaults to python3.10 on PATH or under pyenv.
