@@ -6,6 +6,7 @@ outliers; the monitor's hand-over (due only every period, grey copies, one pair 
 
 from __future__ import annotations
 
+import dataclasses
 import cv2
 import numpy as np
 import pytest
@@ -192,3 +193,6 @@ def test_the_level_is_the_median_of_the_last_three_checks():
     # medians: 0.2, 2.6, 0.3 (one odd frame: no alarm), 1.0, 1.2, 1.2, 4.0
     assert levels == [OK, WARN, OK, WARN, WARN, WARN, ERROR]
     assert check.key_values()["rectification_error_px"] == "4.000"
+    results = iter([0.1])
+    check.evaluate(image, image, dataclasses.replace(rig))     # a new calibration: new window
+    assert check.level() == (OK, "") and check.key_values()["rectification_error_px"] == "0.100"

@@ -6,8 +6,9 @@ check running): then it keeps a grey copy of the two images (never the caller's 
 messages; one pair at most) and wakes its own thread, which rectifies the copy as the pipeline
 does (its own remap tables, built once per calibration), measures it and keeps the result. The
 level is that of the median of the last `WINDOW` measured errors (a single odd frame raises no
-alarm; a static misalignment is reported from the first measurement); a check that found too few
-features reports "not enough features" and leaves the level as it was.
+alarm; a static misalignment is reported from the first measurement; a new calibration starts
+a new window); a check that found too few features reports "not enough features" and leaves the
+level as it was.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RectificationMonitor:
         self._thread: threading.Thread | None = None
         self._rectifier: tuple[StereoCalibration, Rectifier] | None = None
         self._errors: deque[float] = deque(maxlen=WINDOW)
+        self._calibration = None          # the calibration the errors in the window belong to
         self.last: RectificationMeasurement | None = None
         self.evaluations = 0
         self.configure(period_s, warn_px, error_px)
@@ -104,6 +106,9 @@ class RectificationMonitor:
         left, right = self._rectified(left, right, calibration, rectify)
         result = self._measure(left, right, cx=rig.cx_left, cy=rig.cy)
         with self._lock:
+            if calibration is not self._calibration:
+                self._errors.clear()
+                self._calibration = calibration
             self.last = result
             self.evaluations += 1
             if result.measured:
