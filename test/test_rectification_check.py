@@ -150,10 +150,13 @@ def test_the_monitor_takes_a_grey_copy_only_when_due_and_holds_one_pair():
 
     check = RectificationMonitor(10.0, WARN_PX, ERROR_PX, clock=clock, measure=measure)
     rig = StereoRig(500.0, 500.0, 320.0, 320.0, 240.0, 0.1, 640, 480)
-    left = np.dstack([_random_texture(480, 640)] * 3)
-    assert check.offer(left, left, misaligned_calibration(rig))       # first pair: due
+    mono = _random_texture(480, 640)
+    left = np.dstack([mono] * 3)
+    assert check.offer(mono, left, misaligned_calibration(rig))       # first pair: due
     pending_left, pending_right = check._pending[:2]
-    assert pending_left.shape == (480, 640) and not np.shares_memory(pending_left, left)
+    assert pending_left.shape == pending_right.shape == (480, 640)
+    assert not np.shares_memory(pending_left, mono)                   # mono8: copied
+    assert not np.shares_memory(pending_right, left)
     assert not check.offer(left, left, misaligned_calibration(rig))   # one pending pair at most
     check.start()
     try:
