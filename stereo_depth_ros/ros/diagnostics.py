@@ -18,6 +18,9 @@ are strings, as DiagnosticStatus requires):
 - counters: `depth_clamped_pixels` (16UC1 depth beyond 65.535 m)
 - the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
   only for topics with subscribers) and `last_problem`
+- `input_scale_in_use` (the rate governor's scale), `rate_governor.*` when `target_rate_hz` > 0,
+  `rectification_error_px` and `rectification_check.*` (pipeline.trust and
+  pipeline.rectification_monitor)
 """
 
 from __future__ import annotations
