@@ -83,7 +83,12 @@ def _detector(name: str, max_features: int):
     if name == "orb":
         return cv2.ORB_create(nfeatures=max_features)
     if name == "akaze":
-        return cv2.AKAZE_create()
+        create = getattr(cv2, "AKAZE_create", None)
+        if create is None:
+            raise ValueError(f"detector='akaze' needs OpenCV's AKAZE (OpenCV 4, or the contrib "
+                             f"modules in OpenCV 5); this OpenCV {cv2.__version__} has none: use "
+                             "'orb'")
+        return create()
     raise ValueError(f"detector={name!r}: expected one of {', '.join(DETECTORS)}")
 
 
