@@ -100,6 +100,15 @@ def test_drift_alarm_ok_with_the_calibration_and_warn_with_a_perturbed_one(node,
     assert checks(status) - before <= 3
     assert float(status["rectification_error_px"]) >= WARN_PX
     assert "rectification error" in status["_message"] and "drifted" in status["_message"]
+    error = float(status["rectification_error_px"])
+    results = set_parameters(node.ctx.node, node.fqn, {"rectification_check.warn_px": error + 1})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    try:                                          # a live threshold change reaches the check
+        send_until(node, bumped, left, right, lambda s: s["_level"] == 0, "OK above the error")
+        rejected = set_parameters(node.ctx.node, node.fqn, {"rectification_check.warn_px": 3.5})
+        assert not rejected[0].successful and "must be below" in rejected[0].reason
+    finally:
+        set_parameters(node.ctx.node, node.fqn, {"rectification_check.warn_px": WARN_PX})
     send_until(node, misaligned_calibration(rig), left, right,     # recalibrated: OK again
                lambda s: s["_level"] == 0 and float(s["rectification_error_px"]) < WARN_PX,
                "OK after the calibration was restored")

@@ -204,3 +204,33 @@ def test_the_level_is_the_median_of_the_last_three_checks():
     results = iter([0.1])
     check.evaluate(image, image, dataclasses.replace(rig))     # a new calibration: new window
     assert check.level() == (OK, "") and check.key_values()["rectification_error_px"] == "0.100"
+
+
+def test_the_drift_level_folds_into_the_node_status_and_config_checks_thresholds():
+    from stereo_depth_ros.config import NodeConfig
+    from stereo_depth_ros.core.rectification_check import RectificationMeasurement
+    from stereo_depth_ros.pipeline.trust import TrustFeatures
+
+    config = NodeConfig()
+    trust = TrustFeatures(config)
+    rig = StereoRig(500.0, 500.0, 320.0, 320.0, 240.0, 0.1, 64, 48)
+    image = np.zeros((48, 64), np.uint8)
+    assert trust.health(OK, "ok") == (OK, "ok")                   # nothing measured yet
+    errors = iter([0.5, 4.0])
+    trust.monitor._measure = lambda left, right, **kw: (lambda e: RectificationMeasurement(
+        e, e, 0.0, e, 50, 50))(next(errors))
+    trust.monitor.evaluate(image, image, rig)
+    assert trust.health(WARN, "waiting for camera_info on /right/camera_info") == (
+        WARN, "waiting for camera_info on /right/camera_info")    # an OK check adds nothing
+    trust.monitor.evaluate(image, image, rig)                     # median(0.5, 4.0) = 2.25
+    level, message = trust.health(OK, "ok")
+    assert level == WARN and message.startswith("rectification error 2.25 px >= 0.87 px")
+    level, message = trust.health(ERROR, "processing_error: boom")
+    assert level == ERROR and message.startswith("processing_error: boom; rectification error")
+    values = trust.key_values()
+    assert values["input_scale_in_use"] == "1" and values["rectification_error_px"] == "2.250"
+    assert not any(key.startswith("rate_governor") for key in values)      # governor off
+    with pytest.raises(ValueError, match="warn_px=3.0 must be below rectification_check"):
+        NodeConfig.from_params({"rectification_check.warn_px": 3.0})
+    with pytest.raises(ValueError, match="points_decimation=3 is not allowed: expected 1, 2"):
+        NodeConfig.from_params({"points_decimation": 3})
