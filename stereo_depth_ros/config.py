@@ -196,6 +196,26 @@ PARAMS: tuple[ParamSpec, ...] = (
           read_only=True),
     _spec("diagnostics_period_seconds", 1.0, "period of the /diagnostics status (s)",
           min_value=0.1, max_value=60.0, read_only=True),
+    # --- trust: calibration-drift alarm, rate governor, cloud resolution (live) ---
+    _spec("rectification_check.period_seconds", 10.0, "every this many seconds (s) a worker "
+          "thread measures the vertical misalignment of the latest rectified pair from sparse "
+          "feature matches and reports it in /diagnostics as rectification_error_px; off the "
+          "per-frame path; 0 = off", min_value=0.0, max_value=3600.0),
+    _spec("rectification_check.warn_px", 0.87, "rectification_error_px (median of the last 3 "
+          "checks, px at the camera_info resolution) at or above which /diagnostics reports WARN",
+          min_value=0.05, max_value=100.0),
+    _spec("rectification_check.error_px", 3.0, "rectification_error_px at or above which "
+          "/diagnostics reports ERROR (must be above rectification_check.warn_px)",
+          min_value=0.1, max_value=100.0),
+    _spec("target_rate_hz", 0.0, "rate governor: frames per second to hold by lowering the "
+          "working input scale (down to min_input_scale) when frames take longer than 1/rate, "
+          "and raising it back (up to input_scale) when there is headroom; 0 = off",
+          min_value=0.0, max_value=1000.0),
+    _spec("min_input_scale", 0.25, "rate governor: the smallest input scale it may use (a "
+          "value above input_scale means input_scale)", min_value=0.1, max_value=1.0),
+    _spec("points_decimation", 1, "points2 keeps every Nth pixel of the depth image in rows and "
+          "columns (organised, N^2 fewer points; 1 = every pixel)", min_value=1, max_value=4,
+          constraints="1, 2 or 4"),
     # --- SGBM (live) ---
     _spec("sgbm.min_disparity", 0, "SGBM smallest disparity searched (px)", min_value=-256,
           max_value=256),
@@ -259,6 +279,13 @@ class NodeConfig:
     image_transport: str = SPECS["image_transport"].default
     use_system_default_qos: bool = SPECS["use_system_default_qos"].default
     diagnostics_period_seconds: float = SPECS["diagnostics_period_seconds"].default
+    rectification_check_period_seconds: float = \
+        SPECS["rectification_check.period_seconds"].default
+    rectification_check_warn_px: float = SPECS["rectification_check.warn_px"].default
+    rectification_check_error_px: float = SPECS["rectification_check.error_px"].default
+    target_rate_hz: float = SPECS["target_rate_hz"].default
+    min_input_scale: float = SPECS["min_input_scale"].default
+    points_decimation: int = SPECS["points_decimation"].default
     sgbm_min_disparity: int = SPECS["sgbm.min_disparity"].default
     sgbm_num_disparities: int = SPECS["sgbm.num_disparities"].default
     sgbm_block_size: int = SPECS["sgbm.block_size"].default
@@ -329,6 +356,13 @@ class NodeConfig:
         if self.min_depth_m > 0 and self.max_depth_m > 0 and self.min_depth_m >= self.max_depth_m:
             raise ValueError(f"min_depth_m={self.min_depth_m} must be below max_depth_m="
                              f"{self.max_depth_m} (0 disables a limit)")
+        if self.rectification_check_warn_px >= self.rectification_check_error_px:
+            raise ValueError(f"rectification_check.warn_px={self.rectification_check_warn_px} "
+                             "must be below rectification_check.error_px="
+                             f"{self.rectification_check_error_px}")
+        if self.points_decimation not in (1, 2, 4):
+            raise ValueError(f"points_decimation={self.points_decimation} is not allowed: "
+                             "expected 1, 2 or 4")
         if self.sgbm_p1 and self.sgbm_p2 and self.sgbm_p2 <= self.sgbm_p1:
             raise ValueError(f"sgbm.p2={self.sgbm_p2} must be larger than sgbm.p1={self.sgbm_p1}")
 

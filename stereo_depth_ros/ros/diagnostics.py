@@ -20,6 +20,9 @@ are strings, as DiagnosticStatus requires):
 - the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
   only for topics with subscribers), `worker_in_flight_s` (while a pair is being processed),
   `input_time_jumps` (stamps went back: the synchroniser started over) and `last_problem`
+- `input_scale_in_use` (the rate governor's scale), `rate_governor.*` when `target_rate_hz` > 0,
+  `rectification_error_px` and `rectification_check.*` (pipeline.trust and
+  pipeline.rectification_monitor)
 """
 
 from __future__ import annotations

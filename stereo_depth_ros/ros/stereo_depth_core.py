@@ -15,6 +15,7 @@ dropped.busy, so the node never queues up behind its input.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -42,6 +43,8 @@ from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, 
                                            PROCESSING_ERROR,
                                            UNSUPPORTED_ENCODING, FrameDropped)
 from stereo_depth_ros.pipeline import FrameResult, PipelineOptions, StereoPipeline
+from stereo_depth_ros.pipeline.decimation import decimate_organized
+from stereo_depth_ros.pipeline.trust import TrustFeatures
 from stereo_depth_ros.ros import diagnostics
 from stereo_depth_ros.ros import transport
 from stereo_depth_ros.ros.input_health import InputHealth
@@ -169,6 +172,7 @@ class StereoDepthCore:
     _pub_diagnostics = None
     _diagnostics_timer = None
     _left_running: threading.Thread | None = None
+    _trust: TrustFeatures | None = None     # rate governor + rectification check (worker's)
 
     def _init_core(self) -> None:
         """State that lives as long as the node (call before Node.__init__)."""
@@ -322,11 +326,21 @@ class StereoDepthCore:
                                         args=(self._stop, self._mailbox),
                                         name="stereo_depth_worker", daemon=True)
         self._worker.start()
+        self._start_trust()
+
+    def _start_trust(self) -> None:
+        """Rate governor and rectification check (their thread) for the current config."""
+        if self._trust is not None:
+            self._trust.stop()
+        self._trust = TrustFeatures(self._config)
+        self._trust.start()
 
     def _stop_worker(self, timeout_s: float = 5.0) -> None:
         """Stop the worker (waits up to timeout_s for a pair in flight)."""
         self._stop.set()
         self._mailbox.close()
+        if self._trust is not None:
+            self._trust.stop(timeout_s)
         worker, self._worker = self._worker, None
         if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
             worker.join(timeout_s)
@@ -386,6 +400,8 @@ class StereoDepthCore:
             self._backend.update(**updates)
         self._pipeline.options = PipelineOptions.from_config(new_config)
         self._config = new_config
+        if self._trust is not None:
+            self._trust.configure(new_config)
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{name}={new_config.get(name)!r}" for name in sorted(changed)))
 
@@ -566,6 +582,7 @@ class StereoDepthCore:
         converted = time.perf_counter()
         points = self._pub_points.get_subscription_count() > 0
         depth = points or self._pub_depth.get_subscription_count() > 0
+        scale = self._use_governed_scale()
         result = self._pipeline.process(left, right, calibration, depth=depth, points=points)
         if calibration.rig.depth_problem:
             self._note_depth_unavailable(calibration)
@@ -586,6 +603,18 @@ class StereoDepthCore:
                    "publish": end - built, "total": end - start}
         age_s = (self.get_clock().now().nanoseconds - stamp_to_ns(left_msg.header.stamp)) / 1e9
         self._stats.processed(timings, published=bool(outgoing), input_age_s=age_s)
+        if self._trust is not None:
+            self._trust.frame_done(scale, end - start, left, right, calibration,
+                                   self._config.rectify)
+
+    def _use_governed_scale(self) -> float:
+        """The rate governor's input scale for this frame, set on the pipeline's options (the
+        pipeline scales the rig with the images, so every output's geometry matches)."""
+        options = self._pipeline.options
+        scale = self._trust.scale() if self._trust is not None else options.input_scale
+        if scale != options.input_scale:
+            self._pipeline.options = dataclasses.replace(options, input_scale=scale)
+        return scale
 
     def _messages(self, result: FrameResult, header: Header) -> list[tuple]:
         """(publisher, message) for every output somebody subscribes to."""
@@ -607,7 +636,9 @@ class StereoDepthCore:
             outgoing.append((self._pub_depth, depth_msg))
         if result.points is not None:
             colours = result.left if self._config.use_color else None
-            outgoing.append((self._pub_points, make_pointcloud2(result.points, header, colours)))
+            points, colours = decimate_organized(self._config.points_decimation, result.points,
+                                                 colours)
+            outgoing.append((self._pub_points, make_pointcloud2(points, header, colours)))
         if rig.has_depth and wanted(self._pub_depth_info):
             outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
         if wanted(self._pub_left_rect):
@@ -645,6 +676,14 @@ class StereoDepthCore:
             self._log_throttled("health:" + message.split(":")[0], message, period_s=30.0)
         return level, message
 
+    def _fold_trust_health(self, level: int, message: str, extra: dict) -> tuple[int, str]:
+        """Add the rate governor's and the rectification check's key/values to `extra` and
+        fold the drift alarm's level into (level, message)."""
+        if self._trust is None:
+            return level, message
+        extra.update(self._trust.key_values())
+        return self._trust.health(level, message)
+
     def _publish_diagnostics(self) -> None:
         snapshot = self._stats.snapshot()
         if self._sync is not None:
@@ -665,6 +704,7 @@ class StereoDepthCore:
         since = self._in_flight_since
         if since is not None:
             extra["worker_in_flight_s"] = f"{time.monotonic() - since:.1f}"
+        level, message = self._fold_trust_health(level, message, extra)
         # Outputs are only built for topics somebody subscribes to: show who listens.
         for publisher in self._outputs:
             extra[f"subscribers.{publisher.topic_name}"] = str(publisher.get_subscription_count())
