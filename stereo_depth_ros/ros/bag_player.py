@@ -39,6 +39,14 @@ class FrameRecord:
     stamp_ns: int
     published_wall: float
     output_wall: float | None = None
+    resent: int = 0
+
+
+STEP_RESENDS = 2
+"""Step mode: how often a frame whose output does not come is published again (once a third of
+--step-timeout has passed each time). A node's reader that had not yet discovered this process's
+writers when the frame went out never got it (DDS discovery is per direction); the node handles
+a repeated stamp like any pair."""
 
 
 class Player:
@@ -95,6 +103,7 @@ class Player:
                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True)
         self.published: dict[str, int] = {topic: 0 for topic in self.publishers}
         self.frames: list[FrameRecord] = []
+        self._frame_items: list[tuple[str, bytes]] = []   # step mode: the frame being played
         self.subscribers_matched = None
         self._bag_now_ns: int | None = None
         self._last_clock = 0.0
@@ -194,6 +203,8 @@ class Player:
             self._publish_clock(force=True)
             self.publishers[item.topic].publish(item.cdr)
             self.published[item.topic] += 1
+            if self.step and frame_stamp is not None:
+                self._frame_items.append((item.topic, item.cdr))
             if frame_stamp is not None:
                 if pending_stamp is None:
                     self.frames.append(FrameRecord(frame_stamp, time.time()))
@@ -205,11 +216,22 @@ class Player:
             self._finish_frame(pending_stamp)
 
     def _finish_frame(self, stamp: int) -> None:
-        if self.step:
-            deadline = time.monotonic() + self.step_timeout_s
-            if not self._spin_until(deadline, lambda: stamp in self.outputs_seen):
-                LOG.warning("no output for stamp %d.%09d within %.0f s",
-                            *ns_to_sec_nanosec(stamp), self.step_timeout_s)
+        items, self._frame_items = self._frame_items, []
+        if not self.step:
+            return
+        seen = lambda: stamp in self.outputs_seen  # noqa: E731
+        wait_s = self.step_timeout_s / (STEP_RESENDS + 1)
+        for attempt in range(STEP_RESENDS + 1):
+            if self._spin_until(time.monotonic() + wait_s, seen):
+                return
+            if attempt < STEP_RESENDS:
+                LOG.info("no output for stamp %d.%09d after %.0f s: publishing the frame again",
+                         *ns_to_sec_nanosec(stamp), wait_s)
+                for topic, cdr in items:
+                    self.publishers[topic].publish(cdr)
+                self.frames[-1].resent += 1
+        LOG.warning("no output for stamp %d.%09d within %.0f s",
+                    *ns_to_sec_nanosec(stamp), self.step_timeout_s)
 
     def linger(self, seconds: float) -> None:
         """Keep spinning (watch callbacks, /clock) for a while after the last message."""
@@ -227,7 +249,7 @@ class Player:
             "published": self.published,
             "subscribers_matched": self.subscribers_matched,
             "frames": [{"stamp_ns": f.stamp_ns, "published_wall": f.published_wall,
-                        "output_wall": f.output_wall,
+                        "output_wall": f.output_wall, "resent": f.resent,
                         "latency_s": None if f.output_wall is None
                         else f.output_wall - f.published_wall} for f in self.frames],
             "unpaired_dropped": (self.source.last_grouper.dropped

@@ -28,7 +28,9 @@ A substitute for `ros2 bag play` that needs only rclpy and `rosbags` (no rosbag2
   for nodes running with use_sim_time.
 * `--watch TOPIC` records, per frame, when the first message with that frame's stamp arrives on
   TOPIC (e.g. `disparity`); `--step` waits for it (at most `--step-timeout` s) before playing the
-  next frame, so a slow consumer (PSMNet on a CPU) sees every frame. With `--watch`, playing
+  next frame, so a slow consumer (PSMNet on a CPU) sees every frame; a frame whose output has not
+  come after a third of that is published again (twice at most: a node that had not yet discovered
+  this replay lost it). With `--watch`, playing
   also waits for a publisher on TOPIC and for `--watch-subscribers` subscriptions on it.
   `--stats-json` writes what was published and when.
 
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="message type of --watch (default stereo_msgs/msg/DisparityImage)")
     parser.add_argument("--step", action="store_true",
                         help="wait for each frame's --watch output before the next frame")
-    parser.add_argument("--step-timeout", type=float, default=60.0, dest="step_timeout_s")
+    parser.add_argument("--step-timeout", type=float, default=60.0, dest="step_timeout_s",
+                        help="seconds to wait for a frame's output (it is published again after "
+                             "each third of this)")
     parser.add_argument("--watch-subscribers", type=int, default=1,
                         help="before playing, also wait until the ROS graph shows this many "
                              "subscriptions on --watch (this replay's own included), e.g. 2 when "
