@@ -138,7 +138,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         timer = ctx.node.create_timer(0.05, tick)
         pubs = stereo_input_publishers(ctx, "/robot/cam")
         depth = ctx.collect(Image, "/robot/depth/image_rect")
-        rect = ctx.collect(Image, "/robot/cam/left/image_rect")
+        rect = ctx.collect(Image, "/robot/matcher/left/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
         launch.start()
         launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
@@ -147,7 +147,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         node_name = "/robot/stereo_depth_node"
         wait_for(lambda: all(int(latest_status(diagnostics, node_name).get(
             f"subscribers./robot/{topic}", 0)) >= 1
-            for topic in ("depth/image_rect", "cam/left/image_rect")), 30.0,
+            for topic in ("depth/image_rect", "matcher/left/image_rect")), 30.0,
             what="the node to see our output subscriptions")
 
         applied = get_parameters(ctx, node_name, ["use_sim_time", "backend", "weights_path",

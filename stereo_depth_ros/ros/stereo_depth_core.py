@@ -255,7 +255,7 @@ class StereoDepthCore:
                 topics.inputs(config.image_transport),
                 transport.input_qos(config.queue_size, config.use_system_default_qos),
                 self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
-                tolerance_s=config.approximate_sync_tolerance_seconds,
+                tolerance_s=config.sync_tolerance_s(),
                 on_drop=self._on_sync_drop, implementation=config.synchronizer,
                 display_names=self._topics,
                 subscription_options={"qos_overriding_options": transport.overridable()},
@@ -502,7 +502,7 @@ class StereoDepthCore:
         if wanted(self._pub_disparity):
             outgoing.append((self._pub_disparity, make_disparity_image(
                 result.disparity, header, rig, result.min_disparity, result.max_disparity,
-                result.delta_d)))
+                result.delta_d, border=getattr(self._backend, "border", 0))))
         if result.depth_m is not None and wanted(self._pub_depth):
             depth_msg, clamped = make_depth_image(result.depth_m, header,
                                                   self._config.depth_encoding)
@@ -511,7 +511,9 @@ class StereoDepthCore:
             outgoing.append((self._pub_depth, depth_msg))
         if result.points is not None:
             colours = result.left if self._config.use_color else None
-            outgoing.append((self._pub_points, make_pointcloud2(result.points, header, colours)))
+            outgoing.append((self._pub_points, make_pointcloud2(
+                result.points, header, colours,
+                padded=not self._config.avoid_point_cloud_padding)))
         if wanted(self._pub_depth_info):
             outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
         if wanted(self._pub_left_rect):
