@@ -82,8 +82,11 @@ def test_rectified_pair_depth_points_and_fields(sgbm, scene):
     d = as_array(disp.image)
     valid = d >= disp.min_disparity
     roi = disp.valid_window
-    assert roi.x_offset >= 20 and roi.width > 80 and roi.height > 100
-    assert not valid[:, :roi.x_offset].any()
+    # stereo_image_proc's window of potentially valid pixels: x from range + min + border - 1
+    # (32 + 0 + 2 - 1; block 5), the border off the other sides, narrowed to the valid pixels.
+    assert (roi.x_offset, roi.y_offset) == (33, 2) and roi.width > 80 and roi.height > 100
+    assert roi.x_offset + roi.width <= 160 - 2 and roi.y_offset + roi.height <= 120 - 2
+    assert not valid[:, :30].any()
     fg = (slice(50, 70), slice(70, 100))
     bg = (slice(95, 115), slice(60, 150))
     assert np.median(d[bg][valid[bg]]) == pytest.approx(BACKGROUND_D - CX_OFFSET, abs=0.1)
