@@ -28,7 +28,6 @@ BAD_COMPRESSED_DATA = "bad_compressed_data"
 # Calibration (camera_info)
 NAN_IN_CALIBRATION = "nan_in_calibration"
 UNCALIBRATED = "uncalibrated_camera_info"
-BAD_BASELINE = "bad_baseline"
 INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
 INVALID_CALIBRATION = "invalid_calibration"
 
@@ -44,10 +43,14 @@ PROCESSING_ERROR = "processing_error"
 
 DROP_REASONS = (STAMP_SKEW, UNMATCHED, MISSING_CAMERA_INFO, MISSING_IMAGE,
                 IMAGES_LOST_IN_TRANSPORT, UNSUPPORTED_ENCODING, BAD_IMAGE_DATA,
-                BAD_COMPRESSED_DATA, NAN_IN_CALIBRATION, UNCALIBRATED, BAD_BASELINE,
-                INFO_SIZE_MISMATCH, INVALID_CALIBRATION, BUSY, SIZE_MISMATCH, IMAGE_TOO_SMALL,
-                PROCESSING_ERROR)
+                BAD_COMPRESSED_DATA, NAN_IN_CALIBRATION, UNCALIBRATED, INFO_SIZE_MISMATCH,
+                INVALID_CALIBRATION, BUSY, SIZE_MISMATCH, IMAGE_TOO_SMALL, PROCESSING_ERROR)
 """Every reason (the README's Topics section lists them all)."""
+
+DEPTH_UNAVAILABLE = "depth_unavailable"
+"""Not a drop: the counter prefix of pairs published with disparity only because the calibration
+gives no metric depth; `depth_unavailable.<key>` with a key of core.camera.DEPTH_PROBLEMS (zero,
+negative or non-finite baseline, non-positive focal length)."""
 
 
 class FrameDropped(Exception):

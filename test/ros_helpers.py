@@ -389,6 +389,11 @@ class Harness:
     def outputs_for(self, when, names, timeout=30.0):
         return {name: self.out[name].wait_for_stamp(when, timeout) for name in names}
 
+    def received_for(self, when, name) -> bool:
+        """Whether a message stamped `when` has arrived on output `name` (no waiting)."""
+        return any(m.header.stamp.sec == when.sec and m.header.stamp.nanosec == when.nanosec
+                   for m in self.out[name].snapshot())
+
     def close(self):
         self.ctx.close()
 

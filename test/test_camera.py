@@ -120,3 +120,26 @@ def test_k_and_q_matrices_reproduce_depth_with_cx_offset():
                                 depth_m], rtol=1e-12)
     assert math.isnan(rig.disparity_to_depth(rig.cx_offset))
     assert math.isnan(rig.disparity_to_depth(rig.cx_offset - 1.0))
+
+
+@pytest.mark.parametrize("tx, problem", [(0.0, "zero_baseline"), (84.0, "negative_baseline"),
+                                         (math.nan, "non_finite_baseline")])
+def test_disparity_only_rig_keeps_the_values_and_refuses_depth(tx, problem):
+    p_left, p_right = make_rig().projection_matrices()
+    p_right[0, 3] = tx
+    rig = StereoRig.from_projection_matrices(p_left, p_right, 640, 480, require_depth=False)
+    assert rig.depth_problem == problem and not rig.has_depth
+    assert rig.cx_offset == pytest.approx(20.0)
+    for depth_use in (lambda: rig.focal_baseline, rig.Q, lambda: rig.disparity_to_depth(10.0),
+                      lambda: rig.depth_to_disparity(5.0)):
+        with pytest.raises(ValueError, match=problem):
+            depth_use()
+    half = rig.scaled(0.5)          # scaling keeps the problem (and the raw values)
+    assert half.depth_problem == problem and half.width == 320
+    assert rig.scaled_to(100, 50).depth_problem == problem
+
+
+def test_metric_rig_from_projection_matrices_has_no_depth_problem():
+    p_left, p_right = make_rig().projection_matrices()
+    rig = StereoRig.from_projection_matrices(p_left, p_right, 640, 480, require_depth=False)
+    assert rig.has_depth and rig == StereoRig.from_projection_matrices(p_left, p_right, 640, 480)

@@ -140,10 +140,40 @@ def _zero_k(info):
     return info
 
 
+def _zero_p(info):
+    info.p = np.zeros(12)
+    return info
+    return info
+
+
 def test_uncalibrated_camera_info(node, scene):
     expect_drop(node, scene, "uncalibrated_camera_info",
-                r"/left/camera_info K is all zero: the camera is not calibrated",
-                lambda h: bad_pair(h, scene, left_info=_zero_k))
+                r"/left/camera_info P is all zero: the camera is not calibrated",
+                lambda h: bad_pair(h, scene, left_info=_zero_p))
+
+
+def test_zero_k_with_distortion_cannot_be_undistorted(node, scene):
+    def zero_k_with_d(info):
+        info.k = np.zeros(9)
+        info.d = [0.1, 0.0, 0.0, 0.0, 0.0]
+        return info
+    expect_drop(node, scene, "uncalibrated_camera_info",
+                r"/right/camera_info K is all zero but D=\[0.1, 0.0, 0.0, 0.0, 0.0\] is not",
+                lambda h: bad_pair(h, scene, right_info=zero_k_with_d))
+
+
+def test_zero_k_with_valid_p_is_used_through_p(node, scene):
+    """stereo_image_proc's fixtures carry only P (K all zero): depth as from the full info."""
+    when = node.next_stamp()
+    left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+    _zero_k(left_info)
+    _zero_k(right_info)
+    node.send(scene.left, scene.right, "rgb8", left_info, right_info, when)
+    out = node.outputs_for(when, NAMES)
+    d = np.frombuffer(out["disparity"].image.data, np.float32).reshape(96, 128)
+    depth = np.frombuffer(out["depth/image_rect"].data, np.float32).reshape(96, 128)
+    assert np.median(d[20:80, 50:120]) == pytest.approx(10.0, abs=0.2)
+    assert np.median(depth[20:80, 50:120]) == pytest.approx(200.0 * 0.1 / 10.0, rel=0.02)
 
 
 def _right_tx(value):
@@ -155,17 +185,40 @@ def _right_tx(value):
     return change
 
 
-def test_zero_baseline(node, scene):
-    expect_drop(node, scene, "bad_baseline",
-                r"zero baseline: /left/camera_info P\[0,3\]=0.0 and /right/camera_info "
-                r"P\[0,3\]=0.0",
-                lambda h: bad_pair(h, scene, right_info=_right_tx(0.0)))
+def expect_disparity_only(h, scene, problem, pattern, right_info):
+    """The pair's disparity is published, its depth is not: counted, one WARN naming fields."""
+    start_line = len(h.node.lines())
+    key = f"depth_unavailable.{problem}"
+    before = int(h.latest_status().get(key, 0))
+    when = h.next_stamp()
+    left_info, good_right = stereo_infos(scene.rig, when, FRAME)
+    h.send(scene.left, scene.right, "rgb8", left_info, right_info(good_right), when)
+    out = h.outputs_for(when, ["disparity"])
+    d = np.frombuffer(out["disparity"].image.data, np.float32).reshape(96, 128)
+    assert np.median(d[20:80, 50:120]) == pytest.approx(10.0, abs=0.2)
+    h.node.wait_for_output(pattern, start_line=start_line)
+    h.wait_status(lambda s: int(s.get(key, 0)) >= before + 1, what=f"{key} counted")
+    send_good(h, scene)          # depth again with the good calibration ...
+    assert not h.received_for(when, "depth/image_rect")   # ... and none for the pair before
 
 
-def test_wrong_sign_baseline(node, scene):
-    expect_drop(node, scene, "bad_baseline",
-                r"wrong-sign baseline -0.1 m .*are left and right swapped\?",
-                lambda h: bad_pair(h, scene, right_info=_right_tx(20.0)))
+def test_zero_baseline_publishes_disparity_only(node, scene):
+    expect_disparity_only(
+        node, scene, "zero_baseline",
+        r"no metric depth from this calibration \(/left/camera_info P\[0,3\]=0.0 and "
+        r"/right/camera_info P\[0,3\]=0.0 give baseline 0 m", _right_tx(0.0))
+
+
+def test_wrong_sign_baseline_publishes_disparity_only(node, scene):
+    expect_disparity_only(node, scene, "negative_baseline",
+                          r"give baseline -0.1 m: .*are left and right swapped\?",
+                          _right_tx(20.0))
+
+
+def test_non_finite_baseline_publishes_disparity_only(node, scene):
+    expect_disparity_only(node, scene, "non_finite_baseline",
+                          r"/right/camera_info P\[0,3\]=nan give baseline nan m: P\[0,3\] must "
+                          r"be finite", _right_tx(math.nan))
 
 
 def test_nan_in_calibration(node, scene):
@@ -209,12 +262,12 @@ def test_repeated_problem_is_logged_once_but_counted_every_time(node, scene):
     start_line = len(node.node.lines())
     before = counter(node, "uncalibrated_camera_info")
     for count in range(1, 4):  # one at a time: a pair sent while the worker is busy is
-        bad_pair(node, scene, right_info=_zero_k)  # replaced by the next (dropped.busy)
+        bad_pair(node, scene, right_info=_zero_p)  # replaced by the next (dropped.busy)
         node.wait_status(lambda s: int(s.get("dropped.uncalibrated_camera_info", 0))
                          >= before + count, what=f"drop {count} counted")
     send_good(node, scene)
     lines = [line for line in node.node.lines()[start_line:]
-             if "/right/camera_info K is all zero" in line]
+             if "/right/camera_info P is all zero" in line]
     assert len(lines) == 1, lines
     assert "more since the last report" not in lines[0]
 

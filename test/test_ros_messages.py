@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_unrectified_calibration_is_detected():
     ("k", 4, r"nan in left/camera_info K\[1,1\]"),
     ("d", 2, r"nan in left/camera_info D\[2\]"),
     ("r", 0, r"nan in left/camera_info R\[0,0\]"),
-    ("p", 3, r"nan in left/camera_info P\[0,3\]"),
+    ("p", 2, r"nan in left/camera_info P\[0,2\]"),
 ])
 def test_nan_in_calibration_names_the_field(field, index, text):
     left, right = _infos()
@@ -74,30 +75,76 @@ def test_nan_in_calibration_names_the_field(field, index, text):
     assert info.value.reason == m.NAN_IN_CALIBRATION
 
 
-def test_k_all_zero_is_uncalibrated():
+def test_p_all_zero_is_uncalibrated():
     left, right = _infos()
-    right.k = np.zeros(9)
-    with pytest.raises(m.CalibrationError, match="right/camera_info K is all zero") as info:
+    right.p = np.zeros(12)
+    with pytest.raises(m.CalibrationError, match="right/camera_info P is all zero") as info:
         m.stereo_calibration(left, right)
     assert info.value.reason == m.UNCALIBRATED
 
 
-def test_zero_baseline():
+def test_k_all_zero_with_p_is_taken_as_rectified_through_p():
+    """stereo_image_proc's fixtures and KITTI odometry bags carry only P (image_geometry uses P
+    for rectified images)."""
     left, right = _infos()
-    p = np.asarray(right.p).copy()
-    p[3] = 0.0
-    right.p = p
-    with pytest.raises(m.CalibrationError, match=r"zero baseline: left/camera_info P\[0,3\]=0.0 "
-                       r"and right/camera_info P\[0,3\]=0.0") as info:
+    full = m.stereo_calibration(left, right)
+    for info in (left, right):
+        info.k = np.zeros(9)
+        info.r = np.zeros(9)
+    calib = m.stereo_calibration(left, right)
+    assert calib.already_rectified and calib.rig == full.rig and calib.rig.has_depth
+    np.testing.assert_array_equal(calib.left.K, np.asarray(left.p).reshape(3, 4)[:, :3])
+    np.testing.assert_array_equal(calib.right.R, np.eye(3))
+    assert "left/camera_info: K is all zero: the image is taken as rectified" in calib.note
+
+
+def test_k_all_zero_with_distortion_is_uncalibrated():
+    left, right = _infos()
+    right.k = np.zeros(9)
+    right.d = [0.1, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(m.CalibrationError, match=r"right/camera_info K is all zero but "
+                       r"D=\[0.1, 0.0, 0.0, 0.0, 0.0\] is not") as info:
         m.stereo_calibration(left, right)
-    assert info.value.reason == m.BAD_BASELINE
+    assert info.value.reason == m.UNCALIBRATED
 
 
-def test_wrong_sign_baseline_suggests_a_swap():
+def _with_right_tx(right, value):
+    p = np.asarray(right.p, np.float64).copy()
+    p[3] = value
+    right.p = p
+    return right
+
+
+@pytest.mark.parametrize("tx, problem, text", [
+    (0.0, "zero_baseline", r"left/camera_info P\[0,3\]=0.0 and right/camera_info "
+     r"P\[0,3\]=0.0 give baseline 0 m: the right camera's P\[0,3\] must be -fx\*baseline"),
+    (84.0, "negative_baseline", r"give baseline -0.12 m: .*are left and right swapped\?"),
+    (math.nan, "non_finite_baseline", r"P\[0,3\]=nan give baseline nan m: P\[0,3\] must be "
+     r"finite"),
+    (math.inf, "non_finite_baseline", r"P\[0,3\]=inf give baseline -inf m"),
+])
+def test_baseline_without_depth_still_gives_a_disparity_rig(tx, problem, text):
+    """Disparity but no metric depth (stereo_image_proc still publishes disparity)."""
     left, right = _infos()
-    with pytest.raises(m.CalibrationError, match=r"wrong-sign baseline -0.12 m.*swapped") as info:
-        m.stereo_calibration(right, left, "left/camera_info", "right/camera_info")
-    assert info.value.reason == m.BAD_BASELINE
+    calib = m.stereo_calibration(left, _with_right_tx(right, tx))
+    assert calib.rig.depth_problem == problem and not calib.rig.has_depth
+    assert re.search(text, calib.depth_note), calib.depth_note
+    assert calib.rectifiable
+    with pytest.raises(ValueError, match=problem):
+        calib.rig.focal_baseline
+
+
+def test_zero_focal_length_gives_a_disparity_rig_matched_as_it_comes():
+    left, right = _infos()
+    for info in (left, right):
+        p = np.asarray(info.p, np.float64).copy()
+        p[0] = 0.0
+        info.p = p
+        info.k = np.zeros(9)
+    calib = m.stereo_calibration(left, right)
+    assert calib.rig.depth_problem == "non_positive_focal_length"
+    assert not calib.rectifiable and calib.already_rectified
+    assert "left/camera_info P[0,0]=0.0" in calib.depth_note
 
 
 def test_camera_info_sizes_must_agree():

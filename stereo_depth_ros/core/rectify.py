@@ -94,6 +94,11 @@ class StereoCalibration:
     frame_id: str = ""
     note: str = ""
     """How the calibration was adapted to the published image (binning, ROI), for messages."""
+    depth_note: str = ""
+    """Why the rig gives no metric depth (see StereoRig.depth_problem), naming the fields."""
+    rectifiable: bool = True
+    """False when there is no rectified camera to map to (P without a focal length): the images
+    are matched as they come, whatever the rectify option says."""
 
     __hash__ = object.__hash__
 

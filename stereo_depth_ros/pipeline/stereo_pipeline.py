@@ -73,8 +73,8 @@ class FrameResult:
     disparity: (H, W) float32 px (x_left - x_right on the images matched), NaN invalid, the
         confidence threshold applied. confidence: (H, W) float32 in [0, 1] or None.
     depth_m: (H, W) float32 metres (REP 118, NaN invalid, limits applied) or None when not
-        asked for or there is no rig. points: (H, W, 3) float32 metres in the left optical
-        frame, or None.
+        asked for, there is no rig, or the rig gives no metric depth (`rig.depth_problem`).
+        points: (H, W, 3) float32 metres in the left optical frame, or None.
     left: the rectified (and scaled) left image the matcher saw, uint8 (H, W, 3) RGB or (H, W).
     rig: the rectified rig at the matcher's resolution, or None (no calibration given).
     min_disparity, max_disparity: the searched range, px. delta_d: the disparity step, px.
@@ -145,7 +145,8 @@ class StereoPipeline:
         return self._rectifier[1]
 
     def _needs_rectifying(self, calibration) -> bool:
-        if not isinstance(calibration, StereoCalibration) or self.options.rectify == "false":
+        if (not isinstance(calibration, StereoCalibration) or self.options.rectify == "false"
+                or not calibration.rectifiable):
             return False
         return self.options.rectify == "true" or not calibration.already_rectified
 
@@ -223,7 +224,7 @@ class StereoPipeline:
         if confidence is not None and options.confidence_threshold > 0:
             disparity[~(confidence >= options.confidence_threshold)] = np.nan
         depth_m = cloud = None
-        if rig is not None and (want_depth or want_points):
+        if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_m = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
             if options.min_depth_m > 0 or options.max_depth_m > 0:
                 depth_m = clip_depth(depth_m, *options.depth_limits)
@@ -280,7 +281,7 @@ class StereoPipeline:
             disparity = torch.where(confidence >= options.confidence_threshold, disparity,
                                     torch.full_like(disparity, float("nan")))
         depth_t = points_t = None
-        if rig is not None and (want_depth or want_points):
+        if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_t = ops.depth_from_disparity(disparity, rig)
             if options.min_depth_m > 0 or options.max_depth_m > 0:
                 depth_t = ops.clip_depth(depth_t, *options.depth_limits)

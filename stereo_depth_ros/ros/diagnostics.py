@@ -10,12 +10,13 @@ are strings, as DiagnosticStatus requires):
   stamp_skew, unmatched (partner lost), images_lost_in_transport (camera_info came, the image did
   not), missing_camera_info, missing_image, size_mismatch, bad_compressed_data,
   camera_info_size_mismatch, unsupported_encoding, bad_image_data, uncalibrated_camera_info,
-  bad_baseline, nan_in_calibration, invalid_calibration, image_too_small, processing_error
+  nan_in_calibration, invalid_calibration, image_too_small, processing_error
 - `latency_ms.<stage>.{mean,p50,p95,max}` for convert, rectify, infer, postprocess, publish, total
   (over the last 200 pairs)
 - `input_age_ms.{mean,p50,p95,max}`: node clock at the end of publishing minus the pair's stamp
 - `pending_pairs`, `pending_pairs_max`: pairs waiting for the worker (never more than 1)
-- counters: `depth_clamped_pixels` (16UC1 depth beyond 65.535 m)
+- counters: `depth_clamped_pixels` (16UC1 depth beyond 65.535 m), `depth_unavailable.<problem>`
+  (pairs published with disparity only: the calibration gives no metric depth)
 - the node adds `backend`, `sync`, `input_scale`, `subscribers.<output topic>` (outputs are built
   only for topics with subscribers) and `last_problem`
 """

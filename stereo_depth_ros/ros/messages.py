@@ -17,10 +17,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOf
 from stereo_msgs.msg import DisparityImage
 
 from stereo_depth_ros.config import DEPTH_ENCODINGS
-from stereo_depth_ros.core.camera import StereoRig
+from stereo_depth_ros.core.camera import (NEGATIVE_BASELINE, NON_FINITE_BASELINE,
+                                          NON_POSITIVE_FOCAL_LENGTH, ZERO_BASELINE, StereoRig)
 from stereo_depth_ros.core.rectify import (CameraCalibration, StereoCalibration,
                                            is_already_rectified)
-from stereo_depth_ros.drop_reasons import (BAD_BASELINE, INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
+from stereo_depth_ros.drop_reasons import (INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
                                            NAN_IN_CALIBRATION, UNCALIBRATED, FrameDropped)
 from stereo_depth_ros.ros.image_conversion import image_to_numpy, numpy_to_image
 
@@ -42,13 +43,17 @@ def _index_text(flat_index: int, shape: tuple[int, int] | None) -> str:
 def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
     """K (3x3), D (N,), R (3x3), P (3x4) float64 of one CameraInfo; CalibrationError when unusable.
 
-    Checks: no NaN/inf anywhere; K and P not all zero (an uncalibrated camera driver publishes
-    zeros); positive focal lengths in P.
+    Checks: no NaN/inf (P's translation column excepted: a non-finite Tx costs the depth, not the
+    disparity); P not all zero (an uncalibrated camera driver publishes zeros). A K that is all
+    zero while P is set (a rectified stream that carries only P, as stereo_image_proc's fixtures
+    and KITTI odometry bags do) is replaced by P's left 3x3 with D = 0 and R = I: the image is
+    taken as rectified, as image_geometry does for rectified images. `info_notes` says so.
     """
     matrices = {}
     for name, attr, shape in _MATRICES:
         values = np.asarray(getattr(info, attr), dtype=np.float64).ravel()
-        bad = np.flatnonzero(~np.isfinite(values))
+        checked = np.arange(values.size) % 4 != 3 if name == "P" else slice(None)
+        bad = np.flatnonzero(~np.isfinite(values) & _mask(values.size, checked))
         if bad.size:
             index = int(bad[0])
             raise CalibrationError(
@@ -56,17 +61,30 @@ def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
                 f"{values[index]} in {topic} {name}{_index_text(index, shape)}: the calibration "
                 "must be finite")
         matrices[name] = values.reshape(shape) if shape else values
-    for name in ("K", "P"):
-        if not np.any(matrices[name]):
+    if not np.any(np.nan_to_num(matrices["P"])):
+        raise CalibrationError(
+            UNCALIBRATED,
+            f"{topic} P is all zero: the camera is not calibrated (run camera_calibration, or "
+            "publish the calibration in camera_info)")
+    if not np.any(matrices["K"]):
+        if np.any(matrices["D"]):
             raise CalibrationError(
-                UNCALIBRATED,
-                f"{topic} {name} is all zero: the camera is not calibrated (run "
-                "camera_calibration, or publish the calibration in camera_info)")
-    fx, fy = matrices["P"][0, 0], matrices["P"][1, 1]
-    if fx <= 0 or fy <= 0:
-        raise CalibrationError(UNCALIBRATED, f"{topic} P has non-positive focal length "
-                               f"(P[0,0]={fx}, P[1,1]={fy})")
+                UNCALIBRATED, f"{topic} K is all zero but D={matrices['D'].tolist()} is not: "
+                "the image cannot be undistorted without K (publish K, or D = 0 for a "
+                "rectified image)")
+        matrices.update(K=matrices["P"][:, :3].copy(), D=np.zeros(0), R=np.eye(3))
     return matrices
+
+
+def _mask(size: int, checked) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    mask[checked] = True
+    return mask
+
+
+def k_is_zero(info: CameraInfo) -> bool:
+    """True when the CameraInfo carries no K (all zero): its image is taken as rectified."""
+    return not np.any(np.asarray(info.k, dtype=np.float64))
 
 
 def calibration_key(left_info: CameraInfo, right_info: CameraInfo) -> tuple:
@@ -151,37 +169,67 @@ def stereo_calibration(left_info: CameraInfo, right_info: CameraInfo,
         raise CalibrationError(
             INFO_SIZE_MISMATCH, f"camera_info sizes differ: {left_topic} is {left_size[0]}x"
             f"{left_size[1]}, {right_topic} is {right_size[0]}x{right_size[1]}")
-    fx = left["P"][0, 0]
-    tx_left, tx_right = left["P"][0, 3], right["P"][0, 3]
-    baseline_m = (tx_left - tx_right) / fx
-    if baseline_m == 0:
-        raise CalibrationError(
-            BAD_BASELINE, f"zero baseline: {left_topic} P[0,3]={tx_left} and {right_topic} "
-            f"P[0,3]={tx_right} (the right camera's P[0,3] must be -fx*baseline, e.g. "
-            f"{-fx * 0.1:.4g} for fx={fx:.6g} and a 0.1 m baseline)")
-    if baseline_m < 0:
-        raise CalibrationError(
-            BAD_BASELINE, f"wrong-sign baseline {baseline_m:.6g} m from {left_topic} P[0,3]="
-            f"{tx_left} and {right_topic} P[0,3]={tx_right} (the right camera's P[0,3] must be "
-            "-fx*baseline): are left and right swapped?")
     try:
-        calibrations = [
-            CameraCalibration.create(m["K"], m["D"], m["R"], m["P"],
-                                     distortion_model=_distortion_model(info, m["D"], topic),
-                                     name=topic)
-            for m, info, topic in ((left, left_info, left_topic),
-                                   (right, right_info, right_topic))]
-        rig = StereoRig.from_projection_matrices(left["P"], right["P"], *left_size)
-        rectified = all(is_already_rectified(c.K, c.D, c.R, c.P) for c in calibrations)
-    except CalibrationError:
-        raise
+        rig = StereoRig.from_projection_matrices(left["P"], right["P"], *left_size,
+                                                 require_depth=False)
+        if rig.depth_problem == NON_POSITIVE_FOCAL_LENGTH:
+            # No rectified camera to map to: the images are matched as they come.
+            calibrations = [_taken_as_rectified(), _taken_as_rectified()]
+            rectified = True
+        else:
+            calibrations = [
+                CameraCalibration.create(m["K"], m["D"], m["R"], _finite_tx(m["P"]),
+                                         distortion_model=_distortion_model(info, m["D"], topic),
+                                         name=topic)
+                for m, info, topic in ((left, left_info, left_topic),
+                                       (right, right_info, right_topic))]
+            rectified = all(is_already_rectified(c.K, c.D, c.R, c.P) for c in calibrations)
     except ValueError as error:
         raise CalibrationError(INVALID_CALIBRATION, str(error)) from None
-    notes = ((left_topic, left_note), (right_topic, right_note))
-    note = "; ".join(f"{topic}: {text}" for topic, text in notes if text)
+    depth_note = _depth_problem_text(rig, left["P"], right["P"], left_topic, right_topic)
+    notes = [(topic, text) for topic, text in ((left_topic, left_note), (right_topic, right_note))
+             if text]
+    notes += [(topic, "K is all zero: the image is taken as rectified and P is used")
+              for topic, info in ((left_topic, left_info), (right_topic, right_info))
+              if k_is_zero(info)]
+    note = "; ".join(f"{topic}: {text}" for topic, text in notes)
     return StereoCalibration(left=calibrations[0], right=calibrations[1], rig=rig,
                              already_rectified=rectified,
-                             frame_id=str(left_info.header.frame_id), note=note)
+                             frame_id=str(left_info.header.frame_id), note=note,
+                             depth_note=depth_note,
+                             rectifiable=rig.depth_problem != NON_POSITIVE_FOCAL_LENGTH)
+
+
+def _finite_tx(p: np.ndarray) -> np.ndarray:
+    """P for the rectification maps, which use only P[:, :3]: a non-finite translation (the rig
+    reports it as non_finite_baseline) becomes 0 there."""
+    return np.where(np.isfinite(p), p, 0.0)
+
+
+def _taken_as_rectified() -> CameraCalibration:
+    """The camera model of an image taken as rectified when P has no usable focal length
+    (disparity only): identity intrinsics stand in; no maps are ever built from it."""
+    return CameraCalibration(K=np.eye(3), D=np.zeros(0), R=np.eye(3),
+                             P=np.hstack([np.eye(3), np.zeros((3, 1))]))
+
+
+def _depth_problem_text(rig: StereoRig, p_left: np.ndarray, p_right: np.ndarray,
+                        left_topic: str, right_topic: str) -> str:
+    """Why this calibration gives no metric depth, naming the fields; "" when it does."""
+    problem = rig.depth_problem
+    if not problem:
+        return ""
+    if problem == NON_POSITIVE_FOCAL_LENGTH:
+        return (f"{left_topic} P[0,0]={p_left[0, 0]}, P[1,1]={p_left[1, 1]}: a focal length "
+                "must be > 0 for metric depth")
+    fields = (f"{left_topic} P[0,3]={p_left[0, 3]} and {right_topic} P[0,3]={p_right[0, 3]} "
+              f"give baseline {rig.baseline_m:.6g} m")
+    hint = {ZERO_BASELINE: f"the right camera's P[0,3] must be -fx*baseline, e.g. "
+                           f"{-rig.fx * 0.1:.4g} for fx={rig.fx:.6g} and a 0.1 m baseline",
+            NEGATIVE_BASELINE: "the right camera's P[0,3] must be -fx*baseline: are left and "
+                               "right swapped?",
+            NON_FINITE_BASELINE: "P[0,3] must be finite"}[problem]
+    return f"{fields}: {hint}"
 
 
 def rectified_camera_info(rig: StereoRig, header, distortion_model: str = "plumb_bob",

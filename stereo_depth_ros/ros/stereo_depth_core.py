@@ -36,7 +36,8 @@ from stereo_depth_ros.config import WEIGHTS_HINT, NodeConfig
 from stereo_depth_ros.core.disparity_io import colorize
 from stereo_depth_ros.core.stamps import stamp_to_ns
 from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, BUSY,
-                                           IMAGES_LOST_IN_TRANSPORT, PROCESSING_ERROR,
+                                           DEPTH_UNAVAILABLE, IMAGES_LOST_IN_TRANSPORT,
+                                           PROCESSING_ERROR,
                                            UNSUPPORTED_ENCODING, FrameDropped)
 from stereo_depth_ros.pipeline import FrameResult, PipelineOptions, StereoPipeline
 from stereo_depth_ros.ros import diagnostics
@@ -443,25 +444,48 @@ class StereoDepthCore:
                                f"{self._topics[0]}/{self._topics[1]}: {error}") from None
 
     def _calibration(self, left_info: CameraInfo, right_info: CameraInfo):
-        """The StereoCalibration of an info pair, validated once per calibration change."""
+        """The StereoCalibration of an info pair, validated once per calibration change.
+
+        A rejected calibration is remembered as (reason, text) only, and every pair gets a fresh
+        CalibrationError: re-raising one cached exception object would chain every dropped
+        pair's frames (and so its messages and arrays) onto its traceback, without bound.
+        """
         key = calibration_key(left_info, right_info)
         if self._calibration_state is None or self._calibration_state[0] != key:
             try:
                 value = stereo_calibration(left_info, right_info, self._topics[2],
                                            self._topics[3])
-                rig = value.rig
-                self.get_logger().info(
-                    f"calibration: {rig.width}x{rig.height}, fx={rig.fx:.6g} px, baseline="
-                    f"{rig.baseline_m:.6g} m, cx offset={rig.cx_offset:.6g} px, "
-                    f"{'already rectified' if value.already_rectified else 'needs rectifying'}"
-                    f", frame {value.frame_id!r}")
+                self._log_calibration(value)
             except CalibrationError as error:
-                value = error
+                value = (error.reason, str(error))
             self._calibration_state = (key, value)
         value = self._calibration_state[1]
-        if isinstance(value, CalibrationError):
-            raise value
+        if isinstance(value, tuple):
+            raise CalibrationError(*value)
         return value
+
+    def _log_calibration(self, calibration) -> None:
+        rig = calibration.rig
+        if rig.depth_problem:
+            geometry = (f"fx={rig.fx:.6g} px, NO METRIC DEPTH ({calibration.depth_note}): "
+                        "disparity only")
+        else:
+            geometry = f"fx={rig.fx:.6g} px, baseline={rig.baseline_m:.6g} m"
+        note = f", {calibration.note}" if calibration.note else ""
+        self.get_logger().info(
+            f"calibration: {rig.width}x{rig.height}, {geometry}, cx offset="
+            f"{rig.cx_offset:.6g} px, "
+            f"{'already rectified' if calibration.already_rectified else 'needs rectifying'}"
+            f"{note}, frame {calibration.frame_id!r}")
+
+    def _note_depth_unavailable(self, calibration) -> None:
+        """Count a pair published without depth/points and say why (throttled WARN)."""
+        problem = calibration.rig.depth_problem
+        self._stats.count(f"{DEPTH_UNAVAILABLE}.{problem}")
+        self._log_throttled(f"{DEPTH_UNAVAILABLE}.{problem}", (
+            f"no metric depth from this calibration ({calibration.depth_note}): publishing "
+            f"disparity only; depth and points are skipped ({DEPTH_UNAVAILABLE}.{problem})"),
+            period_s=60.0)
 
     def _process(self, left_msg: Image, right_msg: Image, left_info: CameraInfo,
                  right_info: CameraInfo) -> None:
@@ -473,6 +497,8 @@ class StereoDepthCore:
         points = self._pub_points.get_subscription_count() > 0
         depth = points or self._pub_depth.get_subscription_count() > 0
         result = self._pipeline.process(left, right, calibration, depth=depth, points=points)
+        if calibration.rig.depth_problem:
+            self._note_depth_unavailable(calibration)
         processed = time.perf_counter()
         # This pair's own left camera_info names the frame (the cached calibration ignores
         # header changes such as a renamed frame).
@@ -514,7 +540,7 @@ class StereoDepthCore:
             outgoing.append((self._pub_points, make_pointcloud2(
                 result.points, header, colours,
                 padded=not self._config.avoid_point_cloud_padding)))
-        if wanted(self._pub_depth_info):
+        if rig.has_depth and wanted(self._pub_depth_info):
             outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
         if wanted(self._pub_left_rect):
             outgoing.append((self._pub_left_rect, numpy_to_image(
