@@ -150,6 +150,34 @@ def test_live_changes_keep_both_names_equal(make_node):
     assert _value(node, "correlation_window_size") == 7 and _value(node, "sgbm.block_size") == 7
 
 
+@pytest.mark.ros
+@pytest.mark.parametrize("key_topic", ["/left/image_raw", "/cam/left/image_rect"])
+def test_qos_overrides_under_the_unremapped_or_the_remapped_name(key_topic):
+    from rclpy.qos import ReliabilityPolicy
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = StereoDepthNode(
+            context=context, cli_args=["--ros-args", "-r", "left/image_raw:=/cam/left/image_rect"],
+            parameter_overrides=[
+                Parameter("backend", value="sgbm"),
+                Parameter(f"qos_overrides.{key_topic}.subscription.reliability",
+                          value="reliable")])
+        by_topic = {sub.topic_name: sub.qos_profile.reliability
+                    for sub in node._sync.subscriptions}
+        assert by_topic["/cam/left/image_rect"] == ReliabilityPolicy.RELIABLE
+        assert by_topic["/right/image_raw"] == ReliabilityPolicy.BEST_EFFORT
+        assert node.get_parameter("qos_overrides./cam/left/image_rect.subscription."
+                                  "reliability").value == "reliable"
+        from stereo_depth_ros.ros.params import unknown_parameter_warnings
+        assert unknown_parameter_warnings(node, node.adopted_qos_overrides) == []
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
 # ------------------------------------------------------------------------ node, over DDS
 @pytest.fixture(scope="module")
 def scene():

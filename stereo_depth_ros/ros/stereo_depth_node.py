@@ -34,7 +34,7 @@ class StereoDepthNode(StereoDepthCore, Node):
         config = self._startup_config(lambda: declare_parameters(self))
         self._load(config)
         self._config = config
-        used = adopt_unremapped_qos_overrides(
+        self.adopted_qos_overrides = adopt_unremapped_qos_overrides(
             self, list(topics.inputs(config.image_transport)) + list(topics.OUTPUTS))
         self._create_outputs()
         self._subscribe(config)
@@ -42,7 +42,7 @@ class StereoDepthNode(StereoDepthCore, Node):
                                                            self._apply_config))
         if hasattr(self, "add_pre_set_parameters_callback"):         # Iron and newer
             self.add_pre_set_parameters_callback(SipAliasSync(lambda: self._config))
-        for line in unknown_parameter_warnings(self, used):
+        for line in unknown_parameter_warnings(self, self.adopted_qos_overrides):
             self.get_logger().warning(line)
         self._start_diagnostics(config.diagnostics_period_seconds)
         self._start_worker()
