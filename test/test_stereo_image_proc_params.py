@@ -304,3 +304,28 @@ def test_approximate_tolerance_zero_pairs_any_skew(scene, tolerance, published):
             assert "approximate_sync_tolerance_seconds=0.005" in node.output()
     finally:
         _close(node, h)
+
+
+def test_psmnet_min_disparity_starts_the_published_window():
+    """PSMNet honours min_disparity: smaller disparities become invalid, live too; the search
+    range itself (max_disparity) needs a rebuild."""
+    from stereo_depth_ros.backends.psmnet import PsmnetBackend
+    rng = np.random.default_rng(3)
+    left = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    right = np.roll(left, -3, axis=1)
+    backend = PsmnetBackend(None, model="basic", max_disparity=16, device="cpu",
+                            engine="reference", min_disparity=2)
+    assert backend.min_disparity == 2.0
+    backend.update(min_disparity=0)
+    ungated = backend.compute(left, right).disparity
+    assert np.isfinite(ungated).all()
+    start = float(np.median(ungated))               # half the pixels below the window
+    backend.update(min_disparity=start)
+    got = backend.compute(left, right).disparity
+    np.testing.assert_array_equal(np.isnan(got), ungated < start)
+    np.testing.assert_array_equal(got[~np.isnan(got)], ungated[ungated >= start])
+    assert 0.2 < np.isnan(got).mean() < 0.8
+    with pytest.raises(ValueError, match="min_disparity must be in"):
+        backend.update(min_disparity=16)
+    with pytest.raises(ValueError, match="cannot change while running"):
+        backend.update(max_disparity=32)
