@@ -178,6 +178,30 @@ def test_qos_overrides_under_the_unremapped_or_the_remapped_name(key_topic):
         rclpy.try_shutdown(context=context)
 
 
+@pytest.mark.ros
+def test_managed_node_takes_stereo_image_procs_names():
+    from lifecycle_msgs.msg import State  # noqa: F401  (the managed node's dependency)
+    from stereo_depth_ros.ros.stereo_depth_lifecycle_node import StereoDepthLifecycleNode
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = StereoDepthLifecycleNode(context=context, parameter_overrides=[
+            Parameter("stereo_algorithm", value=0), Parameter("disparity_range", value=32),
+            Parameter("correlation_window_size", value=11)])
+        assert _value(node, "backend") == "bm" and _value(node, "sgbm.num_disparities") == 32
+        node.trigger_configure()
+        assert isinstance(node.backend, BmBackend)
+        assert (node.backend.params.num_disparities, node.backend.params.block_size) == (32, 11)
+        assert all(r.successful for r in node.set_parameters([Parameter("disparity_range",
+                                                                        value=48)]))
+        assert _value(node, "sgbm.num_disparities") == 48 and node.backend.max_disparity == 48
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
 # ------------------------------------------------------------------------ node, over DDS
 @pytest.fixture(scope="module")
 def scene():

@@ -113,13 +113,32 @@ def declare_managed_parameters(node) -> dict[str, str]:
     fails with that text until the parameter is set.
     """
     errors: dict[str, str] = {}
+    try:
+        forced, warnings = resolve_sip_aliases(given_parameters(node))
+    except ValueError as error:
+        forced, warnings = {}, []
+        errors["stereo_image_proc parameters"] = str(error)
+    values = {}
     for spec in PARAMS:
+        desc = descriptor(spec, managed=True)
+        try:
+            values[spec.name] = _declare(node, spec, desc, spec.name in forced,
+                                         forced.get(spec.name)).value
+        except ParameterError as error:
+            errors[spec.name] = str(error)
+            values[spec.name] = _declare(node, spec, desc, ignore_override=True).value
+    for alias in SIP_ALIASES:            # stereo_image_proc's names, mirrored
+        mirrored = alias_value(alias, values)
+        spec = alias.spec if mirrored is None else dataclasses.replace(alias.spec,
+                                                                       default=mirrored)
         desc = descriptor(spec, managed=True)
         try:
             _declare(node, spec, desc)
         except ParameterError as error:
             errors[spec.name] = str(error)
             _declare(node, spec, desc, ignore_override=True)
+    for text in warnings:
+        node.get_logger().warning(text)
     return errors
 
 
