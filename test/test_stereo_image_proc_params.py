@@ -343,12 +343,14 @@ def test_psmnet_min_disparity_starts_the_published_window():
     backend.update(min_disparity=0)
     ungated = backend.compute(left, right).disparity
     assert np.isfinite(ungated).all()
-    start = float(np.median(ungated))               # half the pixels below the window
+    low, high = float(ungated.min()), float(ungated.max())
+    assert 0.0 <= low < high <= 15.0
+    start = (low + high) / 2                        # some pixels below the window, some in it
     backend.update(min_disparity=start)
     got = backend.compute(left, right).disparity
     np.testing.assert_array_equal(np.isnan(got), ungated < start)
     np.testing.assert_array_equal(got[~np.isnan(got)], ungated[ungated >= start])
-    assert 0.2 < np.isnan(got).mean() < 0.8
+    assert np.isnan(got).any() and not np.isnan(got).all()
     with pytest.raises(ValueError, match="min_disparity must be in"):
         backend.update(min_disparity=16)
     with pytest.raises(ValueError, match="cannot change while running"):
