@@ -91,6 +91,17 @@ def test_unbounded_sync_tolerance_is_stereo_image_procs_zero():
     assert cfg.NodeConfig(approximate_sync_tolerance_seconds=0.02).sync_tolerance_s() == 0.02
 
 
+def test_the_tools_build_block_matching_for_backend_bm():
+    import argparse
+    from stereo_depth_ros.tools._cli import add_backend_arguments, backend_from_args
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    backend = backend_from_args(parser.parse_args(["--backend", "bm", "--max-disparity", "32",
+                                                   "--block-size", "7"]))
+    assert backend.name == "bm"
+    assert (backend.params.num_disparities, backend.params.block_size) == (32, 7)
+
+
 # ------------------------------------------------------------------------ node, in process
 @pytest.fixture
 def make_node():
