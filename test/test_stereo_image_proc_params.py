@@ -260,11 +260,15 @@ def test_algorithm_range_and_cloud_layout_read_back_from_the_output(scene, tmp_p
     params = tmp_path / "sip.yaml"
     params.write_text("/**:\n  ros__parameters:\n    stereo_algorithm: 0\n"
                       "    disparity_range: 32\n    correlation_window_size: 9\n"
+                      "    sgbm:\n      num_disparities: 64\n"
                       "    texture_threshold: 0\n    inptu_scale: 0.5\n"
                       "    qos_overrides:\n      /left/image_rect_color:\n"
                       "        subscription:\n          reliability: reliable\n")
     node, h = _run(["--params-file", str(params)])
     try:
+        # Both names of one value: a WARN, stereo_image_proc's wins (the range below is 32).
+        node.wait_for_output(r"disparity_range=32 and sgbm.num_disparities=64 are both given "
+                             r"and name one value: stereo_image_proc's disparity_range wins")
         # Typos: a WARN naming the parameter and the closest declared one.
         node.wait_for_output(r"parameter inptu_scale is not a parameter of this node and is "
                              r"ignored; did you mean input_scale\?")
