@@ -321,9 +321,11 @@ def test_algorithm_range_and_cloud_layout_read_back_from_the_output(scene, tmp_p
 
 @pytest.mark.ros
 @pytest.mark.slow
+@pytest.mark.parametrize("synchronizer", ["auto", "in_package"])
 @pytest.mark.parametrize("tolerance, published", [(0.0, True), (0.005, False)])
-def test_approximate_tolerance_zero_pairs_any_skew(scene, tolerance, published):
+def test_approximate_tolerance_zero_pairs_any_skew(scene, tolerance, published, synchronizer):
     node, h = _run(["-p", "stereo_algorithm:=1", "-p", "disparity_range:=32",
+                    "-p", f"synchronizer:={synchronizer}",
                     "-p", "approximate_sync:=true",
                     "-p", f"approximate_sync_tolerance_seconds:={tolerance}"])
     try:
