@@ -51,9 +51,10 @@ ARGUMENTS = (
      "every output carries (default: what stereo_depth_kitti2bag writes)"),
 )
 
-# The node's camera inputs, and its left/image_rect output that belongs with the left camera.
+# The node's camera inputs. Its outputs (matcher/left/image_rect included) stay in the node's
+# namespace, where RViz (started in that namespace) finds them.
 CAMERA_TOPICS = {
-    "left": ("image_raw", "camera_info", "image_rect"),
+    "left": ("image_raw", "camera_info"),
     "right": ("image_raw", "camera_info"),
 }
 

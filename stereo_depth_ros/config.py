@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-BACKENDS = ("psmnet", "sgbm")
+BACKENDS = ("psmnet", "sgbm", "bm")
 MODELS = ("stackhourglass", "basic")
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINES = ("auto", "reference", "exact", "fast")
@@ -130,7 +130,9 @@ def _spec(name, default, description, **kwargs) -> ParamSpec:
 #: Every node parameter, in the order they are declared and documented.
 PARAMS: tuple[ParamSpec, ...] = (
     # --- matcher (reload needed => read-only) ---
-    _spec("backend", "psmnet", "stereo matcher", choices=BACKENDS, read_only=True),
+    _spec("backend", "psmnet", "stereo matcher: psmnet (the network), sgbm (OpenCV semi-global "
+          "block matching) or bm (OpenCV block matching, stereo_image_proc's default); "
+          "stereo_algorithm picks between bm and sgbm", choices=BACKENDS, read_only=True),
     _spec("weights_path", "", "PSMNet checkpoint (.tar/.pth) path; required for backend psmnet, "
           "empty = not set", read_only=True),
     _spec("model", "stackhourglass", "PSMNet variant matching the checkpoint", choices=MODELS,
@@ -178,13 +180,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     # --- input synchronisation and QoS (re-subscription needed => read-only) ---
     _spec("approximate_sync", False, "pair images and camera_infos by nearest stamp within "
           "approximate_sync_tolerance_seconds instead of requiring equal stamps", read_only=True),
-    _spec("approximate_sync_tolerance_seconds", 0.01, "largest stamp difference (s) inside one "
-          "approximately synchronised set", min_value=0.0, max_value=10.0, read_only=True),
+    _spec("approximate_sync_tolerance_seconds", 0.0, "with approximate_sync: the largest stamp "
+          "difference (s) inside one set; 0 = no bound, the nearest stamps pair up whatever "
+          "their distance (stereo_image_proc's meaning: ApproximateTime for 0, "
+          "ApproximateEpsilonTime above)", min_value=0.0, max_value=10.0, read_only=True),
     _spec("synchronizer", "auto", "input synchroniser: message_filters (TimeSynchronizer / "
           "ApproximateTimeSynchronizer of a ROS 2 install), in_package (the same policies, for "
           "installs without message_filters) or auto (message_filters when importable)",
           choices=SYNCHRONIZERS, read_only=True),
-    _spec("queue_size", 10, "messages kept per input topic while waiting for the other three",
+    _spec("queue_size", 5, "messages kept per input topic while waiting for the other three",
           min_value=1, max_value=1000, read_only=True),
     _spec("image_transport", "raw", "how the images arrive (stereo_image_proc's name): raw "
           "(sensor_msgs/Image on left|right/image_raw) or compressed (sensor_msgs/CompressedImage "
@@ -239,13 +243,32 @@ PARAMS: tuple[ParamSpec, ...] = (
           max_value=127),
     _spec("sgbm.mode", "sgbm", "SGBM variant (hh = full 8-path, slower)", choices=SGBM_MODES),
     _spec("sgbm.grayscale", True, "SGBM matches on luma (true) or on the three colour channels"),
+    # --- stereo_image_proc's own (no counterpart in this project's names) ---
+    _spec("prefilter_size", 9, "bm: normalisation window of the pre-filter (px, odd)",
+          min_value=5, max_value=255, step=2),
+    _spec("texture_threshold", 10, "bm: a window whose texture does not exceed this is invalid; "
+          "0 = keep all", min_value=0, max_value=10000),
+    _spec("avoid_point_cloud_padding", False, "points2 layout: false = x, y, z, pad, rgb, pad "
+          "(point_step 32 with rgb, 16 without; PCL's aligned layout, stereo_image_proc's "
+          "default), true = packed x, y, z[, rgb] (point_step 16 / 12)"),
 )
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}
 
+UNBOUNDED_SYNC_TOLERANCE_S = 1.0e6
+"""approximate_sync_tolerance_seconds 0 means no bound: the synchronisers get this (11.6 days)."""
+
 SGBM_PREFIX = "sgbm."
 PSMNET_PARAMETERS = ("weights_path", "model", "max_disparity", "device", "precision", "engine")
 """The parameters that are PsmnetBackend options of the same name."""
+BM_PARAMETERS = {"sgbm.min_disparity": "min_disparity", "sgbm.num_disparities": "num_disparities",
+                 "sgbm.block_size": "block_size", "prefilter_size": "pre_filter_size",
+                 "sgbm.pre_filter_cap": "pre_filter_cap", "texture_threshold": "texture_threshold",
+                 "sgbm.uniqueness_ratio": "uniqueness_ratio",
+                 "sgbm.speckle_window_size": "speckle_window_size",
+                 "sgbm.speckle_range": "speckle_range", "sgbm.disp12_max_diff": "disp12_max_diff"}
+"""{parameter: BmBackend option}: block matching shares the window, range and filter values with
+SGBM (one value each, as stereo_image_proc sets both matchers from one parameter)."""
 
 
 def _field_name(param_name: str) -> str:
@@ -298,6 +321,9 @@ class NodeConfig:
     sgbm_pre_filter_cap: int = SPECS["sgbm.pre_filter_cap"].default
     sgbm_mode: str = SPECS["sgbm.mode"].default
     sgbm_grayscale: bool = SPECS["sgbm.grayscale"].default
+    prefilter_size: int = SPECS["prefilter_size"].default
+    texture_threshold: int = SPECS["texture_threshold"].default
+    avoid_point_cloud_padding: bool = SPECS["avoid_point_cloud_padding"].default
 
     def get(self, param_name: str) -> Any:
         return getattr(self, _field_name(param_name))
@@ -309,7 +335,10 @@ class NodeConfig:
     def backend_parameters(self) -> dict[str, str]:
         """{parameter name: the backend's option name} for the configured backend."""
         if self.backend == "psmnet":
-            return {name: name for name in PSMNET_PARAMETERS}
+            return {**{name: name for name in PSMNET_PARAMETERS},
+                    "sgbm.min_disparity": "min_disparity"}
+        if self.backend == "bm":
+            return dict(BM_PARAMETERS)
         return {spec.name: spec.name[len(SGBM_PREFIX):] for spec in PARAMS
                 if spec.name.startswith(SGBM_PREFIX)}
 
@@ -319,10 +348,19 @@ class NodeConfig:
                 if spec.name.startswith(SGBM_PREFIX)}
 
     def psmnet_options(self) -> dict[str, Any]:
-        """Keyword arguments for backends.psmnet.PsmnetBackend."""
-        return {name: self.get(name) for name in PSMNET_PARAMETERS}
+        """Keyword arguments for backends.psmnet.PsmnetBackend (min_disparity: the start of the
+        published window, stereo_image_proc's min_disparity; PSMNet itself starts at 0)."""
+        options = {name: self.get(name) for name in PSMNET_PARAMETERS}
+        options["min_disparity"] = self.sgbm_min_disparity
+        return options
+
+    def bm_options(self) -> dict[str, Any]:
+        """Keyword arguments for backends.bm.BmBackend."""
+        return {option: self.get(name) for name, option in BM_PARAMETERS.items()}
 
     def backend_options(self) -> dict[str, Any]:
+        if self.backend == "bm":
+            return self.bm_options()
         return self.psmnet_options() if self.backend == "psmnet" else self.sgbm_options()
 
     def replace(self, changes: Mapping[str, Any]) -> NodeConfig:
@@ -365,6 +403,12 @@ class NodeConfig:
                              "expected 1, 2 or 4")
         if self.sgbm_p1 and self.sgbm_p2 and self.sgbm_p2 <= self.sgbm_p1:
             raise ValueError(f"sgbm.p2={self.sgbm_p2} must be larger than sgbm.p1={self.sgbm_p1}")
+
+    def sync_tolerance_s(self) -> float:
+        """The synchroniser's stamp tolerance: approximate_sync_tolerance_seconds, or with 0
+        (stereo_image_proc's unbounded ApproximateTime policy) UNBOUNDED_SYNC_TOLERANCE_S."""
+        tolerance = self.approximate_sync_tolerance_seconds
+        return tolerance if tolerance > 0 else UNBOUNDED_SYNC_TOLERANCE_S
 
     def warmup_dimensions(self) -> tuple[int, int] | None:
         """(width, height) of the warm-up pair, or None for no warm-up."""
@@ -417,3 +461,161 @@ def render_params_yaml(values: Mapping[str, Any] | None = None,
         lines.append(f"{indent}# {spec.help_line()}")
         lines.append(f"{indent}{key}: {_yaml_scalar(value)}")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- stereo_image_proc's names
+# stereo_image_proc's DisparityNode parameters that name a fact this project already has a
+# parameter for. Each is declared on the node with stereo_image_proc's type and help (range:
+# stereo_image_proc's, widened where this project accepts more) and holds the same value as its
+# counterpart: one value per fact. Given together with different values, stereo_image_proc's
+# name wins (a WARN says so). stereo_image_proc's parameters without a counterpart
+# (prefilter_size, texture_threshold, avoid_point_cloud_padding, and approximate_sync,
+# approximate_sync_tolerance_seconds, queue_size, use_system_default_qos, use_color, which keep
+# their names here) are ordinary entries of PARAMS.
+
+STEREO_ALGORITHMS = {0: "bm", 1: "sgbm"}
+"""stereo_image_proc's stereo_algorithm values -> backend."""
+
+
+@dataclass(frozen=True)
+class SipAlias:
+    """A stereo_image_proc parameter that holds the value of this project's `target`.
+
+    spec: its name, default (stereo_image_proc's, used only for the type), help and range.
+    scale: how the value converts: "same" (numbers, truncated to int like stereo_image_proc's
+    setters), "sgbm_mode" (0..3 <-> sgbm.mode's names), "backend" (stereo_algorithm),
+    "range" (disparity_range: sgbm.num_disparities, or with psmnet max_disparity - min).
+    """
+
+    spec: ParamSpec
+    target: str
+    kind: str = "same"
+
+
+def _alias(name, default, description, target, kind="same", **kwargs) -> SipAlias:
+    return SipAlias(ParamSpec(name=name, default=default, description=description, **kwargs),
+                    target, kind)
+
+
+SIP_ALIASES: tuple[SipAlias, ...] = (
+    _alias("stereo_algorithm", 0, "stereo_image_proc: 0 = block matching (backend bm), 1 = "
+           "semi-global block matching (backend sgbm); ignored with backend psmnet",
+           "backend", "backend", min_value=0, max_value=1, read_only=True),
+    _alias("correlation_window_size", 15, "stereo_image_proc: SAD/matching window (px, odd) "
+           "= sgbm.block_size", "sgbm.block_size", min_value=1, max_value=255, step=2),
+    _alias("prefilter_cap", 31, "stereo_image_proc: bound on pre-filtered pixel values "
+           "= sgbm.pre_filter_cap", "sgbm.pre_filter_cap", min_value=1, max_value=127),
+    _alias("min_disparity", 0, "stereo_image_proc: disparity to begin the search at (px) "
+           "= sgbm.min_disparity; with psmnet the start of the published window",
+           "sgbm.min_disparity", min_value=-2048, max_value=2048),
+    _alias("disparity_range", 64, "stereo_image_proc: number of disparities searched (px, "
+           "multiple of 16) = sgbm.num_disparities; with psmnet max_disparity - min_disparity "
+           "(needs a restart there)", "sgbm.num_disparities", "range", min_value=16,
+           max_value=4096, step=16),
+    _alias("uniqueness_ratio", 15.0, "stereo_image_proc: margin (%) by which the best match "
+           "must beat the next best = sgbm.uniqueness_ratio (truncated to an integer)",
+           "sgbm.uniqueness_ratio", min_value=0.0, max_value=100.0),
+    _alias("speckle_size", 100, "stereo_image_proc: reject speckle regions smaller than this "
+           "(px) = sgbm.speckle_window_size", "sgbm.speckle_window_size", min_value=0,
+           max_value=10000),
+    _alias("speckle_range", 4, "stereo_image_proc: largest disparity difference inside a "
+           "speckle region = sgbm.speckle_range", "sgbm.speckle_range", min_value=0,
+           max_value=64),
+    _alias("disp12_max_diff", 0, "stereo_image_proc: left-right check tolerance (px) "
+           "= sgbm.disp12_max_diff (-1 = no check)", "sgbm.disp12_max_diff", min_value=-1,
+           max_value=256),
+    _alias("P1", 200.0, "stereo_image_proc: SGBM penalty for 1 px disparity changes = sgbm.p1 "
+           "(truncated to an integer; 0 = OpenCV's suggestion)", "sgbm.p1", min_value=0.0,
+           max_value=100000.0),
+    _alias("P2", 400.0, "stereo_image_proc: SGBM penalty for larger disparity changes = sgbm.p2 "
+           "(truncated to an integer; 0 = OpenCV's suggestion)", "sgbm.p2", min_value=0.0,
+           max_value=400000.0),
+    _alias("sgbm_mode", 0, "stereo_image_proc: SGBM mode 0 = sgbm, 1 = hh, 2 = sgbm_3way, "
+           "3 = hh4 = sgbm.mode", "sgbm.mode", "sgbm_mode", min_value=0, max_value=3),
+)
+SIP_ALIAS_BY_NAME: dict[str, SipAlias] = {alias.spec.name: alias for alias in SIP_ALIASES}
+
+
+def _alias_target(alias: SipAlias, backend: str) -> str:
+    if alias.kind == "range" and backend == "psmnet":
+        return "max_disparity"
+    return alias.target
+
+
+def _alias_to_target(alias: SipAlias, value: Any, min_disparity: int) -> Any:
+    """The target's value for the alias's (checked) value."""
+    if alias.kind == "backend":
+        return STEREO_ALGORITHMS[value]
+    if alias.kind == "sgbm_mode":
+        return SGBM_MODES[value]
+    target = SPECS[alias.target]
+    if target.type is int:
+        return int(value)
+    return value
+
+
+def alias_value(alias: SipAlias, values: Mapping[str, Any]) -> Any:
+    """The alias's value mirrored from this project's {parameter: value} (None: no mirror)."""
+    backend = values.get("backend", SPECS["backend"].default)
+    if alias.kind == "backend":
+        return {v: k for k, v in STEREO_ALGORITHMS.items()}.get(backend)
+    target = _alias_target(alias, backend)
+    value = values.get(target, SPECS[target].default)
+    try:
+        if alias.kind == "sgbm_mode":
+            return SGBM_MODES.index(value)
+        if alias.kind == "range" and backend == "psmnet":
+            value -= max(0, values.get("sgbm.min_disparity",
+                                       SPECS["sgbm.min_disparity"].default))
+        return alias.spec.type(value)
+    except (TypeError, ValueError):          # a value being rejected: nothing to mirror
+        return None
+
+
+def resolve_sip_aliases(given: Mapping[str, Any], current: Mapping[str, Any] | None = None
+                        ) -> tuple[dict[str, Any], list[str]]:
+    """This project's values for stereo_image_proc's names among `given`.
+
+    given: {parameter: value} the user set (params file, -p, launch, or one live change).
+    current: the values of this project's parameters otherwise (defaults when None).
+    Returns ({target parameter: value}, warnings). The stereo_image_proc name wins when its
+    counterpart is also given with another value (one warning each). ValueError names the
+    parameter, its value and the rule for a value that cannot be used.
+    """
+    values = {spec.name: spec.default for spec in PARAMS}
+    values.update(current or {})
+    values.update({name: value for name, value in given.items() if name in SPECS})
+    changes: dict[str, Any] = {}
+    warnings: list[str] = []
+    checked = {alias.spec.name: alias.spec.check(given[alias.spec.name])
+               for alias in SIP_ALIASES if alias.spec.name in given}
+    if "min_disparity" in checked:              # first: disparity_range with psmnet needs it
+        values["sgbm.min_disparity"] = checked["min_disparity"]
+    if "stereo_algorithm" in checked:
+        classical = STEREO_ALGORITHMS[checked["stereo_algorithm"]]
+        backend = given.get("backend")
+        if backend == "psmnet":
+            warnings.append(f"stereo_algorithm={checked['stereo_algorithm']} is ignored: backend "
+                            "psmnet is set (stereo_algorithm picks between bm and sgbm)")
+            del checked["stereo_algorithm"]
+        else:
+            values["backend"] = classical
+    for name, value in checked.items():
+        alias = SIP_ALIAS_BY_NAME[name]
+        backend = values["backend"]
+        target = _alias_target(alias, backend)
+        new = _alias_to_target(alias, value, values["sgbm.min_disparity"])
+        if alias.kind == "range" and backend == "psmnet":
+            new = max(0, values["sgbm.min_disparity"]) + int(value)
+        try:
+            new = SPECS[target].check(new)
+        except ValueError as error:
+            raise ValueError(f"{name}={value!r} sets {target}={new!r}, which is not allowed: "
+                             f"{error}") from None
+        if target in given and given[target] != new:
+            warnings.append(f"{name}={value!r} and {target}={given[target]!r} are both given "
+                            f"and name one value: stereo_image_proc's {name} wins, {target} is "
+                            f"{new!r}")
+        changes[target] = new
+        values[target] = new
+    return changes, warnings

@@ -1,6 +1,6 @@
 """The RViz 2 view of the node's outputs, for any namespace and camera frame.
 
-`config/stereo_depth.rviz` names the node's outputs with relative topics (left/image_rect,
+`config/stereo_depth.rviz` names the node's outputs with relative topics (matcher/left/image_rect,
 disparity/image_color, depth/image_rect, points2), so RViz started in the node's namespace shows
 that node's outputs. The fixed frame must be the camera's optical frame (the frame_id of
 left/camera_info, which every output carries): `config_for_frame` writes a copy of the template

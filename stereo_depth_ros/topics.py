@@ -30,7 +30,8 @@ DISPARITY = "disparity"                       # stereo_msgs/DisparityImage
 DEPTH = "depth/image_rect"                    # sensor_msgs/Image 32FC1 metres (REP 118)
 DEPTH_INFO = "depth/camera_info"              # the rectified (scaled) camera of depth
 POINTS = "points2"                            # organized sensor_msgs/PointCloud2
-LEFT_RECT = "left/image_rect"                 # the rectified left image the matcher saw
+LEFT_RECT = "matcher/left/image_rect"         # the rectified (scaled) left image the matcher saw;
+#                                               not left/image_rect: that is an input name
 CONFIDENCE = "disparity/confidence"           # 32FC1 in [0, 1]
 DISPARITY_COLOR = "disparity/image_color"     # bgr8 colour map for RViz
 OUTPUTS = (DISPARITY, DEPTH, DEPTH_INFO, POINTS, LEFT_RECT, CONFIDENCE, DISPARITY_COLOR)

@@ -287,7 +287,7 @@ OUTPUTS = {  # output topic -> "package/Type" (resolved lazily: no ROS import at
     "depth/image_rect": "sensor_msgs/Image",
     "depth/camera_info": "sensor_msgs/CameraInfo",
     "points2": "sensor_msgs/PointCloud2",
-    "left/image_rect": "sensor_msgs/Image",
+    "matcher/left/image_rect": "sensor_msgs/Image",
     "disparity/image_color": "sensor_msgs/Image",
     "disparity/confidence": "sensor_msgs/Image",
 }

@@ -122,7 +122,7 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         with NodeProcess(argv=argv) as dump:
             pubs = {name: ros.publisher(msg_type, f"/cam/{name}") for name, msg_type in (
                 ("disparity", DisparityImage), ("depth/image_rect", Image),
-                ("points2", PointCloud2), ("left/image_rect", Image))}
+                ("points2", PointCloud2), ("matcher/left/image_rect", Image))}
             for pub in pubs.values():
                 wait_for_subscribers(pub)
             left = np.zeros((40, 64, 3), dtype=np.uint8)
@@ -132,7 +132,7 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
                 disparity[:, :4] = np.nan
                 depth = np.float32(rig.fx * rig.baseline_m) / disparity
                 header = Header(stamp=stamp(100 + k), frame_id="cam_optical")
-                pubs["left/image_rect"].publish(numpy_to_image(left, "rgb8", header))
+                pubs["matcher/left/image_rect"].publish(numpy_to_image(left, "rgb8", header))
                 pubs["points2"].publish(make_pointcloud2(
                     depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy), header, left))
                 pubs["depth/image_rect"].publish(make_float_image(depth, header))
@@ -143,7 +143,8 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         ros.close()
     summary = json.loads((out / "summary.json").read_text())
     assert [f["stamp_ns"] for f in summary["frames"]] == [100 * 10**9, 101 * 10**9]
-    assert summary["frames"][0]["topics"] == ["depth/image_rect", "disparity", "left/image_rect",
+    assert summary["frames"][0]["topics"] == ["depth/image_rect", "disparity",
+                                              "matcher/left/image_rect",
                                               "points2"]
     for index, expected_depth in ((0, 5.0), (1, 10.0)):
         depth = np.load(out / f"{index:06d}_depth.npy")

@@ -142,7 +142,7 @@ def test_rviz_config_shows_the_node_outputs():
     topics = {d["Topic"]["Value"]: d["Class"] for d in manager["Displays"] if "Topic" in d}
     from stereo_depth_ros import topics as node_topics
     assert set(topics) <= set(node_topics.OUTPUTS)
-    assert topics == {"left/image_rect": "rviz_default_plugins/Image",
+    assert topics == {"matcher/left/image_rect": "rviz_default_plugins/Image",
                       "disparity/image_color": "rviz_default_plugins/Image",
                       "depth/image_rect": "rviz_default_plugins/Image",
                       "points2": "rviz_default_plugins/PointCloud2"}

@@ -138,7 +138,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         timer = ctx.node.create_timer(0.05, tick)
         pubs = stereo_input_publishers(ctx, "/robot/cam")
         depth = ctx.collect(Image, "/robot/depth/image_rect")
-        rect = ctx.collect(Image, "/robot/cam/left/image_rect")
+        rect = ctx.collect(Image, "/robot/matcher/left/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
         launch.start()
         launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
@@ -147,7 +147,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         node_name = "/robot/stereo_depth_node"
         wait_for(lambda: all(int(latest_status(diagnostics, node_name).get(
             f"subscribers./robot/{topic}", 0)) >= 1
-            for topic in ("depth/image_rect", "cam/left/image_rect")), 30.0,
+            for topic in ("depth/image_rect", "matcher/left/image_rect")), 30.0,
             what="the node to see our output subscriptions")
 
         applied = get_parameters(ctx, node_name, ["use_sim_time", "backend", "weights_path",
@@ -452,3 +452,66 @@ def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_s
     assert "Traceback" not in launch.output(), launch.output()
     assert "configured: backend=sgbm" in launch.output()
     assert "active: subscribed" not in launch.output()
+
+
+def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_space):
+    """stereo_image_proc.launch.py with stereo_image_proc's arguments (the README's robot
+    example, rectified inputs as with launch_image_proc:=False) plus backend: depth from the
+    node in `namespace`, the algorithm arguments applied under both names."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from stereo_msgs.msg import DisparityImage
+
+    arguments = {"namespace": "stereo", "left_namespace": "/camera/left",
+                 "right_namespace": "/camera/right", "launch_image_proc": "False",
+                 "approximate_sync": "True", "backend": "sgbm", "disparity_range": "32",
+                 "correlation_window_size": "5", "uniqueness_ratio": "10.0"}
+    scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
+                       foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
+                       texture_cell_px=2.0, seed=4)
+    ctx = RosTestContext("sip_launch_peer")
+    launch = Launch(install_space, "stereo_image_proc.launch.py", arguments)
+    try:
+        pubs = [ctx.publisher(Image, "/camera/left/image_rect"),
+                ctx.publisher(Image, "/camera/right/image_rect"),
+                ctx.publisher(CameraInfo, "/camera/left/camera_info"),
+                ctx.publisher(CameraInfo, "/camera/right/camera_info")]
+        depth = ctx.collect(Image, "/stereo/depth/image_rect")
+        disparity = ctx.collect(DisparityImage, "/stereo/disparity")
+        cloud = ctx.collect(PointCloud2, "/stereo/points2")
+        diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
+        launch.start()
+        launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
+        for pub in pubs:
+            wait_for_subscribers(pub)
+        wait_for(lambda: all(int(latest_status(diagnostics, "/stereo/stereo_depth_node").get(
+            f"subscribers./stereo/{topic}", 0)) >= 1
+            for topic in ("depth/image_rect", "disparity", "points2")), 30.0,
+            what="the node (in /stereo) to see our output subscriptions")
+        applied = get_parameters(ctx, "/stereo/stereo_depth_node", [
+            "backend", "sgbm.num_disparities", "disparity_range", "sgbm.block_size",
+            "approximate_sync", "avoid_point_cloud_padding", "texture_threshold"])
+        assert applied == {"backend": "sgbm", "sgbm.num_disparities": 32, "disparity_range": 32,
+                           "sgbm.block_size": 5, "approximate_sync": True,
+                           "avoid_point_cloud_padding": False, "texture_threshold": 10}
+        when = stamp(int(time.time()), 0)
+        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+        for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
+                                   image_msg(scene.right, "rgb8", when, "cam_right_optical"),
+                                   left_info, right_info)):
+            pub.publish(msg)
+        depth_msg = depth.wait_for_stamp(when, 30.0)
+        disparity_msg = disparity.wait_for_stamp(when, 30.0)
+        cloud_msg = cloud.wait_for_stamp(when, 30.0)
+    finally:
+        ctx.close()
+        code = launch.stop()
+    assert code == 0, launch.output()
+    assert "Traceback" not in launch.output(), launch.output()
+    z = as_array(depth_msg)
+    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
+                                                           rel=0.01)
+    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
+                                                          rel=0.01)
+    assert (disparity_msg.min_disparity, disparity_msg.max_disparity) == (0.0, 31.0)
+    assert cloud_msg.point_step == 32

@@ -76,14 +76,17 @@ def test_rectified_pair_depth_points_and_fields(sgbm, scene):
     assert disp.f == pytest.approx(200.0) and disp.t == pytest.approx(0.1)
     # SGBM searched [0, 32) px; published values are adjusted by -cx_offset.
     assert disp.min_disparity == pytest.approx(-CX_OFFSET)
-    assert disp.max_disparity == pytest.approx(32.0 - CX_OFFSET)
+    assert disp.max_disparity == pytest.approx(31.0 - CX_OFFSET)     # inclusive: 0 + 32 - 1
     assert disp.delta_d == pytest.approx(1.0 / 16.0)
     assert disp.image.encoding == "32FC1" and (disp.image.width, disp.image.height) == (160, 120)
     d = as_array(disp.image)
     valid = d >= disp.min_disparity
     roi = disp.valid_window
-    assert roi.x_offset >= 20 and roi.width > 80 and roi.height > 100
-    assert not valid[:, :roi.x_offset].any()
+    # stereo_image_proc's window of potentially valid pixels: x from range + min + border - 1
+    # (32 + 0 + 2 - 1; block 5), the border off the other sides, narrowed to the valid pixels.
+    assert (roi.x_offset, roi.y_offset) == (33, 2) and roi.width > 80 and roi.height > 100
+    assert roi.x_offset + roi.width <= 160 - 2 and roi.y_offset + roi.height <= 120 - 2
+    assert not valid[:, :30].any()
     fg = (slice(50, 70), slice(70, 100))
     bg = (slice(95, 115), slice(60, 150))
     assert np.median(d[bg][valid[bg]]) == pytest.approx(BACKGROUND_D - CX_OFFSET, abs=0.1)
@@ -120,7 +123,7 @@ def test_rectified_pair_depth_points_and_fields(sgbm, scene):
     # Colour in the cloud: the left image's RGB at every valid pixel.
     np.testing.assert_array_equal(unpack_rgb(cloud["rgb"])[both], scene.left[both])
 
-    rect = out["left/image_rect"]
+    rect = out["matcher/left/image_rect"]
     assert rect.encoding == "rgb8"
     np.testing.assert_array_equal(as_array(rect), scene.left)  # already rectified: untouched
     colour = out["disparity/image_color"]
@@ -138,7 +141,8 @@ def test_distorted_pair_is_rectified_before_matching(sgbm, scene):
     right_info = camera_info_msg(rc.K, rc.D, rc.R, rc.P, 160, 120, when, "right")
     # bgr8 on the wire this time.
     sgbm.send(pair.left[:, :, ::-1], pair.right[:, :, ::-1], "bgr8", left_info, right_info, when)
-    out = sgbm.outputs_for(when, ["disparity", "depth/image_rect", "left/image_rect", "points2"])
+    out = sgbm.outputs_for(when, ["disparity", "depth/image_rect", "matcher/left/image_rect",
+                                  "points2"])
     depth = as_array(out["depth/image_rect"])
     truth = scene.depth
     inner = (slice(15, 105), slice(40, 145))
@@ -148,7 +152,7 @@ def test_distorted_pair_is_rectified_before_matching(sgbm, scene):
     assert np.median(np.abs(ratio[ok] - 1.0)) < 0.02
     assert np.mean(np.abs(ratio[ok] - 1.0) < 0.05) > 0.8
     # Without rectification the rows would not match: the rectified left image is the scene's.
-    rect = as_array(out["left/image_rect"]).astype(np.float32)
+    rect = as_array(out["matcher/left/image_rect"]).astype(np.float32)
     error = np.abs(rect[inner] - scene.left[inner].astype(np.float32))
     assert np.median(error) < 20.0
     assert out["disparity"].f == pytest.approx(200.0)
@@ -179,7 +183,7 @@ def test_input_scale_publishes_scaled_geometry(sgbm, scene):
         left_info, right_info = stereo_infos(scene.rig, when, FRAME)
         sgbm.send(scene.left, scene.right, "rgb8", left_info, right_info, when)
         out = sgbm.outputs_for(when, ["disparity", "depth/image_rect", "depth/camera_info",
-                                      "points2", "left/image_rect"])
+                                      "points2", "matcher/left/image_rect"])
         assert set_param("input_scale", 1.0).successful
     finally:
         sgbm.ctx.node.destroy_client(client)
@@ -197,7 +201,7 @@ def test_input_scale_publishes_scaled_geometry(sgbm, scene):
     assert depth.shape == (60, 80)
     assert np.nanmedian(depth[48:58, 30:75]) == pytest.approx(BACKGROUND_Z, rel=0.03)
     assert (out["points2"].height, out["points2"].width) == (60, 80)
-    assert as_array(out["left/image_rect"]).shape == (60, 80, 3)
+    assert as_array(out["matcher/left/image_rect"]).shape == (60, 80, 3)
 
 
 def test_latest_pair_wins_when_input_outpaces_the_matcher(sgbm):
@@ -291,7 +295,7 @@ def test_psmnet_on_a_real_kitti_crop(assets_dir, kitti_weights):
             code = node.stop()
     assert code == 0, node.output()
     disp = out["disparity"]
-    assert (disp.min_disparity, disp.max_disparity) == (0.0, 192.0)
+    assert (disp.min_disparity, disp.max_disparity) == (0.0, 191.0)
     assert disp.delta_d == pytest.approx(1.0 / 256.0)
     assert disp.f == pytest.approx(calib["fx"]) and disp.t == pytest.approx(0.54)
     d = as_array(disp.image)

@@ -110,7 +110,8 @@ def test_rectify_false_publishes_the_raw_left_image_and_auto_or_true_remap_it(sg
         left_info = camera_info_msg(lc.K, lc.D, lc.R, lc.P, 128, 96, when, FRAME)
         right_info = camera_info_msg(rc.K, rc.D, rc.R, rc.P, 128, 96, when, "right")
         sgbm.send(pair.left, pair.right, "rgb8", left_info, right_info, when)
-        return as_array(sgbm.outputs_for(when, ["left/image_rect"])["left/image_rect"])
+        name = "matcher/left/image_rect"
+        return as_array(sgbm.outputs_for(when, [name])[name])
 
     auto = left_rect()                                   # the default: rectify auto
     try:
@@ -173,9 +174,9 @@ def test_sgbm_search_range_parameters_shape_the_published_disparity(sgbm, scene)
         short = disparity()                                     # [0, 16): foreground lost
     finally:
         set_ok(sgbm, {"sgbm.min_disparity": 0, "sgbm.num_disparities": 32})
-    assert (full.min_disparity, full.max_disparity) == (0.0, 32.0)
-    assert (shifted.min_disparity, shifted.max_disparity) == (16.0, 32.0)
-    assert (short.min_disparity, short.max_disparity) == (0.0, 16.0)
+    assert (full.min_disparity, full.max_disparity) == (0.0, 31.0)       # inclusive ends
+    assert (shifted.min_disparity, shifted.max_disparity) == (16.0, 31.0)
+    assert (short.min_disparity, short.max_disparity) == (0.0, 15.0)
     d_full, d_shifted, d_short = (valid_disparity(m) for m in (full, shifted, short))
     assert np.nanmedian(d_full[FOREGROUND]) == pytest.approx(FOREGROUND_D, abs=0.2)
     assert np.nanmedian(d_full[BACKGROUND]) == pytest.approx(BACKGROUND_D, abs=0.2)
@@ -614,7 +615,7 @@ def test_psmnet_options_reach_the_model_confidence_masks_all_outputs(assets_dir,
     finally:
         _stop(node, h)
     for out in (masked, unmasked):
-        assert out["disparity"].max_disparity == PSM_MAX_DISPARITY
+        assert out["disparity"].max_disparity == PSM_MAX_DISPARITY - 1      # inclusive
     confidence = as_array(masked["disparity/confidence"])
     np.testing.assert_array_equal(confidence, as_array(unmasked["disparity/confidence"]))
     low = confidence < CONFIDENCE_THRESHOLD

@@ -183,12 +183,13 @@ def test_disparity_image_fields_follow_the_message_definition():
     disparity[:, :2] = np.nan
     disparity[5, :] = np.nan
     header = Header(frame_id="cam", stamp=stamp(3, 4))
-    msg = m.make_disparity_image(disparity, header, rig, 0.0, 64.0, 1.0 / 16)
+    msg = m.make_disparity_image(disparity, header, rig, 0.0, 2.0, 1.0 / 16)
     assert msg.header.frame_id == "cam" and msg.image.header.stamp == stamp(3, 4)
     assert msg.image.encoding == "32FC1" and msg.image.step == 4 * 8
     assert msg.f == pytest.approx(200.0) and msg.t == pytest.approx(0.1)
     # Published values and the searched range are adjusted by -(cx_left - cx_right).
-    assert (msg.min_disparity, msg.max_disparity) == (-3.0, 61.0)
+    # max_disparity is the largest disparity reportable: min + range - 1 (inclusive).
+    assert (msg.min_disparity, msg.max_disparity) == (-3.0, -2.0)
     assert msg.delta_d == pytest.approx(1.0 / 16)
     values = np.frombuffer(msg.image.data, np.float32).reshape(6, 8)
     assert values[0, 4] == pytest.approx(10.0)
@@ -196,6 +197,42 @@ def test_disparity_image_fields_follow_the_message_definition():
     assert np.all(values[:, :2] < msg.min_disparity) and np.all(values[5] < msg.min_disparity)
     roi = msg.valid_window
     assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (2, 0, 6, 5)
+
+
+def test_valid_window_is_the_matchers_reach_narrowed_to_the_valid_pixels():
+    # stereo_image_proc's window: x from range + min + border - 1, border off the other sides.
+    assert m.search_window(100, 40, 0, 32, 2) == (33, 2, 65, 36)
+    assert m.search_window(100, 40, 8, 32, 0) == (39, 0, 53, 40)     # min > 0 loses the right
+    assert m.search_window(100, 40, -16, 32, 2) == (17, 2, 67, 36)   # negative min: 16 px
+    assert m.search_window(20, 10, 0, 32, 0)[2] == 0                 # range wider than image
+    rig = StereoRig(fx=200.0, fy=200.0, cx_left=50.0, cx_right=50.0, cy=20.0, baseline_m=0.1,
+                    width=100, height=40)
+    disparity = np.full((40, 100), 5.0, np.float32)
+    msg = m.make_disparity_image(disparity, Header(), rig, 0.0, 32.0, 1.0 / 16, border=2)
+    roi = msg.valid_window
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (33, 2, 65, 36)
+    assert msg.max_disparity == 31.0
+    disparity[:, :50] = np.nan                                        # fewer valid pixels
+    roi = m.make_disparity_image(disparity, Header(), rig, 0.0, 32.0, 1.0, border=2).valid_window
+    assert (roi.x_offset, roi.width) == (50, 48)
+
+
+def test_pointcloud2_padded_layout_is_stereo_image_procs_default():
+    points = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    colours = np.full((2, 3, 3), 7, np.uint8)
+    msg = m.make_pointcloud2(points, Header(frame_id="cam"), colours, padded=True)
+    assert (msg.point_step, msg.row_step, len(msg.data)) == (32, 96, 2 * 96)
+    assert [(f.name, f.offset) for f in msg.fields] == [("x", 0), ("y", 4), ("z", 8),
+                                                        ("rgb", 16)]
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(6, 32)
+    assert not raw[:, 12:16].any() and not raw[:, 20:].any()         # padding is zero
+    cloud = m.pointcloud2_to_numpy(msg)
+    np.testing.assert_array_equal(cloud["y"], points[..., 1])
+    np.testing.assert_array_equal(m.unpack_rgb(cloud["rgb"]), colours)
+    plain = m.make_pointcloud2(points, Header(), padded=True)
+    assert plain.point_step == 16 and [(f.name, f.offset) for f in plain.fields] == [
+        ("x", 0), ("y", 4), ("z", 8)]
+    np.testing.assert_array_equal(m.pointcloud2_to_numpy(plain)["z"], points[..., 2])
 
 
 def test_empty_valid_window_when_nothing_is_valid():

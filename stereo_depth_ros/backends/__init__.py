@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stereo_depth_ros.backends.base import DisparityResult, StereoBackend, validate_pair
 
-BACKEND_NAMES = ("psmnet", "sgbm")
+BACKEND_NAMES = ("psmnet", "sgbm", "bm")
 
 __all__ = ["BACKEND_NAMES", "DisparityResult", "StereoBackend", "make_backend", "validate_pair"]
 
@@ -20,4 +20,7 @@ def make_backend(name: str, **options) -> StereoBackend:
     if name == "sgbm":
         from stereo_depth_ros.backends.sgbm import SgbmBackend
         return SgbmBackend(**options)
+    if name == "bm":
+        from stereo_depth_ros.backends.bm import BmBackend
+        return BmBackend(**options)
     raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")

@@ -174,10 +174,14 @@ class PsmnetBackend:
         (it chooses its own arithmetic).
     cuda_graphs: the CUDA engines capture their forward as a CUDA graph per input size.
 
-    Output: disparity (H, W) float32 in px, [0, max_disparity - 1], NaN only where the network
-    produced a non-finite value; confidence (H, W) float32 in [0, 1] = the softmax probability
-    mass within +-2 px of the regressed disparity (1 = one sharp match, low = flat or ambiguous
-    matching cost); timings_s with "preprocess", "infer" and "postprocess".
+    min_disparity: start of the published window (stereo_image_proc's min_disparity): smaller
+        disparities become NaN; 0 = all.
+
+    Output: disparity (H, W) float32 in px, [min_disparity, max_disparity - 1], NaN where the
+    network produced a non-finite value or a disparity below min_disparity; confidence (H, W)
+    float32 in [0, 1] = the softmax probability mass within +-2 px of the regressed disparity
+    (1 = one sharp match, low = flat or ambiguous matching cost); timings_s with "preprocess",
+    "infer" and "postprocess".
     """
 
     name = "psmnet"
@@ -188,7 +192,8 @@ class PsmnetBackend:
                  max_disparity: int = 192, device: str = "auto", precision: str = "fp32",
                  align_corners: bool = True,
                  preprocessing: PsmnetPreprocessing = OFFICIAL_PREPROCESSING,
-                 engine: str = "reference", cuda_graphs: bool = True) -> None:
+                 engine: str = "reference", cuda_graphs: bool = True,
+                 min_disparity: float = 0.0) -> None:
         if model not in VARIANTS:
             raise ValueError(f"model must be one of {', '.join(VARIANTS)}, got {model!r}")
         if (isinstance(max_disparity, bool) or not isinstance(max_disparity, (int, np.integer))
@@ -203,6 +208,7 @@ class PsmnetBackend:
         autocast_dtype = _autocast_dtype(precision)
         self.preprocessing = preprocessing
         self.max_disparity = float(max_disparity)
+        self._set_min_disparity(min_disparity)
 
         self.model = build_psmnet(model, max_disparity=int(max_disparity),
                                   align_corners=align_corners)
@@ -243,8 +249,18 @@ class PsmnetBackend:
     def check_input_size(self, width: int, height: int) -> None:
         """Any size works: the input is padded to PSMNet's multiples (see `preprocess`)."""
 
+    def _set_min_disparity(self, value: object) -> None:
+        value = float(value)
+        if not 0.0 <= value < self.max_disparity:
+            raise ValueError(f"PSMNet min_disparity must be in [0, max_disparity="
+                             f"{self.max_disparity:g}), got {value:g}")
+        self.min_disparity = value
+
     def update(self, **changes: object) -> None:
-        """PSMNet options need a model reload: nothing changes while running."""
+        """PSMNet options need a model reload: only min_disparity (the start of the published
+        window: smaller disparities become invalid) changes while running."""
+        if "min_disparity" in changes:
+            self._set_min_disparity(changes.pop("min_disparity"))
         if changes:
             raise ValueError(f"PSMNet options cannot change while running "
                              f"({', '.join(sorted(changes))}): restart with the new values")
@@ -321,8 +337,10 @@ class PsmnetBackend:
                 disparity, confidence = self.runner.forward_with_confidence(
                     left_t, right_t, timings=timings, with_confidence=with_confidence)
             disparity = padder.unpad(disparity[0, 0]).float()
-            disparity = torch.where(torch.isfinite(disparity), disparity,
-                                    torch.full_like(disparity, float("nan")))
+            keep = torch.isfinite(disparity)
+            if self.min_disparity > 0:       # the published window starts at min_disparity
+                keep &= disparity >= self.min_disparity
+            disparity = torch.where(keep, disparity, torch.full_like(disparity, float("nan")))
             if confidence is not None:
                 confidence = padder.unpad(confidence[0, 0]).float()
         return disparity, confidence

@@ -166,6 +166,11 @@ class SgbmBackend:
     def max_disparity(self) -> float:
         return float(self.params.min_disparity + self.params.num_disparities)
 
+    @property
+    def border(self) -> int:
+        """Pixels lost at each image border to half the matching block."""
+        return self.params.block_size // 2
+
     def update(self, **changes: object) -> SgbmParams:
         """Change parameters while running (e.g. block_size=7); all or nothing.
 

@@ -263,15 +263,35 @@ def valid_window(valid: np.ndarray) -> RegionOfInterest:
     return roi
 
 
-def make_disparity_image(disparity: np.ndarray, header, rig: StereoRig, min_disparity: float,
-                         max_disparity: float, delta_d: float) -> DisparityImage:
-    """stereo_msgs/DisparityImage at rig's resolution.
+def search_window(width: int, height: int, min_disparity: int, disparity_range: int,
+                  border: int) -> tuple[int, int, int, int]:
+    """(x_offset, y_offset, width, height) of the pixels a block matcher can possibly match,
+    by stereo_image_proc's formula (DisparityNode): the left band that cannot see
+    min_disparity + disparity_range - 1 px to the right, the right band a negative
+    min_disparity loses, and `border` (half the matching window) on every side. Its right and
+    bottom edges count as inside (stereo_image_proc's width = right - left drops one column).
+    Sizes clamp at 0.
+    """
+    left = disparity_range + min_disparity + border - 1
+    lost_right = border + min_disparity if min_disparity >= 0 else max(border, -min_disparity)
+    right = width - 1 - lost_right
+    top, bottom = border, height - 1 - border
+    return left, top, max(0, right - left + 1), max(0, bottom - top + 1)
 
-    disparity: (H, W) float32 px as matched (x_left - x_right), NaN invalid. The published values
-    are adjusted by -cx_offset so that Z = f * T / d holds as the message defines;
-    min/max_disparity (the searched range) get the same adjustment. Invalid pixels get
-    `min_disparity - 1` (below min_disparity, the message's invalid marker). valid_window bounds
-    the valid pixels.
+
+def make_disparity_image(disparity: np.ndarray, header, rig: StereoRig, min_disparity: float,
+                         max_disparity: float, delta_d: float, *, border: int = 0
+                         ) -> DisparityImage:
+    """stereo_msgs/DisparityImage at rig's resolution, its fields as stereo_image_proc fills them.
+
+    disparity: (H, W) float32 px as matched (x_left - x_right), NaN invalid. min_disparity,
+    max_disparity: the searched range [min, max) px. border: pixels the matcher loses at each
+    side (half its window; 0 for PSMNet). The published values are adjusted by -cx_offset so that
+    Z = f * T / d holds as the message defines; min/max_disparity get the same adjustment, and
+    max_disparity is the largest disparity the matcher can report, min + range - 1 (inclusive,
+    as stereo_image_proc). Invalid pixels get `min_disparity - 1` (below min_disparity, the
+    message's invalid marker). valid_window: stereo_image_proc's window of potentially valid
+    pixels (`search_window`), narrowed to the box of the pixels actually valid.
     """
     offset = np.float32(rig.cx_offset)
     values = np.asarray(disparity, dtype=np.float32) - offset
@@ -284,11 +304,26 @@ def make_disparity_image(disparity: np.ndarray, header, rig: StereoRig, min_disp
     msg.image = numpy_to_image(published, "32FC1", header)
     msg.f = float(rig.fx)
     msg.t = float(rig.baseline_m)
-    msg.valid_window = valid_window(valid)
+    height, width = published.shape
+    msg.valid_window = _intersect(
+        search_window(width, height, int(np.floor(min_disparity)),
+                      int(np.ceil(max_disparity - min_disparity)), int(border)),
+        valid_window(valid))
     msg.min_disparity = low
-    msg.max_disparity = high
+    msg.max_disparity = high - 1.0
     msg.delta_d = float(delta_d)
     return msg
+
+
+def _intersect(window: tuple[int, int, int, int], roi: RegionOfInterest) -> RegionOfInterest:
+    x0, y0 = max(window[0], roi.x_offset), max(window[1], roi.y_offset)
+    x1 = min(window[0] + window[2], roi.x_offset + roi.width)
+    y1 = min(window[1] + window[3], roi.y_offset + roi.height)
+    out = RegionOfInterest()
+    if x1 > x0 and y1 > y0:
+        out.x_offset, out.y_offset, out.width, out.height = int(x0), int(y0), int(x1 - x0), \
+            int(y1 - y0)
+    return out
 
 
 def make_float_image(values: np.ndarray, header) -> Image:
@@ -342,25 +377,32 @@ def pack_rgb(colors: np.ndarray) -> np.ndarray:
     return packed.view(np.float32)
 
 
-def _cloud_dtype(with_rgb: bool) -> np.dtype:
+def _cloud_dtype(with_rgb: bool, padded: bool = False) -> np.dtype:
     names = ["x", "y", "z"] + (["rgb"] if with_rgb else [])
-    return np.dtype({"names": names, "formats": ["<f4"] * len(names),
-                     "offsets": [4 * i for i in range(len(names))],
-                     "itemsize": 16 if with_rgb else 12})
+    if padded:      # PCL's aligned layout: x y z pad | rgb pad pad pad
+        offsets, itemsize = [0, 4, 8, 16][:len(names)], 32 if with_rgb else 16
+    else:
+        offsets, itemsize = [4 * i for i in range(len(names))], 4 * len(names)
+    return np.dtype({"names": names, "formats": ["<f4"] * len(names), "offsets": offsets,
+                     "itemsize": itemsize})
 
 
-def make_pointcloud2(points: np.ndarray, header, colors: np.ndarray | None = None) -> PointCloud2:
+def make_pointcloud2(points: np.ndarray, header, colors: np.ndarray | None = None, *,
+                     padded: bool = False) -> PointCloud2:
     """Organized PointCloud2 (height x width) with x, y, z float32 [+ packed rgb float32].
 
     points: (H, W, 3) float32 metres, NaN invalid (kept as NaN: is_dense = False).
     colors: (H, W, 3) uint8 RGB or (H, W) mono, or None for no rgb field.
+    padded: stereo_image_proc's default layout (avoid_point_cloud_padding false): x, y, z at 0,
+        4, 8 and rgb at 16, point_step 32 (16 without rgb), the padding zero; False packs the
+        fields: point_step 16 (12 without rgb).
     """
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points must be (H, W, 3), got shape {points.shape}")
     height, width = points.shape[:2]
-    dtype = _cloud_dtype(colors is not None)
-    cloud = np.empty((height, width), dtype=dtype)
+    dtype = _cloud_dtype(colors is not None, padded)
+    cloud = np.zeros((height, width), dtype=dtype)
     cloud["x"], cloud["y"], cloud["z"] = points[..., 0], points[..., 1], points[..., 2]
     if colors is not None:
         if colors.shape[:2] != (height, width):

@@ -15,6 +15,8 @@ set), and `read_parameters` builds the configuration at configure time.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from typing import Any, Callable
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -22,7 +24,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterException)
 
-from stereo_depth_ros.config import PARAMS, SPECS, NodeConfig, ParamSpec
+from stereo_depth_ros.config import (PARAMS, SIP_ALIAS_BY_NAME, SIP_ALIASES, SPECS, NodeConfig,
+                                     ParamSpec, alias_value, resolve_sip_aliases)
 
 
 class ParameterError(ValueError):
@@ -60,10 +63,13 @@ def descriptor(spec: ParamSpec, managed: bool = False) -> ParameterDescriptor:
     return desc
 
 
-def _declare(node, spec: ParamSpec, desc: ParameterDescriptor, ignore_override: bool = False):
-    """declare_parameter; ParameterError naming the parameter, the problem and the limits."""
+def _declare(node, spec: ParamSpec, desc: ParameterDescriptor, ignore_override: bool = False,
+             value: Any = None):
+    """declare_parameter (with `value` instead of the default when given); ParameterError naming
+    the parameter, the problem and the limits."""
     try:
-        return node.declare_parameter(spec.name, spec.default, desc, ignore_override)
+        return node.declare_parameter(spec.name, spec.default if value is None else value, desc,
+                                      ignore_override)
     except InvalidParameterTypeException as error:
         raise ParameterError(f"parameter {spec.name} has the wrong type: {error} "
                              f"(expected {spec.type.__name__}, e.g. {spec.default!r})") from None
@@ -85,8 +91,18 @@ def declare_parameters(node) -> NodeConfig:
     Raises ParameterError naming the parameter for a wrong type, an out-of-range value or a value
     that breaks a cross-parameter rule (e.g. from the params file).
     """
-    values = {spec.name: _declare(node, spec, descriptor(spec)).value for spec in PARAMS}
-    return config_from_values(values)
+    given = given_parameters(node)
+    try:
+        forced, warnings = resolve_sip_aliases(given)
+    except ValueError as error:
+        raise ParameterError(str(error)) from None
+    values = {spec.name: _declare(node, spec, descriptor(spec), spec.name in forced,
+                                  forced.get(spec.name)).value for spec in PARAMS}
+    config = config_from_values(values)
+    declare_sip_aliases(node, config)
+    for text in warnings:
+        node.get_logger().warning(text)
+    return config
 
 
 def declare_managed_parameters(node) -> dict[str, str]:
@@ -97,13 +113,32 @@ def declare_managed_parameters(node) -> dict[str, str]:
     fails with that text until the parameter is set.
     """
     errors: dict[str, str] = {}
+    try:
+        forced, warnings = resolve_sip_aliases(given_parameters(node))
+    except ValueError as error:
+        forced, warnings = {}, []
+        errors["stereo_image_proc parameters"] = str(error)
+    values = {}
     for spec in PARAMS:
+        desc = descriptor(spec, managed=True)
+        try:
+            values[spec.name] = _declare(node, spec, desc, spec.name in forced,
+                                         forced.get(spec.name)).value
+        except ParameterError as error:
+            errors[spec.name] = str(error)
+            values[spec.name] = _declare(node, spec, desc, ignore_override=True).value
+    for alias in SIP_ALIASES:            # stereo_image_proc's names, mirrored
+        mirrored = alias_value(alias, values)
+        spec = alias.spec if mirrored is None else dataclasses.replace(alias.spec,
+                                                                       default=mirrored)
         desc = descriptor(spec, managed=True)
         try:
             _declare(node, spec, desc)
         except ParameterError as error:
             errors[spec.name] = str(error)
             _declare(node, spec, desc, ignore_override=True)
+    for text in warnings:
+        node.get_logger().warning(text)
     return errors
 
 
@@ -135,12 +170,17 @@ class ParameterGuard:
 
     def __call__(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters if p.name in SPECS}
-        if not changes:
+        aliases = {p.name: p.value for p in parameters if p.name in SIP_ALIAS_BY_NAME}
+        if not changes and not aliases:
             return SetParametersResult(successful=True)
         # rclpy itself rejects read-only parameters and values outside the descriptor's range
         # before this runs; here come choices and the cross-parameter rules.
         current = self._get_config()
         try:
+            if aliases:      # stereo_image_proc's names: their counterparts' values
+                forced, _ = resolve_sip_aliases({**changes, **aliases},
+                                                current.as_params() if current else None)
+                changes.update(forced)
             if current is None:
                 for name, value in changes.items():
                     SPECS[name].check(value)
@@ -156,3 +196,123 @@ class ParameterGuard:
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
+
+
+# ---------------------------------------------------------------- stereo_image_proc's names
+def given_parameters(node) -> dict[str, Any]:
+    """{name: value} of every parameter given to the node (params files, -p, launch,
+    parameter_overrides). rclpy keeps them in Node._parameter_overrides (Humble to Rolling)."""
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    return {name: parameter.value for name, parameter in overrides.items()}
+
+
+def alias_descriptor(alias, backend: str) -> ParameterDescriptor:
+    """A stereo_image_proc name's descriptor; read-only where its counterpart is (disparity_range
+    with psmnet: max_disparity needs a model reload)."""
+    read_only = alias.spec.read_only or (alias.kind == "range" and backend == "psmnet")
+    return descriptor(dataclasses.replace(alias.spec, read_only=read_only))
+
+
+def declare_sip_aliases(node, config: NodeConfig) -> None:
+    """Declare stereo_image_proc's names holding their counterparts' values (a given value is
+    kept as given: it is what the counterpart was resolved from)."""
+    values = config.as_params()
+    for alias in SIP_ALIASES:
+        if node.has_parameter(alias.spec.name):
+            continue
+        mirrored = alias_value(alias, values)
+        spec = alias.spec
+        if mirrored is not None:
+            spec = dataclasses.replace(spec, default=mirrored)
+        _declare(node, spec, alias_descriptor(alias, config.backend))
+
+
+class SipAliasSync:
+    """add_pre_set_parameters_callback: a change of a stereo_image_proc name also sets its
+    counterpart and the other way round, so both always read back the same value (the
+    ParameterGuard then validates and applies the counterpart)."""
+
+    def __init__(self, get_config: Callable[[], NodeConfig | None]) -> None:
+        self._get_config = get_config
+
+    def __call__(self, parameters: list) -> list:
+        from rclpy.parameter import Parameter
+
+        config = self._get_config()
+        if config is None:
+            return parameters
+        names = {p.name for p in parameters}
+        given = {p.name: p.value for p in parameters}
+        try:
+            forced, _ = resolve_sip_aliases(given, config.as_params())
+        except ValueError:
+            return parameters                    # ParameterGuard rejects it with the reason
+        extra = [Parameter(name, value=value) for name, value in forced.items()
+                 if name not in names]
+        values = {**config.as_params(), **{k: v for k, v in given.items() if k in SPECS},
+                  **forced}
+        for alias in SIP_ALIASES:
+            if alias.spec.name in names:
+                continue
+            mirrored = alias_value(alias, values)
+            if mirrored is not None and mirrored != alias_value(alias, config.as_params()):
+                extra.append(Parameter(alias.spec.name, value=mirrored))
+        return list(parameters) + extra
+
+
+def adopt_unremapped_qos_overrides(node, topics: list[str]) -> set[str]:
+    """qos_overrides written with a topic's name before remapping apply to the remapped topic.
+
+    rclpy reads qos_overrides.<resolved topic>.*; for each of `topics` (relative names as the
+    node uses them) that a remapping moves, a qos_overrides.<expanded, unremapped name>.* key is
+    copied to the remapped name (a key given for the remapped name wins; a different value there
+    is warned about). Call before creating the publishers and subscriptions. Returns the keys
+    adopted (they count as used for `unknown_parameter_warnings`).
+    """
+    overrides = getattr(node, "_parameter_overrides", None)
+    if overrides is None:
+        return set()
+    from rclpy.parameter import Parameter
+
+    adopted = set()
+    for topic in topics:
+        expanded = node.resolve_topic_name(topic, only_expand=True)
+        remapped = node.resolve_topic_name(topic)
+        if expanded == remapped:
+            continue
+        prefix = f"qos_overrides.{expanded}."
+        for key in [k for k in overrides if k.startswith(prefix)]:
+            target = f"qos_overrides.{remapped}." + key[len(prefix):]
+            adopted.add(key)
+            value = overrides[key].value
+            if target in overrides:
+                if overrides[target].value != value:
+                    node.get_logger().warning(
+                        f"{key}={value!r} and {target}={overrides[target].value!r} name the same "
+                        f"subscription or publisher ({topic} is remapped to {remapped}): the "
+                        "remapped name wins")
+                continue
+            overrides[target] = Parameter(target, value=value)
+    return adopted
+
+
+def unknown_parameter_warnings(node, used: set[str] = frozenset()) -> list[str]:
+    """One line for every parameter given to the node that it does not declare, with the
+    closest declared name ("did you mean input_scale?"); qos_overrides keys of topics the node
+    does not use included. `used`: keys consumed otherwise (adopt_unremapped_qos_overrides)."""
+    declared = sorted(node._parameters) if hasattr(node, "_parameters") else []
+    lines = []
+    for name in sorted(given_parameters(node)):
+        if name in used or node.has_parameter(name):
+            continue
+        pool = [d for d in declared if d.startswith("qos_overrides.") ==
+                name.startswith("qos_overrides.")]
+        close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        if name.startswith("qos_overrides."):
+            what = ("names a topic (or policy) this node does not subscribe or publish, so it "
+                    "changes nothing")
+        else:
+            what = "is not a parameter of this node and is ignored"
+        lines.append(f"parameter {name} {what}{hint}")
+    return lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import threading
 import time
@@ -286,7 +287,7 @@ class StereoDepthCore:
                 topics.inputs(config.image_transport),
                 transport.input_qos(config.queue_size, config.use_system_default_qos),
                 self._on_pair, queue_size=config.queue_size, approximate=config.approximate_sync,
-                tolerance_s=config.approximate_sync_tolerance_seconds,
+                tolerance_s=config.sync_tolerance_s(),
                 on_drop=self._on_sync_drop, implementation=config.synchronizer,
                 display_names=self._topics,
                 subscription_options={"qos_overriding_options": transport.overridable()},
@@ -627,7 +628,7 @@ class StereoDepthCore:
         if wanted(self._pub_disparity):
             outgoing.append((self._pub_disparity, make_disparity_image(
                 result.disparity, header, rig, result.min_disparity, result.max_disparity,
-                result.delta_d)))
+                result.delta_d, border=getattr(self._backend, "border", 0))))
         if result.depth_m is not None and wanted(self._pub_depth):
             depth_msg, clamped = make_depth_image(result.depth_m, header,
                                                   self._config.depth_encoding)
@@ -638,7 +639,8 @@ class StereoDepthCore:
             colours = result.left if self._config.use_color else None
             points, colours = decimate_organized(self._config.points_decimation, result.points,
                                                  colours)
-            outgoing.append((self._pub_points, make_pointcloud2(points, header, colours)))
+            outgoing.append((self._pub_points, make_pointcloud2(
+                points, header, colours, padded=not self._config.avoid_point_cloud_padding)))
         if rig.has_depth and wanted(self._pub_depth_info):
             outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
         if wanted(self._pub_left_rect):
@@ -672,8 +674,9 @@ class StereoDepthCore:
         snapshot = {**snapshot, "in_flight_s": None if since is None else
                     time.monotonic() - since}
         level, message = self._health.update(received, snapshot)
-        if level != diagnostics.OK:
-            self._log_throttled("health:" + message.split(":")[0], message, period_s=30.0)
+        if level != diagnostics.OK:       # one line per kind of warning (numbers vary)
+            self._log_throttled("health:" + re.sub(r"[\d.]+", "#", message), message,
+                                period_s=30.0)
         return level, message
 
     def _fold_trust_health(self, level: int, message: str, extra: dict) -> tuple[int, str]:

@@ -30,8 +30,11 @@ import sys
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from stereo_depth_ros.ros import diagnostics
-from stereo_depth_ros.ros.params import (ParameterGuard, declare_managed_parameters,
-                                         read_parameters)
+from stereo_depth_ros import topics
+from stereo_depth_ros.ros.params import (ParameterGuard, SipAliasSync,
+                                         adopt_unremapped_qos_overrides,
+                                         declare_managed_parameters, read_parameters,
+                                         unknown_parameter_warnings)
 from stereo_depth_ros.ros.stereo_depth_core import (NODE_NAME, StartupError, StereoDepthCore,
                                                     run)
 
@@ -51,6 +54,9 @@ class StereoDepthLifecycleNode(StereoDepthCore, LifecycleNode):
         self._parameter_errors = declare_managed_parameters(self)
         self.add_on_set_parameters_callback(ParameterGuard(
             lambda: self._config, self._apply_config, on_unloaded_change=self._parameters_set))
+        if hasattr(self, "add_pre_set_parameters_callback"):         # Iron and newer
+            self.add_pre_set_parameters_callback(SipAliasSync(lambda: self._config))
+        self.adopted_qos_overrides: set[str] | None = None   # at the first configure
         self._start_diagnostics(self.get_parameter("diagnostics_period_seconds").value)
         self.get_logger().info(f"unconfigured: waiting for configure (ros2 lifecycle set "
                                f"{self.get_fully_qualified_name()} configure)")
@@ -83,6 +89,9 @@ class StereoDepthLifecycleNode(StereoDepthCore, LifecycleNode):
             return FAILURE
         self._configure_error = ""
         self._config = config
+        if self.adopted_qos_overrides is None:
+            self.adopted_qos_overrides = adopt_unremapped_qos_overrides(
+                self, list(topics.inputs(config.image_transport)) + list(topics.OUTPUTS))
         self._create_outputs()
         self._start_diagnostics(config.diagnostics_period_seconds)
         self._start_worker()
@@ -100,6 +109,10 @@ class StereoDepthLifecycleNode(StereoDepthCore, LifecycleNode):
         self._accepting = True
         self.get_logger().info(f"active: subscribed to {', '.join(self._topics)} "
                                f"(sync={self._sync.implementation})")
+        if not getattr(self, "_unknown_parameters_reported", False):   # every name is declared
+            self._unknown_parameters_reported = True
+            for line in unknown_parameter_warnings(self, self.adopted_qos_overrides or set()):
+                self.get_logger().warning(line)
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

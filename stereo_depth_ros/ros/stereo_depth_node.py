@@ -2,7 +2,7 @@
 
 Subscribes (relative, remappable): left/image_raw, right/image_raw, left/camera_info,
 right/camera_info. Publishes: disparity (stereo_msgs/DisparityImage), depth/image_rect (32FC1 m,
-NaN invalid), depth/camera_info, points2 (organized PointCloud2), left/image_rect,
+NaN invalid), depth/camera_info, points2 (organized PointCloud2), matcher/left/image_rect,
 disparity/confidence (when the backend has one), disparity/image_color (bgr8), /diagnostics.
 Everything but the construction lives in `stereo_depth_core` (shared with the managed variant,
 `stereo_depth_lifecycle_node`).
@@ -17,7 +17,10 @@ import sys
 
 from rclpy.node import Node
 
-from stereo_depth_ros.ros.params import ParameterGuard, declare_parameters
+from stereo_depth_ros import topics
+from stereo_depth_ros.ros.params import (ParameterGuard, SipAliasSync,
+                                         adopt_unremapped_qos_overrides, declare_parameters,
+                                         unknown_parameter_warnings)
 from stereo_depth_ros.ros.stereo_depth_core import (NODE_NAME, StartupError,  # noqa: F401
                                                     StereoDepthCore, run)
 
@@ -31,10 +34,16 @@ class StereoDepthNode(StereoDepthCore, Node):
         config = self._startup_config(lambda: declare_parameters(self))
         self._load(config)
         self._config = config
+        self.adopted_qos_overrides = adopt_unremapped_qos_overrides(
+            self, list(topics.inputs(config.image_transport)) + list(topics.OUTPUTS))
         self._create_outputs()
         self._subscribe(config)
         self.add_on_set_parameters_callback(ParameterGuard(lambda: self._config,
                                                            self._apply_config))
+        if hasattr(self, "add_pre_set_parameters_callback"):         # Iron and newer
+            self.add_pre_set_parameters_callback(SipAliasSync(lambda: self._config))
+        for line in unknown_parameter_warnings(self, self.adopted_qos_overrides):
+            self.get_logger().warning(line)
         self._start_diagnostics(config.diagnostics_period_seconds)
         self._start_worker()
         self.get_logger().info("ready: " + self._summary())

@@ -144,7 +144,7 @@ def add_backend_arguments(group, *, default: str | None = "psmnet", backend_grou
 
     --backend (in `backend_group` when given, e.g. a mutually exclusive group), --weights,
     --model, --max-disparity (PSMNet max_disparity; SGBM num_disparities), --device,
-    --precision, --engine, --block-size (SGBM). Read back with `backend_from_args`.
+    --precision, --engine, --block-size (SGBM, BM). Read back with `backend_from_args`.
     """
     from stereo_depth_ros.config import BACKENDS, SPECS
 
@@ -189,11 +189,11 @@ def backend_from_args(args: argparse.Namespace):
     """The backend `add_backend_arguments` options ask for (torch is imported for psmnet only).
     """
     from stereo_depth_ros.backends import make_backend
-    if args.backend == "sgbm":
+    if args.backend in ("sgbm", "bm"):               # OpenCV's matchers: the same two options
         options = {"block_size": args.block_size}
         if args.max_disparity is not None:
             options["num_disparities"] = args.max_disparity
-        return make_backend("sgbm", **options)
+        return make_backend(args.backend, **options)
     options = {"weights_path": str(resolve_weights(args.weights)), "model": args.model,
                "device": args.device, "precision": args.precision, "engine": args.engine}
     if args.max_disparity is not None:

@@ -4,7 +4,8 @@
 
 Subscribes (relative names, so `--namespace` or ROS remapping applies) to `disparity`
 (stereo_msgs/DisparityImage, required), and when they are published also `depth/image_rect`,
-`depth/camera_info`, `points2` and `left/image_rect`; /diagnostics is recorded for the summary.
+`depth/camera_info`, `points2` and `matcher/left/image_rect`; /diagnostics is recorded for the
+summary.
 The parts of one frame are matched by header stamp; a frame is written when every output topic
 that has a publisher has arrived, or `--grace` s after its disparity. Per frame (NNNNNN = index):
 
