@@ -28,6 +28,7 @@ from stereo_depth_ros.drop_reasons import FrameDropped
 LOG = logging.getLogger(__name__)
 
 RECTIFY_MODES = ("auto", "true", "false")
+DEVICE_CACHE_ENTRIES = 16
 STAGES = ("auto", "host", "device")
 
 
@@ -240,7 +241,11 @@ class StereoPipeline:
                            rig=rig, timings_s=timings, **self._result_base())
 
     def _device_stage(self, key: str, build: Callable):
+        """The cached device helper `key` (per size/rig); a stream whose size or scale keeps
+        changing (the rate governor) rebuilds them rather than keeping every one."""
         if key not in self._device_cache:
+            if len(self._device_cache) >= DEVICE_CACHE_ENTRIES:
+                self._device_cache.clear()
             self._device_cache[key] = build()
         return self._device_cache[key]
 
