@@ -30,6 +30,7 @@ import sys
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from stereo_depth_ros.ros import diagnostics
+from stereo_depth_ros.ros.command_line import node_main
 from stereo_depth_ros.ros.params import (ParameterGuard, declare_managed_parameters,
                                          read_parameters)
 from stereo_depth_ros.ros.stereo_depth_core import (NODE_NAME, StartupError, StereoDepthCore,
@@ -150,7 +151,8 @@ class StereoDepthLifecycleNode(StereoDepthCore, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (console script and `python -m`): 0 after shutdown or Ctrl-C."""
-    return run(StereoDepthLifecycleNode, args)
+    return node_main(lambda argv: run(StereoDepthLifecycleNode, argv), args,
+                     prog="stereo_depth_lifecycle_node", description=__doc__)
 
 
 if __name__ == "__main__":
