@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stereo_depth_ros.tools.dump import (FrameData, depth_to_mm_png, points_from_depth,
-                                         write_frame, write_ply)
+from stereo_depth_ros.core.dump_files import (FrameData, depth_to_mm_png, points_from_depth,
+                                              write_frame, write_ply)
 
 
 def read_ply(path):

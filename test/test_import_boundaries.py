@@ -14,6 +14,7 @@ PURE_MODULES = [
     "stereo_depth_ros.core.disparity_io", "stereo_depth_ros.core.synthetic",
     "stereo_depth_ros.core.metrics", "stereo_depth_ros.core.kitti_calib",
     "stereo_depth_ros.core.image_io", "stereo_depth_ros.core.stamps",
+    "stereo_depth_ros.core.dump_files", "stereo_depth_ros.ros.dump_node",
     "stereo_depth_ros.models", "stereo_depth_ros.models.fused",
     "stereo_depth_ros.models.fused.cuda",
     "stereo_depth_ros.backends.psmnet", "stereo_depth_ros.backends.sgbm",
