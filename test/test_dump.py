@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,3 +158,76 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         assert (rgb == [0, 77, 0]).all()
         montage = cv2.imread(str(out / f"{index:06d}_montage.png"))
         assert montage.shape == (40, 192, 3)
+
+
+@pytest.mark.ros
+def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path):
+    """--max-frames 20 on a 3-frame stream: once the node's input (left/image_raw) loses its
+    publisher, as when a bag replay finishes, the dump writes what arrived and exits 0."""
+    from ros_helpers import NodeProcess, RosTestContext, stamp, wait_for_subscribers
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from stereo_msgs.msg import DisparityImage
+
+    from stereo_depth_ros.core.camera import StereoRig
+    from stereo_depth_ros.ros.messages import make_disparity_image
+
+    rig = StereoRig(fx=100.0, fy=100.0, cx_left=32.0, cx_right=32.0, cy=20.0, baseline_m=0.5,
+                    width=64, height=40)
+    out = tmp_path / "dump"
+    argv = [sys.executable, "-m", "stereo_depth_ros.tools.dump", "--out", str(out),
+            "--max-frames", "20", "--namespace", "/short", "--ply", "none", "--end-grace",
+            "0.5", "--diagnostics-wait", "0"]
+    ros = RosTestContext("short_stream_feeder")
+    try:
+        with NodeProcess(argv=argv) as dump:
+            camera = ros.publisher(Image, "/short/left/image_raw")    # the bag's input side
+            disparity_pub = ros.publisher(DisparityImage, "/short/disparity")
+            wait_for_subscribers(disparity_pub)
+            dump.wait_for_output(r"input found on /short/left/image_raw")
+            for k in range(3):
+                disparity = np.full((40, 64), 10.0 - k, dtype=np.float32)
+                disparity_pub.publish(make_disparity_image(
+                    disparity, Header(stamp=stamp(200 + k), frame_id="cam"), rig, 0, 64,
+                    1 / 16))
+            dump.wait_for_output(r"frame 2 \(stamp 202\.000000000\)")
+            ros.node.destroy_publisher(camera)                      # the bag has ended
+            assert dump.wait_exit(60) == 0, dump.output()
+            output = dump.output()
+    finally:
+        ros.close()
+    assert "stream ended: /short/left/image_raw has no publisher any more" in output
+    assert "stream ended after 3 frame(s) of --max-frames 20" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["stamp_ns"] for f in summary["frames"]] == [(200 + k) * 10**9 for k in range(3)]
+    for k in range(3):
+        np.testing.assert_allclose(np.load(out / f"{k:06d}_depth.npy"),
+                                   rig.fx * rig.baseline_m / (10.0 - k), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["existing file", "under /proc"])
+def test_unusable_out_folder_is_one_line(tmp_path, capsys, case):
+    from stereo_depth_ros.tools.dump import main
+
+    if case == "existing file":
+        target = tmp_path / "taken"
+        target.write_text("not a folder")
+        expected = f"stereo_depth_dump: error: --out {target}: exists and is not a folder"
+    else:
+        target = Path("/proc/nope")
+        expected = f"stereo_depth_dump: error: --out {target}: cannot create the folder ("
+    assert main(["--out", str(target), "--max-frames", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(expected), err
+
+
+def test_bad_numbers_are_usage_errors(tmp_path, capsys):
+    from stereo_depth_ros.tools.dump import main
+
+    for flag, value in (("--max-frames", "0"), ("--timeout", "-1"), ("--end-grace", "nan")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path), flag, value])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+            f"stereo_depth_dump: error: argument {flag}: ")

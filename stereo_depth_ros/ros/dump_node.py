@@ -91,7 +91,7 @@ class Dumper:
 
     def __init__(self, out_dir: Path, *, namespace: str = "", max_frames: int | None = None,
                  grace_s: float = 1.0, ply: str = "binary", context=None,
-                 node_name: str = "stereo_depth_dump") -> None:
+                 node_name: str = "stereo_depth_dump", end_grace_s: float = 5.0) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -121,11 +121,48 @@ class Dumper:
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.last_frame_time = time.monotonic()
         self.outputs_found = False
+        self.end_grace_s = end_grace_s
+        self.input_topic = self.node.resolve_topic_name(topics.LEFT_IMAGE)
+        self.inputs_found = False
+        self.stream_end: str | None = None        # why the stream ended; None while it runs
+        self.stream_end_time = 0.0
         self.node.create_timer(0.1, self._flush_due)
 
     @property
     def done(self) -> bool:
         return self.max_frames is not None and len(self.frames) >= self.max_frames
+
+    @property
+    def finished(self) -> bool:
+        """max_frames written, or the stream ended (`stream_end`), nothing is pending and no frame
+        has arrived for end_grace_s since."""
+        if self.done:
+            return True
+        if self.stream_end is None or self.pending:
+            return False
+        quiet_since = max(self.stream_end_time, self.last_frame_time)
+        return time.monotonic() - quiet_since >= self.end_grace_s
+
+    def _watch_stream(self) -> None:
+        """Note the end of the stream: a topic that had a publisher has none any more, the
+        node's left input in this namespace (a bag replay or camera stopped) or its disparity
+        (the node stopped)."""
+        inputs = self.node.count_publishers(self.input_topic)
+        if inputs and not self.inputs_found:
+            self.inputs_found = True
+            LOG.info("input found on %s: the dump also ends when it has no publisher any more",
+                     self.input_topic)
+        if self.stream_end is not None:
+            return
+        if self.inputs_found and not inputs:
+            reason = f"{self.input_topic} has no publisher any more (the bag or camera stopped)"
+        elif self.outputs_found and not self.node.count_publishers(self.resolved[DISPARITY]):
+            reason = f"{self.resolved[DISPARITY]} has no publisher any more (the node stopped)"
+        else:
+            return
+        self.stream_end, self.stream_end_time = reason, time.monotonic()
+        LOG.info("stream ended: %s; waiting up to %g s for outputs still on their way", reason,
+                 self.end_grace_s)
 
     def _on_message(self, topic: str, msg) -> None:
         self.counts[topic] += 1
@@ -153,6 +190,7 @@ class Dumper:
         if not self.outputs_found and self.node.count_publishers(self.resolved[DISPARITY]):
             self.outputs_found = True
             LOG.info("publisher found on %s", self.resolved[DISPARITY])
+        self._watch_stream()
         now = time.monotonic()
         for stamp in sorted(self.pending):
             age = now - self.first_seen[stamp]

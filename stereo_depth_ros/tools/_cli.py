@@ -103,6 +103,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type`: an integer > 0."""
+    number = _convert(text, int, f"{text!r} is not an integer")
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return number
+
+
 def non_negative_float(text: str) -> float:
     """An argparse `type`: a finite number >= 0."""
     value = _convert(text, float, f"expected a number, got {text!r}")
