@@ -34,7 +34,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -294,16 +293,37 @@ def format_summary(summary: dict, out_dir: Path) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create out_dir; clear it first if an earlier demo made it; refuse other folders."""
+def prepare_out_dir(out_dir: Path) -> Path | None:
+    """Create an empty out_dir. An earlier demo run there is moved aside, not deleted, to the
+    sibling `<out_dir>.<YYYYmmdd-HHMMSS>` (when that run started; `-2`, `-3` ... added if taken),
+    whose path is returned (None: nothing to keep). A folder the demo did not make is refused."""
+    kept = None
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DemoError(f"{out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
-            raise DemoError(f"{out_dir} exists and was not made by the demo; choose --out")
-        shutil.rmtree(out_dir)
+        if any(out_dir.iterdir()):
+            if not (out_dir / MARKER).is_file():
+                raise DemoError(f"{out_dir} exists and was not made by the demo; choose --out")
+            kept = _previous_run_folder(out_dir)
+            out_dir.rename(kept)
+            LOG.info("the previous run's output was moved to %s", kept)
+        else:
+            out_dir.rmdir()
     out_dir.mkdir(parents=True)
     (out_dir / MARKER).write_text("made by python -m stereo_depth_ros.tools.demo\n")
+    return kept
+
+
+def _previous_run_folder(out_dir: Path) -> Path:
+    """A free sibling name for the earlier run in out_dir, stamped with its start (local time)."""
+    started = time.strftime("%Y%m%d-%H%M%S",
+                            time.localtime((out_dir / MARKER).stat().st_mtime))
+    candidate = out_dir.with_name(f"{out_dir.name}.{started}")
+    number = 2
+    while candidate.exists():
+        candidate = out_dir.with_name(f"{out_dir.name}.{started}-{number}")
+        number += 1
+    return candidate
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -407,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embedded demo: sample stereo pairs -> bag -> stereo_depth_node -> files "
                     "in out/demo.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo",
-                        help="output folder (default out/demo; replaced on each run)")
+                        help="output folder (default out/demo); an earlier run there is "
+                             "moved aside to OUT.<YYYYmmdd-HHMMSS>, never deleted")
     parser.add_argument("--assets", type=Path, default=default_assets_dir(),
                         help="sample assets folder (default ./assets or $STEREO_DEPTH_ASSETS)")
     parser.add_argument("--backend", type=spec_type("backend"), default="psmnet",
