@@ -189,7 +189,7 @@ def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
     """`stereo_depth_eval --live` hands over to the live evaluator; a transform source that cannot
     be read is an error naming the file, before any ROS is started."""
     from kitti_fixtures import make_raw_drive
-    from stereo_depth_ros.tools.kitti2bag import convert
+    from stereo_depth_ros.bags.bag_writer import convert
 
     assert main(["--live", "--kitti-calib", str(tmp_path)]) == 1
     err = capsys.readouterr().err

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "stereo_depth_ros.backends.psmnet", "stereo_depth_ros.backends.sgbm",
     "stereo_depth_ros.pipeline", "stereo_depth_ros.pipeline.device",
     "stereo_depth_ros.data", "stereo_depth_ros.bags",
+    "stereo_depth_ros.bags.kitti_layout", "stereo_depth_ros.bags.bag_writer",
     "stereo_depth_ros.tools.infer", "stereo_depth_ros.tools.evaluate",
     "stereo_depth_ros.tools.train", "stereo_depth_ros.tools.kitti2bag",
     "stereo_depth_ros.tools.replay", "stereo_depth_ros.tools.dump",

@@ -13,7 +13,8 @@ import yaml
 from kitti_fixtures import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
                             WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
                             make_lidar_drive, make_raw_drive)
-from stereo_depth_ros.tools.kitti2bag import convert, parse_kitti_timestamp
+from stereo_depth_ros.bags.bag_writer import convert
+from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
 from stereo_depth_ros.tools.replay import parse_remap
 
@@ -396,7 +397,7 @@ def _latched_bag(path: Path) -> Path:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from stereo_depth_ros.tools.kitti2bag import _latched_qos, _MessageFactory
+    from stereo_depth_ros.bags.bag_writer import _latched_qos, _MessageFactory
     ts = get_typestore(Stores.ROS2_KILTED)
     make = _MessageFactory(ts)
     fields = {"width": 4, "height": 3, "distortion_model": "plumb_bob", "d": [0.0] * 5,

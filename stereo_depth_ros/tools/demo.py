@@ -43,7 +43,7 @@ from pathlib import Path
 
 from stereo_depth_ros.core.kitti_calib import (KITTI_2011_09_26_P_RECT_02,
                                                KITTI_2011_09_26_P_RECT_03, format_calib_text)
-from stereo_depth_ros.tools import kitti2bag
+from stereo_depth_ros.bags import bag_writer, kitti_layout
 from stereo_depth_ros.tools._cli import ToolError, run_tool, spec_type
 
 PROG = "stereo_depth_demo"
@@ -84,7 +84,7 @@ def _reserve_domain_id() -> tuple[int, socket.socket]:
 # --------------------------------------------------------------------------------- the bag
 
 
-def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.FramePair]:
+def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti_layout.FramePair]:
     """The demo's stereo pairs with stamps 0.1 s apart: DrivingStereo first, the KITTI pair last.
 
     frames: None = all 6; 1 = the first DrivingStereo pair; n >= 2 = n-1 DrivingStereo pairs and
@@ -95,18 +95,18 @@ def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.
     for path in (sequence, kitti / "kitti_000046_left.png", kitti / "kitti_000046_right.png"):
         if not path.exists():
             raise DemoError(f"{path} not found: run `make assets` (or set STEREO_DEPTH_ASSETS)")
-    start = kitti2bag.DEFAULT_START_STAMP_S
-    period = kitti2bag.DEFAULT_PERIOD_S
-    driving = kitti2bag.discover_frames(sequence, layout="pairs", skip_unpaired=True,
-                                        start_stamp_s=start, period_s=period)
+    start = kitti_layout.DEFAULT_START_STAMP_S
+    period = kitti_layout.DEFAULT_PERIOD_S
+    driving = kitti_layout.discover_frames(sequence, layout="pairs", skip_unpaired=True,
+                                           start_stamp_s=start, period_s=period)
     calib = work / "kitti2015_typical_calib.txt"
     calib.write_text("# NOT the calibration of KITTI 2015 frame 000046 (not in the sample): "
                      "KITTI raw 2011_09_26 colour cameras, used as typical values\n"
                      + format_calib_text({"P2": KITTI_2011_09_26_P_RECT_02,
                                           "P3": KITTI_2011_09_26_P_RECT_03}))
-    kitti_pair = kitti2bag.discover_frames(kitti, layout="pairs", calib=calib,
-                                           start_stamp_s=start + len(driving) * period,
-                                           period_s=period)
+    kitti_pair = kitti_layout.discover_frames(kitti, layout="pairs", calib=calib,
+                                              start_stamp_s=start + len(driving) * period,
+                                              period_s=period)
     if frames is None:
         return driving + kitti_pair
     if frames < 1:
@@ -115,9 +115,9 @@ def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.
         return driving[:1]
     chosen = driving[:frames - 1] + kitti_pair
     # keep stamps increasing and 0.1 s apart after the selection
-    return [kitti2bag.FramePair(f.name, f.left_path, f.right_path,
-                                int(round((start + k * period) * 1e9)), f.calib_path,
-                                f.calib_keys, f.gt_path) for k, f in enumerate(chosen)]
+    return [kitti_layout.FramePair(f.name, f.left_path, f.right_path,
+                                   int(round((start + k * period) * 1e9)), f.calib_path,
+                                   f.calib_keys, f.gt_path) for k, f in enumerate(chosen)]
 
 
 # ---------------------------------------------------------------------------- processes
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> dict:
 
     LOG.info("building the bag from the sample pairs ...")
     frames = demo_frames(assets, out_dir, args.frames)
-    bag_summary = kitti2bag.write_bag(frames, out_dir / "bag", storage="mcap")
+    bag_summary = bag_writer.write_bag(frames, out_dir / "bag", storage="mcap")
     for calib in bag_summary["calibrations"]:
         LOG.info("  %dx%d fx=%.1f baseline=%.4f m from %s", calib["width"], calib["height"],
                  calib["fx"], calib["baseline_m"], _source_label(calib["source"]))
