@@ -212,110 +212,25 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
     if storage not in plugins:
         raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; choose a new path or pass --overwrite")
-        if out.is_dir() and ((out / "metadata.yaml").is_file() or not any(out.iterdir())):
-            shutil.rmtree(out)
-        else:
-            raise FileExistsError(f"{out} exists and does not look like a bag; not removing it")
+    _clear_output(out, overwrite)
     stamps = [f.stamp_ns for f in frames]
     if len(set(stamps)) != len(stamps) or stamps != sorted(stamps):
         raise ValueError("frame stamps must be strictly increasing")
-
     typestore = get_typestore(Stores.ROS2_KILTED)
-    make = _MessageFactory(typestore)
-    keys = (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE, TOPIC_LEFT_INFO, TOPIC_RIGHT_INFO,
-            TOPIC_DISPARITY_GT, topics.LIDAR_POINTS, topics.IMU, topics.GPS_FIX)
-    names = {key: _topic(namespace, key) for key in keys}
-    names[topics.TF_STATIC] = topics.TF_STATIC
-    lidar_files = [f.lidar for f in frames if f.lidar is not None]
-    oxts_files = [f.oxts for f in frames if f.oxts is not None]
-    for files in (lidar_files, oxts_files):
-        for earlier, later in zip(files, files[1:]):
-            if later.stamp_ns < earlier.stamp_ns:
-                stamp_file = later.path.parent.parent / "timestamps.txt"
-                raise LayoutError(
-                    f"{stamp_file}: the stamp of {later.path.name} ({later.stamp_ns} ns) is "
-                    f"before that of {earlier.path.name} ({earlier.stamp_ns} ns); stamps must "
-                    "not decrease")
-    lidar_stamps = [f.stamp_ns for f in lidar_files]
-    oxts_stamps = [f.stamp_ns for f in oxts_files]
+    sidecar_stamps = _sidecar_stamps(frames)
     edges = static_transforms(frames, frame_id=frame_id, lidar_frame_id=lidar_frame_id)
-    if compress:
-        for key in (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE):
-            names[key] += topics.COMPRESSED_SUFFIX
-    counts = {name: 0 for name in names.values()}
-    calibrations: dict[tuple, RectifiedStereoCalibration] = {}
+    sink = _BagSink(typestore, _topic_names(namespace, compress))
+    calibrations = _Calibrations(baseline_source, baseline_m)
     try:
         with Writer(out, version=9, storage_plugin=plugins[storage]) as writer:
-            conns = {}
-
-            def put(key: str, msg, msgtype: str, stamp_ns: int) -> None:
-                if key not in conns:
-                    qos = [_latched_qos()] if key == topics.TF_STATIC else []
-                    conns[key] = writer.add_connection(names[key], msgtype, typestore=typestore,
-                                                       offered_qos_profiles=qos)
-                writer.write(conns[key], stamp_ns,
-                             bytes(typestore.serialize_cdr(msg, msgtype)))
-                counts[names[key]] += 1
-
+            sink.writer = writer
             if edges:
-                t0 = min(stamps + lidar_stamps + oxts_stamps)
-                put(topics.TF_STATIC, make.tf_message(edges, t0), "tf2_msgs/msg/TFMessage", t0)
+                t0 = min(stamps + sidecar_stamps)
+                sink.put(topics.TF_STATIC, sink.make.tf_message(edges, t0),
+                         "tf2_msgs/msg/TFMessage", t0)
             for frame in frames:
-                if frame.lidar is not None:
-                    try:
-                        scan = read_velodyne_bin(frame.lidar.path)
-                    except ValueError as exc:
-                        raise LayoutError(str(exc)) from None
-                    put(topics.LIDAR_POINTS,
-                        make.point_cloud(scan, frame.lidar.stamp_ns, lidar_frame_id),
-                        "sensor_msgs/msg/PointCloud2", frame.lidar.stamp_ns)
-                if frame.oxts is not None:
-                    packet = read_oxts_packet(frame.oxts.path)
-                    t_oxts = frame.oxts.stamp_ns
-                    put(topics.IMU, make.imu(packet, t_oxts, topics.IMU_FRAME),
-                        "sensor_msgs/msg/Imu", t_oxts)
-                    put(topics.GPS_FIX, make.nav_sat_fix(packet, t_oxts, topics.IMU_FRAME),
-                        "sensor_msgs/msg/NavSatFix", t_oxts)
-                left, left_enc = read_image_for_ros(frame.left_path)
-                right, right_enc = read_image_for_ros(frame.right_path)
-                if left.shape != right.shape or left_enc != right_enc:
-                    raise LayoutError(
-                        f"frame {frame.name}: {frame.left_path.name} is {left.shape} {left_enc} "
-                        f"but {frame.right_path.name} is {right.shape} {right_enc}")
-                height, width = left.shape[:2]
-                key = (frame.calib_path, frame.calib_keys, width, height)
-                if key not in calibrations:
-                    calibrations[key] = load_stereo_calibration(
-                        frame.calib_path, width, height, keys=frame.calib_keys,
-                        baseline_source=baseline_source, baseline_m=baseline_m)
-                    for note in calibrations[key].notes:
-                        LOG.warning("%s: %s", frame.calib_path, note)
-                calib = calibrations[key]
-                t = frame.stamp_ns
-                put(TOPIC_LEFT_INFO, make.camera_info(calib.camera_info_fields("left"), t,
-                                                      frame_id),
-                    "sensor_msgs/msg/CameraInfo", t)
-                put(TOPIC_RIGHT_INFO, make.camera_info(calib.camera_info_fields("right"), t,
-                                                       frame_id),
-                    "sensor_msgs/msg/CameraInfo", t)
-                for key, image in ((TOPIC_LEFT_IMAGE, left), (TOPIC_RIGHT_IMAGE, right)):
-                    if compress:
-                        put(key, make.compressed_image(image, left_enc, compress, t, frame_id),
-                            "sensor_msgs/msg/CompressedImage", t)
-                    else:
-                        put(key, make.image(image, left_enc, t, frame_id),
-                            "sensor_msgs/msg/Image", t)
-                if frame.gt_path is not None:
-                    disparity = read_kitti_png(frame.gt_path)
-                    if disparity.shape != (height, width):
-                        raise LayoutError(f"{frame.gt_path}: ground truth is {disparity.shape}, "
-                                          f"images are {(height, width)}")
-                    put(TOPIC_DISPARITY_GT,
-                        make.image(disparity.astype("<f4"), "32FC1", t, frame_id),
-                        "sensor_msgs/msg/Image", t)
+                _write_sidecars(sink, frame, lidar_frame_id)
+                _write_stereo_frame(sink, frame, calibrations.of(frame), frame_id, compress)
     except BaseException:
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -325,7 +240,7 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
         "storage": storage,
         "frames": len(frames),
         "frame_id": frame_id,
-        "topics": {name: n for name, n in counts.items() if n},
+        "topics": {name: n for name, n in sink.counts.items() if n},
         "tf_static": [{"parent": e.parent, "child": e.child, "translation": list(e.translation),
                        "quaternion_xyzw": list(e.quaternion)} for e in edges],
         "first_stamp_ns": stamps[0],
@@ -333,8 +248,148 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
         "last_stamp_ns": stamps[-1],
         "calibrations": [
             {"source": c.source, "width": c.width, "height": c.height, "fx": c.fx,
-             "baseline_m": c.baseline_m, "notes": list(c.notes)} for c in calibrations.values()],
+             "baseline_m": c.baseline_m, "notes": list(c.notes)}
+            for c in calibrations.loaded.values()],
     }
+
+
+def _clear_output(out: Path, overwrite: bool) -> None:
+    """Refuse an existing `out`, or with `overwrite` remove it when it is a bag (or empty)."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} exists; choose a new path or pass --overwrite")
+    if out.is_dir() and ((out / "metadata.yaml").is_file() or not any(out.iterdir())):
+        shutil.rmtree(out)
+    else:
+        raise FileExistsError(f"{out} exists and does not look like a bag; not removing it")
+
+
+def _sidecar_stamps(frames: list[FramePair]) -> list[int]:
+    """The stamps of the frames' Velodyne scans and OXTS packets (each list must not decrease:
+    LayoutError naming the timestamps file otherwise)."""
+    stamps = []
+    for files in ([f.lidar for f in frames if f.lidar is not None],
+                  [f.oxts for f in frames if f.oxts is not None]):
+        for earlier, later in zip(files, files[1:]):
+            if later.stamp_ns < earlier.stamp_ns:
+                stamp_file = later.path.parent.parent / "timestamps.txt"
+                raise LayoutError(
+                    f"{stamp_file}: the stamp of {later.path.name} ({later.stamp_ns} ns) is "
+                    f"before that of {earlier.path.name} ({earlier.stamp_ns} ns); stamps must "
+                    "not decrease")
+        stamps += [f.stamp_ns for f in files]
+    return stamps
+
+
+def _topic_names(namespace: str, compress: str | None) -> dict[str, str]:
+    """Topic key -> name in the bag (under `namespace`; images on .../compressed when
+    compressed; /tf_static absolute)."""
+    keys = (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE, TOPIC_LEFT_INFO, TOPIC_RIGHT_INFO,
+            TOPIC_DISPARITY_GT, topics.LIDAR_POINTS, topics.IMU, topics.GPS_FIX)
+    names = {key: _topic(namespace, key) for key in keys}
+    names[topics.TF_STATIC] = topics.TF_STATIC
+    if compress:
+        for key in (TOPIC_LEFT_IMAGE, TOPIC_RIGHT_IMAGE):
+            names[key] += topics.COMPRESSED_SUFFIX
+    return names
+
+
+class _BagSink:
+    """Serialises messages into the bag's connections (created on first use; /tf_static
+    latched) and counts them per topic name. `writer` is set once the bag is open."""
+
+    def __init__(self, typestore, names: dict[str, str]) -> None:
+        self.typestore = typestore
+        self.make = _MessageFactory(typestore)
+        self.names = names
+        self.counts = {name: 0 for name in names.values()}
+        self.connections: dict[str, object] = {}
+        self.writer = None
+
+    def put(self, key: str, msg, msgtype: str, stamp_ns: int) -> None:
+        if key not in self.connections:
+            qos = [_latched_qos()] if key == topics.TF_STATIC else []
+            self.connections[key] = self.writer.add_connection(
+                self.names[key], msgtype, typestore=self.typestore, offered_qos_profiles=qos)
+        self.writer.write(self.connections[key], stamp_ns,
+                          bytes(self.typestore.serialize_cdr(msg, msgtype)))
+        self.counts[self.names[key]] += 1
+
+
+class _Calibrations:
+    """The rectified calibration of each (file, keys, image size), loaded once; the file's
+    notes are logged as warnings when it is loaded."""
+
+    def __init__(self, baseline_source: str, baseline_m: float | None) -> None:
+        self.baseline_source = baseline_source
+        self.baseline_m = baseline_m
+        self.loaded: dict[tuple, RectifiedStereoCalibration] = {}
+
+    def of(self, frame: FramePair):
+        """A loader for `frame` taking its image (width, height) (known once the images are
+        read), so the calibration is loaded after the images as it always was."""
+        def load(width: int, height: int) -> RectifiedStereoCalibration:
+            key = (frame.calib_path, frame.calib_keys, width, height)
+            if key not in self.loaded:
+                self.loaded[key] = load_stereo_calibration(
+                    frame.calib_path, width, height, keys=frame.calib_keys,
+                    baseline_source=self.baseline_source, baseline_m=self.baseline_m)
+                for note in self.loaded[key].notes:
+                    LOG.warning("%s: %s", frame.calib_path, note)
+            return self.loaded[key]
+        return load
+
+
+def _write_sidecars(sink: _BagSink, frame: FramePair, lidar_frame_id: str) -> None:
+    """The frame's Velodyne scan and OXTS packet (IMU and GPS fix), each at its own stamp."""
+    make = sink.make
+    if frame.lidar is not None:
+        try:
+            scan = read_velodyne_bin(frame.lidar.path)
+        except ValueError as exc:
+            raise LayoutError(str(exc)) from None
+        sink.put(topics.LIDAR_POINTS, make.point_cloud(scan, frame.lidar.stamp_ns, lidar_frame_id),
+                 "sensor_msgs/msg/PointCloud2", frame.lidar.stamp_ns)
+    if frame.oxts is not None:
+        packet = read_oxts_packet(frame.oxts.path)
+        t_oxts = frame.oxts.stamp_ns
+        sink.put(topics.IMU, make.imu(packet, t_oxts, topics.IMU_FRAME),
+                 "sensor_msgs/msg/Imu", t_oxts)
+        sink.put(topics.GPS_FIX, make.nav_sat_fix(packet, t_oxts, topics.IMU_FRAME),
+                 "sensor_msgs/msg/NavSatFix", t_oxts)
+
+
+def _write_stereo_frame(sink: _BagSink, frame: FramePair, calibration, frame_id: str,
+                        compress: str | None) -> None:
+    """The pair's camera_infos, images (raw or compressed) and ground truth, at its stamp.
+    calibration: (width, height) -> RectifiedStereoCalibration (`_Calibrations.of`)."""
+    make = sink.make
+    left, left_enc = read_image_for_ros(frame.left_path)
+    right, right_enc = read_image_for_ros(frame.right_path)
+    if left.shape != right.shape or left_enc != right_enc:
+        raise LayoutError(
+            f"frame {frame.name}: {frame.left_path.name} is {left.shape} {left_enc} "
+            f"but {frame.right_path.name} is {right.shape} {right_enc}")
+    height, width = left.shape[:2]
+    calib = calibration(width, height)
+    t = frame.stamp_ns
+    for key, side in ((TOPIC_LEFT_INFO, "left"), (TOPIC_RIGHT_INFO, "right")):
+        sink.put(key, make.camera_info(calib.camera_info_fields(side), t, frame_id),
+                 "sensor_msgs/msg/CameraInfo", t)
+    for key, image in ((TOPIC_LEFT_IMAGE, left), (TOPIC_RIGHT_IMAGE, right)):
+        if compress:
+            sink.put(key, make.compressed_image(image, left_enc, compress, t, frame_id),
+                     "sensor_msgs/msg/CompressedImage", t)
+        else:
+            sink.put(key, make.image(image, left_enc, t, frame_id), "sensor_msgs/msg/Image", t)
+    if frame.gt_path is not None:
+        disparity = read_kitti_png(frame.gt_path)
+        if disparity.shape != (height, width):
+            raise LayoutError(f"{frame.gt_path}: ground truth is {disparity.shape}, "
+                              f"images are {(height, width)}")
+        sink.put(TOPIC_DISPARITY_GT, make.image(disparity.astype("<f4"), "32FC1", t, frame_id),
+                 "sensor_msgs/msg/Image", t)
 
 
 def convert(source: str | Path, out: str | Path, **options) -> dict:
