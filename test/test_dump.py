@@ -161,9 +161,13 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
 
 
 @pytest.mark.ros
-def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path):
+@pytest.mark.parametrize("witness", ["publisher", "diagnostics"])
+def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path, witness):
     """--max-frames 20 on a 3-frame stream: once the node's input (left/image_raw) loses its
-    publisher, as when a bag replay finishes, the dump writes what arrived and exits 0."""
+    publisher, as when a bag replay finishes, the dump writes what arrived and exits 0. The input
+    is known either as a publisher the dump saw, or (a bag too short for the dump to discover
+    its player) from the node's /diagnostics counting messages on that topic."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from ros_helpers import NodeProcess, RosTestContext, stamp, wait_for_subscribers
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -174,29 +178,39 @@ def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path):
 
     rig = StereoRig(fx=100.0, fy=100.0, cx_left=32.0, cx_right=32.0, cy=20.0, baseline_m=0.5,
                     width=64, height=40)
-    out = tmp_path / "dump"
+    out, namespace = tmp_path / "dump", f"/short_{witness}"
     argv = [sys.executable, "-m", "stereo_depth_ros.tools.dump", "--out", str(out),
-            "--max-frames", "20", "--namespace", "/short", "--ply", "none", "--end-grace",
+            "--max-frames", "20", "--namespace", namespace, "--ply", "none", "--end-grace",
             "0.5", "--diagnostics-wait", "0"]
     ros = RosTestContext("short_stream_feeder")
     try:
         with NodeProcess(argv=argv) as dump:
-            camera = ros.publisher(Image, "/short/left/image_raw")    # the bag's input side
-            disparity_pub = ros.publisher(DisparityImage, "/short/disparity")
+            camera = None
+            if witness == "publisher":                             # the bag's input side
+                camera = ros.publisher(Image, f"{namespace}/left/image_raw")
+            disparity_pub = ros.publisher(DisparityImage, f"{namespace}/disparity")
             wait_for_subscribers(disparity_pub)
-            dump.wait_for_output(r"input found on /short/left/image_raw")
+            if camera is not None:
+                dump.wait_for_output(f"input found on {namespace}/left/image_raw")
             for k in range(3):
                 disparity = np.full((40, 64), 10.0 - k, dtype=np.float32)
                 disparity_pub.publish(make_disparity_image(
                     disparity, Header(stamp=stamp(200 + k), frame_id="cam"), rig, 0, 64,
                     1 / 16))
             dump.wait_for_output(r"frame 2 \(stamp 202\.000000000\)")
-            ros.node.destroy_publisher(camera)                      # the bag has ended
+            if camera is not None:
+                ros.node.destroy_publisher(camera)                  # the bag has ended
+            else:                                                   # the node's report
+                diagnostics = ros.publisher(DiagnosticArray, "/diagnostics")
+                wait_for_subscribers(diagnostics)
+                diagnostics.publish(DiagnosticArray(status=[DiagnosticStatus(
+                    name="stereo_depth_node: pipeline", values=[KeyValue(
+                        key=f"messages_in.{namespace}/left/image_raw", value="3")])]))
             assert dump.wait_exit(60) == 0, dump.output()
             output = dump.output()
     finally:
         ros.close()
-    assert "stream ended: /short/left/image_raw has no publisher any more" in output
+    assert f"stream ended: {namespace}/left/image_raw has no publisher any more" in output
     assert "stream ended after 3 frame(s) of --max-frames 20" in output
     summary = json.loads((out / "summary.json").read_text())
     assert [f["stamp_ns"] for f in summary["frames"]] == [(200 + k) * 10**9 for k in range(3)]

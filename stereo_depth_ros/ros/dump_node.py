@@ -144,25 +144,36 @@ class Dumper:
         return time.monotonic() - quiet_since >= self.end_grace_s
 
     def _watch_stream(self) -> None:
-        """Note the end of the stream: a topic that had a publisher has none any more, the
-        node's left input in this namespace (a bag replay or camera stopped) or its disparity
-        (the node stopped)."""
+        """Note the end of the stream: a topic that had input has no publisher now, the node's
+        left input in this namespace (a bag replay or camera stopped: seen as a publisher here,
+        or in the node's /diagnostics `messages_in.<topic>`, for a bag too short for this
+        process to discover its player) or its disparity (the node stopped). Re-checked every
+        tick, so a publisher discovered late (or back) clears it."""
         inputs = self.node.count_publishers(self.input_topic)
-        if inputs and not self.inputs_found:
+        if not self.inputs_found and (inputs or self._node_received_input()):
             self.inputs_found = True
             LOG.info("input found on %s: the dump also ends when it has no publisher any more",
                      self.input_topic)
-        if self.stream_end is not None:
-            return
+        reason = None
         if self.inputs_found and not inputs:
             reason = f"{self.input_topic} has no publisher any more (the bag or camera stopped)"
         elif self.outputs_found and not self.node.count_publishers(self.resolved[DISPARITY]):
             reason = f"{self.resolved[DISPARITY]} has no publisher any more (the node stopped)"
-        else:
+        if reason == self.stream_end:
             return
-        self.stream_end, self.stream_end_time = reason, time.monotonic()
-        LOG.info("stream ended: %s; waiting up to %g s for outputs still on their way", reason,
-                 self.end_grace_s)
+        if reason is None:
+            LOG.info("stream running again: its publishers are back")
+        else:
+            self.stream_end_time = time.monotonic()
+            LOG.info("stream ended: %s; waiting up to %g s for outputs still on their way",
+                     reason, self.end_grace_s)
+        self.stream_end = reason
+
+    def _node_received_input(self) -> bool:
+        """The node's /diagnostics count messages on this dump's input topic."""
+        key = f"messages_in.{self.input_topic}"
+        return any(values.get(key, "").isdigit() and int(values[key]) > 0
+                   for values in self.diagnostics.values())
 
     def _on_message(self, topic: str, msg) -> None:
         self.counts[topic] += 1
