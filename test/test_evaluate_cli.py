@@ -189,7 +189,7 @@ def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
     """`stereo_depth_eval --live` hands over to the live evaluator; a transform source that cannot
     be read is an error naming the file, before any ROS is started."""
     from kitti_fixtures import make_raw_drive
-    from stereo_depth_ros.tools.kitti2bag import convert
+    from stereo_depth_ros.bags.bag_writer import convert
 
     assert main(["--live", "--kitti-calib", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -216,3 +216,51 @@ def test_summaries_are_strict_json():
              "bands": [{"rmse": float("inf")}, (np.float64(2.5), -float("inf"))]}
     text = json.dumps(json_safe(value), allow_nan=False)
     assert json.loads(text) == {"mae": None, "n": 3, "bands": [{"rmse": None}, [2.5, None]]}
+
+
+def test_ctrl_c_keeps_the_pairs_already_scored(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the 3rd of 4 pairs: the first two are printed and written (marked
+    interrupted, the same numbers as a 2-pair run) and the exit status is 130."""
+    import stereo_depth_ros.tools.evaluate as evaluate
+
+    common = ["--dataset", "synthetic", "--count", "4", "--seed", "1", "--backend", "sgbm",
+              "--max-disparity", "64", "--size", "64x96", "--warmup", "0"]
+    assert main([*common, "--limit", "2", "--out", str(tmp_path / "two")]) == 0
+    capsys.readouterr()
+    real_match = evaluate.match_at_scale
+    calls = []
+
+    def interrupted_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_match(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "match_at_scale", interrupted_on_the_third)
+    out = tmp_path / "partial"
+    assert main([*common, "--out", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "synthetic: interrupted after 2 of 4 pairs" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        "stereo_depth_eval: interrupted (the pairs scored before it are reported above)")
+    assert "Traceback" not in captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["pairs_requested"] == 4
+    assert summary["pairs"] == 2 and summary["metrics"] == two["metrics"]
+    with (out / "per_image.csv").open() as handle:
+        assert [row["name"] for row in csv.DictReader(handle)] == \
+            [f"synthetic_0001_{i:06d}" for i in range(2)]
+
+
+def test_ctrl_c_before_any_pair_is_just_interrupted(tmp_path, capsys, monkeypatch):
+    import stereo_depth_ros.tools.evaluate as evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "match_at_scale", interrupted)
+    assert main(["--dataset", "synthetic", "--count", "2", "--backend", "sgbm", "--size",
+                 "64x96", "--warmup", "0", "--out", str(tmp_path)]) == 130
+    assert not (tmp_path / "summary.json").exists()
+    assert capsys.readouterr().err.startswith("stereo_depth_eval: interrupted")

@@ -9,9 +9,10 @@ import pytest
 
 from kitti_fixtures import (BASELINE_M, FX, LEFT_STAMPS, make_raw_drive, make_stereo_2012,
                             make_stereo_2015, random_dot_pair, read_bag)
+from stereo_depth_ros.bags.bag_writer import convert
+from stereo_depth_ros.bags.kitti_layout import (DEFAULT_FRAME_ID, LayoutError, discover_frames,
+                                                parse_kitti_timestamp)
 from stereo_depth_ros.tools import kitti2bag
-from stereo_depth_ros.tools.kitti2bag import (DEFAULT_FRAME_ID, LayoutError, convert,
-                                              discover_frames, parse_kitti_timestamp)
 
 INPUT_TOPICS = {"/left/image_raw", "/right/image_raw", "/left/camera_info", "/right/camera_info"}
 
@@ -190,7 +191,7 @@ def test_raw_drive_with_lidar_and_oxts(tmp_path):
     scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, per_band=10)
     oxts_stamps = add_oxts(scene.drive, 3)
     bag = tmp_path / "bag"
-    summary = kitti2bag.convert(scene.drive, bag, storage="sqlite3", oxts=True)
+    summary = convert(scene.drive, bag, storage="sqlite3", oxts=True)
     topics = read_bag(bag)
     assert set(topics) == INPUT_TOPICS | {"/velodyne_points", "/tf_static", "/oxts/imu",
                                           "/oxts/gps/fix"}
@@ -240,7 +241,7 @@ def test_raw_drive_with_lidar_and_oxts(tmp_path):
     assert fix.position_covariance_type == 1
 
     # --no-lidar: the cameras only (and a drive without velodyne_points/ gets the cameras too)
-    cameras = read_bag(Path(kitti2bag.convert(scene.drive, tmp_path / "cams", lidar=False)["bag"]))
+    cameras = read_bag(Path(convert(scene.drive, tmp_path / "cams", lidar=False)["bag"]))
     assert set(cameras) == INPUT_TOPICS
 
 

@@ -246,7 +246,8 @@ def test_kitti_replay_launch_plays_a_bag_into_the_node(install_space, tmp_path):
     from kitti_fixtures import LEFT_STAMPS, make_raw_drive
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
-    from stereo_depth_ros.tools.kitti2bag import convert, parse_kitti_timestamp
+    from stereo_depth_ros.bags.bag_writer import convert
+    from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 
     size, shift = (96, 192), 8
     drive = make_raw_drive(tmp_path / "kitti", n_frames=3, size=size, shift=shift)

@@ -17,7 +17,7 @@ import pytest
 
 from kitti_fixtures import (LIDAR_BASELINE_M, LIDAR_CX, LIDAR_CY, LIDAR_FX, lidar_k,
                             make_lidar_drive)
-from stereo_depth_ros.tools.kitti2bag import convert
+from stereo_depth_ros.bags.bag_writer import convert
 
 pytestmark = pytest.mark.ros
 

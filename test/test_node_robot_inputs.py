@@ -257,7 +257,7 @@ def test_a_corrupt_payload_is_dropped_and_the_next_pair_processed(compressed_nod
 
 
 def test_a_compressed_kitti2bag_bag_replays_into_the_node(compressed_node, tmp_path):
-    from stereo_depth_ros.tools.kitti2bag import convert
+    from stereo_depth_ros.bags.bag_writer import convert
     drive = make_raw_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), shift=8)
     summary = convert(drive, tmp_path / "bag", storage="sqlite3", compress="jpeg",
                       start_stamp_s=compressed_node.next_stamp().sec + 1.0, period_s=0.2,
@@ -331,7 +331,7 @@ def test_qos_overrides_change_what_connects_and_incompatibility_is_reported(scen
 def test_large_frames_replay_without_a_profile_loses_nothing(tmp_path):
     """A 1242x375 bgr8 bag (6 frames) replayed into the node with no Fast DDS profile in the
     environment: both processes pick the shipped one themselves and every frame arrives."""
-    from stereo_depth_ros.tools.kitti2bag import convert
+    from stereo_depth_ros.bags.bag_writer import convert
     drive = make_raw_drive(tmp_path / "kitti", n_frames=6, size=(375, 1242), shift=8)
     summary = convert(drive, tmp_path / "bag", storage="sqlite3", period_s=0.05,
                       namespace="/large")

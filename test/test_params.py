@@ -215,3 +215,27 @@ def test_readme_documents_every_drop_reason():
     from stereo_depth_ros.drop_reasons import DROP_REASONS
     readme = (REPO_ROOT / "README.md").read_text()
     assert [reason for reason in DROP_REASONS if f"`{reason}`" not in readme] == []
+
+
+def test_missing_weights_hint_fits_where_the_package_runs(monkeypatch, tmp_path):
+    """A relative weights_path names the directory it was resolved against; `make assets` only
+    from a source checkout (colcon and pip installs have no Makefile)."""
+    from stereo_depth_ros import config
+
+    checkout = str(tmp_path / "stereo_depth_ros")
+    monkeypatch.setattr(config, "source_checkout", lambda: checkout)
+    hint = config.missing_weights_hint("assets/weights/pretrained_model_KITTI2015.tar",
+                                       cwd="/home/robot/ros2_ws")
+    assert hint.startswith("the relative path is resolved against the directory the node "
+                           "started in (/home/robot/ros2_ws), so give an absolute path; ")
+    assert f"`make assets` in {checkout} puts the official KITTI 2015 checkpoint at " \
+        f"{checkout}/assets/weights/pretrained_model_KITTI2015.tar" in hint
+    monkeypatch.setattr(config, "source_checkout", lambda: None)       # colcon / pip install
+    hint = config.missing_weights_hint("/opt/weights/psm.tar")
+    assert "make assets" not in hint and "relative" not in hint
+    assert hint == ("`python3 <the package's source>/scripts/fetch_assets.py --dir "
+                    "~/stereo_assets` fetches the official KITTI 2015 checkpoint to "
+                    "~/stereo_assets/weights/pretrained_model_KITTI2015.tar; or use "
+                    "backend:=sgbm, which needs no weights")
+    monkeypatch.undo()
+    assert config.source_checkout() == str(Path(config.__file__).resolve().parents[1])

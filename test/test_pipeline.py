@@ -152,3 +152,25 @@ def test_options_are_checked():
         PipelineOptions(input_scale=0.0)
     with pytest.raises(ValueError, match="rectify"):
         PipelineOptions(rectify="maybe")
+
+
+def test_the_packages_own_calibration_loader_feeds_process(tmp_path):
+    """`load_stereo_calibration()` (a KITTI calib file) goes straight into process(): the same
+    depth as with the StereoRig it describes, input_scale included; other types: TypeError."""
+    from stereo_depth_ros.core.kitti_calib import format_calib_text, load_stereo_calibration
+
+    scene = _plane(8.0)
+    left_p = np.array([[FX, 0, WIDTH / 2, 0], [0, FX, HEIGHT / 2, 0], [0, 0, 1, 0]])
+    right_p = left_p.copy()
+    right_p[0, 3] = -FX * BASELINE
+    path = tmp_path / "calib.txt"
+    path.write_text(format_calib_text({"P2": left_p, "P3": right_p}))
+    calibration = load_stereo_calibration(path, WIDTH, HEIGHT)
+    sgbm = make_backend("sgbm", num_disparities=16, block_size=5)
+    pipeline = StereoPipeline(sgbm, PipelineOptions(input_scale=0.5))
+    result = pipeline.process(scene.left, scene.right, calibration)
+    assert result.rig == StereoRig.from_projection_matrices(left_p, right_p, WIDTH, HEIGHT) \
+        .scaled_to(WIDTH // 2, HEIGHT // 2)
+    assert np.nanmedian(result.depth_m) == pytest.approx(FX * BASELINE / 8.0, rel=0.03)
+    with pytest.raises(TypeError, match="got dict"):
+        pipeline.process(scene.left, scene.right, {"fx": FX})

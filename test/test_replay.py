@@ -13,7 +13,8 @@ import yaml
 from kitti_fixtures import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
                             WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
                             make_lidar_drive, make_raw_drive)
-from stereo_depth_ros.tools.kitti2bag import convert, parse_kitti_timestamp
+from stereo_depth_ros.bags.bag_writer import convert
+from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
 from stereo_depth_ros.tools.replay import parse_remap
 
@@ -396,7 +397,7 @@ def _latched_bag(path: Path) -> Path:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from stereo_depth_ros.tools.kitti2bag import _latched_qos, _MessageFactory
+    from stereo_depth_ros.bags.bag_writer import _latched_qos, _MessageFactory
     ts = get_typestore(Stores.ROS2_KILTED)
     make = _MessageFactory(ts)
     fields = {"width": 4, "height": 3, "distortion_model": "plumb_bob", "d": [0.0] * 5,
@@ -456,3 +457,89 @@ def test_latched_topics_reach_late_subscribers_and_scans_are_not_frames(tmp_path
         if player is not None:
             player.destroy()
         rclpy.try_shutdown(context=context)
+
+
+# ------------------------------------------------------------------------ command line errors
+
+
+def _assert_one_line_error(text: str, *fragments: str) -> None:
+    assert "Traceback" not in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("stereo_depth_replay: error: ")
+    for fragment in fragments:
+        assert fragment in last, text
+
+
+def test_negative_rate_is_a_usage_error(ros2_bag, capsys):
+    from stereo_depth_ros.tools.replay import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(ros2_bag), "--rate", "-1"])
+    assert exit_info.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "--rate", "'-1'")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("a: [1, 2\n", "not valid YAML at line 2"),
+    ("", "the file is empty"),
+    ("- 1\n- 2\n", "expected node names mapping to 'ros__parameters:' at the top, got list"),
+    ("/**:\n  backend: sgbm\n", "expected node names mapping to 'ros__parameters:' under "
+     "'backend', got str"),
+    ("/**: {}\n", "no 'ros__parameters:' block"),
+])
+def test_bad_params_file_is_one_line_naming_it(ros2_bag, tmp_path, capsys, content, message):
+    from stereo_depth_ros.tools.replay import main
+
+    path = tmp_path / "params.yaml"
+    if content is not None:
+        path.write_text(content)
+    code = main([str(ros2_bag), "--wait-timeout", "0", "--ros-args", "--params-file",
+                 str(path)])
+    assert code == 2
+    _assert_one_line_error(capsys.readouterr().err, f"--params-file {path}: {message}")
+
+
+def test_bag_error_is_one_line(tmp_path, capsys):
+    from stereo_depth_ros.tools.replay import main
+
+    assert main([str(tmp_path / "nope")]) == 1
+    _assert_one_line_error(capsys.readouterr().err, "no such bag")
+
+
+@pytest.mark.ros
+def test_waiting_for_subscribers_says_for_what_and_how_long(ros2_bag, caplog, monkeypatch):
+    """No subscriber ever comes (own domain): the wait names the topics and its limit, repeats
+    what is still missing with the time left, then gives up with a warning."""
+    import logging
+
+    import rclpy
+    from rclpy.context import Context
+
+    from stereo_depth_ros.ros.bag_player import Player
+
+    monkeypatch.setattr(Player, "WAIT_NOTE_PERIOD_S", 0.2)
+    context = Context()
+    rclpy.init(context=context)
+    player = None
+    try:
+        # renamed: this module's stereo_node fixture may be subscribed to the real inputs
+        source = BagSource(ros2_bag, remaps={"/left/image_raw": "/unheard/left",
+                                             "/right/camera_info": "/unheard/right"})
+        player = Player(source, context=context, rate=0, wait_timeout_s=1.0,
+                        wait_topics=["/unheard/left", "/unheard/right"])
+        with caplog.at_level(logging.INFO, logger="stereo_depth_ros.ros.bag_player"):
+            assert player.wait_for_subscribers() is False
+    finally:
+        if player is not None:
+            player.destroy()
+        rclpy.try_shutdown(context=context)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == ("waiting up to 1 s for subscribers on: /unheard/left, "
+                           "/unheard/right (start the node; --wait-timeout sets the limit, "
+                           "0 plays at once)")
+    still = [m for m in messages if m.startswith("still waiting for subscribers on: "
+                                                 "/unheard/left, /unheard/right (")]
+    assert still and all(m.endswith(" s left)") for m in still)
+    assert messages[-1] == ("no subscriber after 1 s on: /unheard/left, /unheard/right; "
+                            "playing anyway")

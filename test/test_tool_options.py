@@ -508,6 +508,7 @@ def test_train_init_starts_from_the_given_weights(tmp_path):
     torch = pytest.importorskip("torch")
     from stereo_depth_ros.models import build_psmnet
     from stereo_depth_ros.tools import train
+    from stereo_depth_ros.training import runner
 
     split = tmp_path / "kitti" / "training"
     rng = np.random.default_rng(4)
@@ -526,7 +527,7 @@ def test_train_init_starts_from_the_given_weights(tmp_path):
 
     def train_and_load(*options: str) -> dict:
         out = tmp_path / f"run{len(options)}"
-        result = train.run(train.build_parser().parse_args([
+        result = runner.run(train.build_parser().parse_args([
             "--dataset", "kitti2015", "--root", str(tmp_path / "kitti"), "--crop", "256x256",
             "--model", "basic", "--max-disparity", "16", "--epochs", "1", "--device", "cpu",
             "--out", str(out), "--quiet", *options]))

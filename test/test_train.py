@@ -14,24 +14,30 @@ import torch
 from stereo_depth_ros.data.samples import StereoDataset, StereoSample
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
 from stereo_depth_ros.tools import evaluate, train
+from stereo_depth_ros.training.data import (RandomCropDataset, check_batchnorm_trainable,
+                                            normalize_image)
+from stereo_depth_ros.training.errors import TrainingError
+from stereo_depth_ros.training.loss import loss_mask, mask_mode_for, psmnet_loss
+from stereo_depth_ros.training.recipe import learning_rate
+from stereo_depth_ros.training.runner import run
 
 
 def test_learning_rate_follows_the_official_finetune_schedule():
-    assert train.learning_rate(1) == 1e-3
-    assert train.learning_rate(200) == 1e-3                  # epoch <= 200: 0.001
-    assert train.learning_rate(201) == pytest.approx(1e-4)   # then 0.0001
-    assert train.learning_rate(5, 2e-3, drop_epoch=4, drop_factor=0.5) == pytest.approx(1e-3)
-    assert train.learning_rate(10_000, drop_epoch=0) == 1e-3  # SceneFlow: constant
+    assert learning_rate(1) == 1e-3
+    assert learning_rate(200) == 1e-3                  # epoch <= 200: 0.001
+    assert learning_rate(201) == pytest.approx(1e-4)   # then 0.0001
+    assert learning_rate(5, 2e-3, drop_epoch=4, drop_factor=0.5) == pytest.approx(1e-3)
+    assert learning_rate(10_000, drop_epoch=0) == 1e-3  # SceneFlow: constant
 
 
 def test_loss_masks_per_dataset():
     gt = torch.tensor([[[np.nan, 0.0, 5.0, 191.9, 192.0, 300.0]]]).float()[0]
-    assert train.mask_mode_for("kitti2015") == train.mask_mode_for("kitti2012") == "gt>0"
-    assert train.mask_mode_for("sceneflow") == "gt<max"
-    assert train.mask_mode_for("synthetic") == "both"
-    kitti = train.loss_mask(gt, "gt>0", 192)
-    sceneflow = train.loss_mask(gt, "gt<max", 192)
-    both = train.loss_mask(gt, "both", 192)
+    assert mask_mode_for("kitti2015") == mask_mode_for("kitti2012") == "gt>0"
+    assert mask_mode_for("sceneflow") == "gt<max"
+    assert mask_mode_for("synthetic") == "both"
+    kitti = loss_mask(gt, "gt>0", 192)
+    sceneflow = loss_mask(gt, "gt<max", 192)
+    both = loss_mask(gt, "both", 192)
     assert kitti.tolist() == [[False, False, True, True, True, True]]
     assert sceneflow.tolist() == [[False, True, True, True, False, False]]
     assert both.tolist() == [[False, False, True, True, False, False]]
@@ -45,9 +51,9 @@ def test_psmnet_loss_weights_and_smooth_l1_by_hand():
     out1 = (gt + 0.5 + torch.tensor([0, 0, 0, 100.0]))[:, None]
     out2 = (gt - 2.0 + torch.tensor([0, 0, 0, 100.0]))[:, None]
     out3 = (gt + torch.tensor([0, 0, 0, 100.0]))[:, None]
-    loss = train.psmnet_loss((out1, out2, out3), gt, mask)
+    loss = psmnet_loss((out1, out2, out3), gt, mask)
     assert float(loss) == pytest.approx(0.5 * 0.125 + 0.7 * 1.5 + 1.0 * 0.0)
-    assert float(train.psmnet_loss(out2, gt, mask)) == pytest.approx(1.5)   # basic: one output
+    assert float(psmnet_loss(out2, gt, mask)) == pytest.approx(1.5)   # basic: one output
 
 
 class _CoordinateDataset(StereoDataset):
@@ -70,26 +76,26 @@ class _CoordinateDataset(StereoDataset):
 
 def test_random_crops_share_one_window():
     torch.manual_seed(0)
-    crops = train.RandomCropDataset(_CoordinateDataset(), (256, 512))
+    crops = RandomCropDataset(_CoordinateDataset(), (256, 512))
     for _ in range(3):
         left, right, gt = crops[0]
         assert left.shape == (3, 256, 512) and gt.shape == (256, 512)
         top, x0 = int(gt[0, 0]) // 1000, int(gt[0, 0]) % 1000
         window = _CoordinateDataset()[0].left[top:top + 256, x0:x0 + 512]
-        expected = train.normalize_image(window)
+        expected = normalize_image(window)
         torch.testing.assert_close(left, expected)
         torch.testing.assert_close(right, expected)
-    with pytest.raises(train.TrainError, match="smaller than the crop"):
-        train.RandomCropDataset(_CoordinateDataset(), (320, 512))[0]
+    with pytest.raises(TrainingError, match="smaller than the crop"):
+        RandomCropDataset(_CoordinateDataset(), (320, 512))[0]
 
 
 def test_batchnorm_and_crop_checks():
-    train.check_batchnorm_trainable((256, 512), 1)
-    train.check_batchnorm_trainable((256, 256), 2)
-    with pytest.raises(train.TrainError, match="batch-size >= 2"):
-        train.check_batchnorm_trainable((256, 256), 1)
-    with pytest.raises(train.TrainError, match="multiple of 16"):
-        train.check_batchnorm_trainable((250, 512), 2)
+    check_batchnorm_trainable((256, 512), 1)
+    check_batchnorm_trainable((256, 256), 2)
+    with pytest.raises(TrainingError, match="batch-size >= 2"):
+        check_batchnorm_trainable((256, 256), 1)
+    with pytest.raises(TrainingError, match="multiple of 16"):
+        check_batchnorm_trainable((250, 512), 2)
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
@@ -123,11 +129,11 @@ def test_short_cpu_run_lowers_loss_resumes_and_checkpoint_loads(tmp_path, capsys
               "--crop", "256x256", "--batch-size", "2", "--max-disparity", "32", "--device",
               "cpu", "--out", str(tmp_path), "--val-every", "3", "--save-every", "2",
               "--seed", "0"]
-    first = train.run(train.build_parser().parse_args(common + ["--epochs", "2"]))
+    first = run(train.build_parser().parse_args(common + ["--epochs", "2"]))
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
     assert (tmp_path / "checkpoint_2.tar").is_file() and (tmp_path / "last.tar").is_file()
 
-    second = train.run(train.build_parser().parse_args(
+    second = run(train.build_parser().parse_args(
         common + ["--epochs", "3", "--resume", str(tmp_path / "last.tar")]))
     assert [e["epoch"] for e in second["epochs"]] == [3]
     losses = [e["train_loss"] for e in first["epochs"] + second["epochs"]]
@@ -175,7 +181,7 @@ def test_without_tensorboard_the_run_goes_on_with_a_hint(tmp_path, monkeypatch, 
         "--dataset", "synthetic", "--count", "2", "--crop", "256x512", "--batch-size", "2",
         "--max-disparity", "16", "--epochs", "1", "--device", "cpu", "--quiet",
         "--out", str(tmp_path)])
-    result = train.run(args, build_model=build_tiny_stereo)
+    result = run(args, build_model=build_tiny_stereo)
     assert np.isfinite(result["epochs"][0]["train_loss"])
     err = capsys.readouterr().err
     assert "TensorBoard summaries are off: the tensorboard package is not installed" in err

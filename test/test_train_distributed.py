@@ -2,7 +2,7 @@
 
 Most runs train `train_helpers.TinyStereo` (BatchNorm, PSMNet's cost volume and float32
 soft-argmin, milliseconds per pair) through stereo_depth_train's own code
-(`tools.train.run(build_model=...)`): 6 synthetic 256x544 scenes, 4 for training (256x512
+(`training.runner.run(build_model=...)`): 6 synthetic 256x544 scenes, 4 for training (256x512
 crops) and 2 for validation, global batch 2 (one pair per process), 2 epochs of 2 steps: once
 straight, once resumed from the straight run's epoch-1 checkpoint. A third torchrun start runs
 the real console tool (`-m stereo_depth_ros.tools.train`) on PSMNet basic for one step, whose
@@ -36,6 +36,7 @@ from train_helpers import TinyStereo, build_tiny_stereo
 from stereo_depth_ros.data import make_dataset
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
 from stereo_depth_ros.tools import train
+from stereo_depth_ros.training import runner
 from stereo_depth_ros.training.data import RandomCropDataset
 from stereo_depth_ros.training.distributed import state_fingerprint
 from stereo_depth_ros.training.loop import validate
@@ -84,8 +85,8 @@ def one_thread():
 def train_tiny_here(*options: str) -> dict:
     """stereo_depth_train on TinyStereo in this process (no torchrun), one thread."""
     with one_thread():
-        return train.run(train.build_parser().parse_args(list(options)),
-                         build_model=build_tiny_stereo)
+        return runner.run(train.build_parser().parse_args(list(options)),
+                          build_model=build_tiny_stereo)
 
 
 def _load(path) -> dict:
@@ -159,7 +160,7 @@ def _reference_training(epochs: int):
 def tiny(tmp_path_factory, repo_root):
     """Folders of the 2-process runs ('ddp': 2 epochs straight; 'resumed': from ddp's epoch-1
     checkpoint to epoch 2) and of the 1-process run with the same
-    global batch ('single'), plus that run's train.run result."""
+    global batch ('single'), plus that run's runner.run result."""
     root = tmp_path_factory.mktemp("tiny")
     ddp, resumed, single = root / "ddp", root / "resumed", root / "single"
     helper = str(repo_root / "test" / "train_helpers.py")

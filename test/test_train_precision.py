@@ -18,6 +18,7 @@ from stereo_depth_ros.data import make_dataset
 from stereo_depth_ros.models.cost_volume import build_concat_volume
 from stereo_depth_ros.models.regression import regress_disparity
 from stereo_depth_ros.tools import train
+from stereo_depth_ros.training import runner
 from stereo_depth_ros.training.data import normalize_image
 from stereo_depth_ros.training.loop import train_one_epoch
 from stereo_depth_ros.training.loss import loss_mask, psmnet_loss
@@ -166,7 +167,7 @@ def test_the_tool_trains_and_validates_under_bf16_autocast(tmp_path):
         "--dataset", "synthetic", "--count", "3", "--val-count", "1", "--crop", "256x512",
         "--batch-size", "2", "--max-disparity", "16", "--epochs", "1", "--device", "cpu",
         "--precision", "bf16", "--quiet", "--no-tensorboard", "--out", str(tmp_path)])
-    result = train.run(args, build_model=build)
+    result = runner.run(args, build_model=build)
     assert (True, torch.bfloat16) in seen and (False, torch.bfloat16) in seen   # train, val
     assert {dtype for name, dtype in seen if name == "disparity"} == {torch.float32}
     assert np.isfinite(result["epochs"][0]["train_loss"]) and "val" in result["epochs"][0]

@@ -11,6 +11,7 @@ import pytest
 from train_helpers import build_tiny_stereo
 
 from stereo_depth_ros.tools import train
+from stereo_depth_ros.training import runner
 from stereo_depth_ros.training.progress import ProgressReporter, format_duration
 from stereo_depth_ros.training.recipe import PRESETS, learning_rate, resolve_recipe
 
@@ -43,7 +44,7 @@ def test_the_preset_is_printed_at_start_and_overridden_values_win(tmp_path, caps
         "--epochs", "2", "--lr-drop-epoch", "1", "--batch-size", "2", "--max-disparity", "16",
         "--val-every", "0", "--device", "cpu", "--quiet", "--no-tensorboard",
         "--out", str(tmp_path)])
-    result = train.run(args, build_model=build_tiny_stereo)
+    result = runner.run(args, build_model=build_tiny_stereo)
     assert [e["lr"] for e in result["epochs"]] == pytest.approx([0.001, 0.0001])
     err = capsys.readouterr().err
     assert ("recipe kitti2015: epochs 2*, batch 2*, crop 256x512, max_disparity 16*, lr 0.001 "

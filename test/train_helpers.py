@@ -1,5 +1,5 @@
 """A tiny stereo network with PSMNet's training interface, and a torchrun entry point that
-trains it with stereo_depth_train's own code (tools.train.run with build_model).
+trains it with stereo_depth_train's own code (training.runner.run with build_model).
 
 PSMNet needs 256x512 pixels per BatchNorm group (its 64-px SPP pooling), about 10 s per pair
 and step on one CPU thread; this network takes a few milliseconds, so the data-parallel tests
@@ -57,18 +57,19 @@ class TinyStereo(nn.Module):
 
 
 def build_tiny_stereo(variant: str, *, max_disparity: int) -> TinyStereo:
-    """tools.train.run's build_model: the --model value is ignored (always TinyStereo)."""
+    """training.runner.run's build_model: the --model value is ignored (always TinyStereo)."""
     return TinyStereo(max_disparity=max_disparity)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train TinyStereo as stereo_depth_train would, then save this rank's model state."""
     from stereo_depth_ros.tools import train
+    from stereo_depth_ros.training import runner
 
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--rank-weights", type=Path, required=True)
     known, rest = own.parse_known_args(argv)
-    result = train.run(train.build_parser().parse_args(rest), build_model=build_tiny_stereo)
+    result = runner.run(train.build_parser().parse_args(rest), build_model=build_tiny_stereo)
     known.rank_weights.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     torch.save(result["model"].state_dict(), known.rank_weights / f"rank{rank}.pt")

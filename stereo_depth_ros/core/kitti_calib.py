@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stereo_depth_ros.core.camera import StereoRig
+
 #: Relative disagreement between the P- and the T-derived baseline above which "auto" uses T.
 BASELINE_TOLERANCE = 0.05
 
@@ -103,6 +105,11 @@ class RectifiedStereoCalibration:
             "r": [float(v) for v in np.eye(3).reshape(-1)],
             "p": [float(v) for v in p.reshape(-1)],
         }
+
+    def stereo_rig(self) -> StereoRig:
+        """The same pair as a `core.camera.StereoRig` (what geometry and the pipeline take)."""
+        return StereoRig.from_projection_matrices(self.p_left, self.p_right, self.width,
+                                                  self.height)
 
     def scaled(self, sx: float, sy: float | None = None) -> "RectifiedStereoCalibration":
         """The same rig for an image resized by (sx, sy); the baseline in metres is unchanged."""

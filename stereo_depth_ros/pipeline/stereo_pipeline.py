@@ -185,10 +185,13 @@ class StereoPipeline:
         left, right: uint8 (H, W, 3) RGB or (H, W) mono, raw (rectified here when the calibration
             says so) or already rectified.
         calibration: a `StereoCalibration` (raw cameras: K, D, R, P), a `StereoRig` (images
-            already rectified) or None (disparity only).
+            already rectified), a `core.kitti_calib.RectifiedStereoCalibration` (what
+            `load_stereo_calibration()` returns; used as its StereoRig) or None (disparity only).
         depth, points: build these outputs (points needs depth; both need a calibration).
-        Raises FrameDropped (reason + message) for a pair that cannot be processed.
+        Raises FrameDropped (reason + message) for a pair that cannot be processed, TypeError
+        for a calibration of another type.
         """
+        calibration = _as_calibration(calibration)
         self._check_sizes(left, right, calibration)
         if self.stages == "device":
             return self._process_on_device(left, right, calibration, depth, points)
@@ -340,3 +343,16 @@ class _DeviceClock:
             previous = event
         result["total"] = time.perf_counter() - self._start
         return result
+
+
+def _as_calibration(calibration):
+    """`process`'s calibration argument as a StereoCalibration, a StereoRig or None."""
+    from stereo_depth_ros.core.kitti_calib import RectifiedStereoCalibration
+
+    if calibration is None or isinstance(calibration, (StereoCalibration, StereoRig)):
+        return calibration
+    if isinstance(calibration, RectifiedStereoCalibration):
+        return calibration.stereo_rig()
+    raise TypeError("calibration must be a core.rectify.StereoCalibration, a "
+                    "core.camera.StereoRig, a core.kitti_calib.RectifiedStereoCalibration or "
+                    f"None, got {type(calibration).__name__}")

@@ -52,6 +52,9 @@ a repeated stamp like any pair."""
 class Player:
     """Publishes a BagSource with rclpy: pacing, /clock, subscriber wait, watch/step."""
 
+    #: While waiting for subscribers, how often (s) the topics still missing are logged again.
+    WAIT_NOTE_PERIOD_S = 5.0
+
     def __init__(self, source: BagSource, *, node_name: str = "stereo_depth_replay",
                  namespace: str = "", rate: float = 1.0, clock: bool = False,
                  clock_hz: float = 40.0, qos_depth: int = 10, wait_topics: list[str] | None = None,
@@ -170,7 +173,12 @@ class Player:
             return missing
 
         deadline = time.monotonic() + self.wait_timeout_s
-        ok = self._spin_until(deadline, lambda: not unmatched())
+        missing = unmatched()
+        if missing:
+            LOG.info("waiting up to %.0f s for subscribers on: %s (start the node; "
+                     "--wait-timeout sets the limit, 0 plays at once)", self.wait_timeout_s,
+                     ", ".join(missing))
+        ok = self._spin_until(deadline, self._noting_progress(unmatched, deadline))
         if ok:
             LOG.info("subscribers found on %s", ", ".join(self.wait_topics))
         else:
@@ -178,6 +186,21 @@ class Player:
                         self.wait_timeout_s, ", ".join(unmatched()))
         self.subscribers_matched = ok
         return ok
+
+    def _noting_progress(self, unmatched, deadline: float):
+        """A `_spin_until` predicate: nothing unmatched; every WAIT_NOTE_PERIOD_S it logs what is
+        still missing and how long the wait has left."""
+        next_note = [time.monotonic() + self.WAIT_NOTE_PERIOD_S]
+
+        def done() -> bool:
+            missing = unmatched()
+            now = time.monotonic()
+            if missing and now >= next_note[0]:
+                LOG.info("still waiting for subscribers on: %s (%.0f s left)",
+                         ", ".join(missing), max(0.0, deadline - now))
+                next_note[0] = now + self.WAIT_NOTE_PERIOD_S
+            return not missing
+        return done
 
     def play_once(self) -> None:
         """One pass over the bag."""

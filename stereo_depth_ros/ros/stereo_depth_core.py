@@ -36,7 +36,7 @@ from stereo_msgs.msg import DisparityImage
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.backends import make_backend
-from stereo_depth_ros.config import WEIGHTS_HINT, NodeConfig
+from stereo_depth_ros.config import NodeConfig, missing_weights_hint
 from stereo_depth_ros.core.disparity_io import colorize
 from stereo_depth_ros.core.stamps import stamp_to_ns
 from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, BUSY,
@@ -147,7 +147,7 @@ def create_backend(config: NodeConfig):
         path = Path(config.weights_path).expanduser()
         if not path.is_file():
             raise StartupError(f"weights_path {str(path)!r} does not exist or is not a file: "
-                               + WEIGHTS_HINT)
+                               + missing_weights_hint(config.weights_path))
     try:
         return make_backend(config.backend, **config.backend_options())
     except Exception as error:  # noqa: BLE001  (any loader error: say what and where)

@@ -31,6 +31,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from stereo_depth_ros.ros import diagnostics
 from stereo_depth_ros import topics
+from stereo_depth_ros.ros.command_line import node_main
 from stereo_depth_ros.ros.params import (ParameterGuard, SipAliasSync,
                                          adopt_unremapped_qos_overrides,
                                          declare_managed_parameters, read_parameters,
@@ -163,7 +164,8 @@ class StereoDepthLifecycleNode(StereoDepthCore, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (console script and `python -m`): 0 after shutdown or Ctrl-C."""
-    return run(StereoDepthLifecycleNode, args)
+    return node_main(lambda argv: run(StereoDepthLifecycleNode, argv), args,
+                     prog="stereo_depth_lifecycle_node", description=__doc__)
 
 
 if __name__ == "__main__":

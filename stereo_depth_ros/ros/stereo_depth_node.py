@@ -18,6 +18,7 @@ import sys
 from rclpy.node import Node
 
 from stereo_depth_ros import topics
+from stereo_depth_ros.ros.command_line import node_main
 from stereo_depth_ros.ros.params import (ParameterGuard, SipAliasSync,
                                          adopt_unremapped_qos_overrides, declare_parameters,
                                          unknown_parameter_warnings)
@@ -50,8 +51,10 @@ class StereoDepthNode(StereoDepthCore, Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point (console script and `python -m`): 0 on a clean stop, 1 when it cannot start."""
-    return run(StereoDepthNode, args)
+    """Entry point (console script and `python -m`): 0 on a clean stop or --help, 1 when it cannot
+    start, 2 for a bad --params-file."""
+    return node_main(lambda argv: run(StereoDepthNode, argv), args, prog="stereo_depth_node",
+                     description=__doc__)
 
 
 if __name__ == "__main__":

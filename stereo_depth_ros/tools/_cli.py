@@ -27,6 +27,11 @@ class ToolError(Exception):
     """A problem the user can fix; printed as `<prog>: error: <message>` (exit status 1)."""
 
 
+class UsageError(ToolError):
+    """A bad command line found after argparse (e.g. a missing `--params-file`): printed as
+    `<prog>: error: <message>`, exit status 2 like argparse's own errors."""
+
+
 #: Exceptions reported in one line without a traceback (anything else is a bug: traceback).
 REPORTED_ERRORS = (ToolError, ValueError, OSError, RuntimeError, ImportError, MemoryError)
 
@@ -41,15 +46,21 @@ def run_tool(prog: str, run: Callable[[], int | None], *, interrupted_hint: str 
     """Call `run()` and turn its outcome into the tools' exit status (see EXIT_*).
 
     run returns None/0 for success or its own status; ToolError and the other REPORTED_ERRORS
-    become `<prog>: error: ...` and status 1; KeyboardInterrupt becomes `<prog>: interrupted`
-    (plus `interrupted_hint`, e.g. how to resume) and 130.
+    become `<prog>: error: ...` and status 1 (UsageError: 2); KeyboardInterrupt and SIGTERM's
+    `Interrupted` (ros_session) become `<prog>: interrupted` (plus `interrupted_hint`, e.g. how
+    to resume) and 130.
     """
+    from stereo_depth_ros.ros.interrupts import Interrupted   # stdlib only, no rclpy
+
     try:
         status = run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         hint = f" ({interrupted_hint})" if interrupted_hint else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except UsageError as error:
+        report_error(prog, error)
+        return EXIT_USAGE
     except REPORTED_ERRORS as error:
         report_error(prog, error)
         return EXIT_FAILURE
@@ -89,6 +100,22 @@ def positive_float(text: str) -> float:
     value = _convert(text, float, f"expected a number, got {text!r}")
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type`: an integer > 0."""
+    number = _convert(text, int, f"{text!r} is not an integer")
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return number
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse `type`: a finite number >= 0."""
+    value = _convert(text, float, f"expected a number, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -301,12 +328,14 @@ def ros_session(argv: list[str] | None,
     inside, SIGTERM raises `interrupt()` so the tool's cleanup runs as on Ctrl-C, and only the
     first SIGINT raises KeyboardInterrupt (`ros2 launch` delivers Ctrl-C twice). On exit,
     after the block's own cleanup, rclpy is shut down (if still up) and the previous SIGTERM
-    handler is restored.
+    handler is restored. A `--params-file` that is missing or not ROS parameter YAML raises
+    UsageError naming it, before rclpy starts.
     """
     import logging
 
     import rclpy
 
+    from stereo_depth_ros.ros.command_line import ParamsFileError, check_params_files
     from stereo_depth_ros.ros.transport import use_large_image_profile
 
     def _raise_interrupt(signum, frame):  # noqa: ARG001
@@ -321,6 +350,10 @@ def ros_session(argv: list[str] | None,
         if note:
             logging.getLogger("stereo_depth_ros").info(note)
         ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)[1]
+        try:
+            check_params_files(ros_args)   # one line naming the file, not rcl's traceback
+        except ParamsFileError as error:
+            raise UsageError(str(error)) from None
         rclpy.init(args=[sys.argv[0], *ros_args])
         yield
     finally:

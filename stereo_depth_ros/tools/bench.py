@@ -53,7 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stereo_depth_ros.tools._cli import hxw_size
+from stereo_depth_ros.tools._cli import hxw_size, run_tool
 
 CONFIGS: dict[str, dict] = {
     "reference": {"kind": "psmnet", "engine": "reference", "precision": "fp32",
@@ -726,8 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console script: 0 ok, 1 a failure (message on stderr), 2 bad command line, 130 Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_tool("stereo_depth_bench", lambda: _run(parser, args))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.configs is None:
         args.configs = list(DEFAULT_CONFIGS[args.device])
     unsupported = [name for name in args.configs

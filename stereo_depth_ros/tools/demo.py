@@ -34,7 +34,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +43,7 @@ from pathlib import Path
 
 from stereo_depth_ros.core.kitti_calib import (KITTI_2011_09_26_P_RECT_02,
                                                KITTI_2011_09_26_P_RECT_03, format_calib_text)
-from stereo_depth_ros.tools import kitti2bag
+from stereo_depth_ros.bags import bag_writer, kitti_layout
 from stereo_depth_ros.tools._cli import ToolError, run_tool, spec_type
 
 PROG = "stereo_depth_demo"
@@ -85,7 +84,7 @@ def _reserve_domain_id() -> tuple[int, socket.socket]:
 # --------------------------------------------------------------------------------- the bag
 
 
-def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.FramePair]:
+def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti_layout.FramePair]:
     """The demo's stereo pairs with stamps 0.1 s apart: DrivingStereo first, the KITTI pair last.
 
     frames: None = all 6; 1 = the first DrivingStereo pair; n >= 2 = n-1 DrivingStereo pairs and
@@ -96,18 +95,18 @@ def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.
     for path in (sequence, kitti / "kitti_000046_left.png", kitti / "kitti_000046_right.png"):
         if not path.exists():
             raise DemoError(f"{path} not found: run `make assets` (or set STEREO_DEPTH_ASSETS)")
-    start = kitti2bag.DEFAULT_START_STAMP_S
-    period = kitti2bag.DEFAULT_PERIOD_S
-    driving = kitti2bag.discover_frames(sequence, layout="pairs", skip_unpaired=True,
-                                        start_stamp_s=start, period_s=period)
+    start = kitti_layout.DEFAULT_START_STAMP_S
+    period = kitti_layout.DEFAULT_PERIOD_S
+    driving = kitti_layout.discover_frames(sequence, layout="pairs", skip_unpaired=True,
+                                           start_stamp_s=start, period_s=period)
     calib = work / "kitti2015_typical_calib.txt"
     calib.write_text("# NOT the calibration of KITTI 2015 frame 000046 (not in the sample): "
                      "KITTI raw 2011_09_26 colour cameras, used as typical values\n"
                      + format_calib_text({"P2": KITTI_2011_09_26_P_RECT_02,
                                           "P3": KITTI_2011_09_26_P_RECT_03}))
-    kitti_pair = kitti2bag.discover_frames(kitti, layout="pairs", calib=calib,
-                                           start_stamp_s=start + len(driving) * period,
-                                           period_s=period)
+    kitti_pair = kitti_layout.discover_frames(kitti, layout="pairs", calib=calib,
+                                              start_stamp_s=start + len(driving) * period,
+                                              period_s=period)
     if frames is None:
         return driving + kitti_pair
     if frames < 1:
@@ -116,9 +115,9 @@ def demo_frames(assets: Path, work: Path, frames: int | None) -> list[kitti2bag.
         return driving[:1]
     chosen = driving[:frames - 1] + kitti_pair
     # keep stamps increasing and 0.1 s apart after the selection
-    return [kitti2bag.FramePair(f.name, f.left_path, f.right_path,
-                                int(round((start + k * period) * 1e9)), f.calib_path,
-                                f.calib_keys, f.gt_path) for k, f in enumerate(chosen)]
+    return [kitti_layout.FramePair(f.name, f.left_path, f.right_path,
+                                   int(round((start + k * period) * 1e9)), f.calib_path,
+                                   f.calib_keys, f.gt_path) for k, f in enumerate(chosen)]
 
 
 # ---------------------------------------------------------------------------- processes
@@ -294,16 +293,37 @@ def format_summary(summary: dict, out_dir: Path) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create out_dir; clear it first if an earlier demo made it; refuse other folders."""
+def prepare_out_dir(out_dir: Path) -> Path | None:
+    """Create an empty out_dir. An earlier demo run there is moved aside, not deleted, to the
+    sibling `<out_dir>.<YYYYmmdd-HHMMSS>` (when that run started; `-2`, `-3` ... added if taken),
+    whose path is returned (None: nothing to keep). A folder the demo did not make is refused."""
+    kept = None
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DemoError(f"{out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
-            raise DemoError(f"{out_dir} exists and was not made by the demo; choose --out")
-        shutil.rmtree(out_dir)
+        if any(out_dir.iterdir()):
+            if not (out_dir / MARKER).is_file():
+                raise DemoError(f"{out_dir} exists and was not made by the demo; choose --out")
+            kept = _previous_run_folder(out_dir)
+            out_dir.rename(kept)
+            LOG.info("the previous run's output was moved to %s", kept)
+        else:
+            out_dir.rmdir()
     out_dir.mkdir(parents=True)
     (out_dir / MARKER).write_text("made by python -m stereo_depth_ros.tools.demo\n")
+    return kept
+
+
+def _previous_run_folder(out_dir: Path) -> Path:
+    """A free sibling name for the earlier run in out_dir, stamped with its start (local time)."""
+    started = time.strftime("%Y%m%d-%H%M%S",
+                            time.localtime((out_dir / MARKER).stat().st_mtime))
+    candidate = out_dir.with_name(f"{out_dir.name}.{started}")
+    number = 2
+    while candidate.exists():
+        candidate = out_dir.with_name(f"{out_dir.name}.{started}-{number}")
+        number += 1
+    return candidate
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -319,7 +339,7 @@ def run(args: argparse.Namespace) -> dict:
 
     LOG.info("building the bag from the sample pairs ...")
     frames = demo_frames(assets, out_dir, args.frames)
-    bag_summary = kitti2bag.write_bag(frames, out_dir / "bag", storage="mcap")
+    bag_summary = bag_writer.write_bag(frames, out_dir / "bag", storage="mcap")
     for calib in bag_summary["calibrations"]:
         LOG.info("  %dx%d fx=%.1f baseline=%.4f m from %s", calib["width"], calib["height"],
                  calib["fx"], calib["baseline_m"], _source_label(calib["source"]))
@@ -407,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embedded demo: sample stereo pairs -> bag -> stereo_depth_node -> files "
                     "in out/demo.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo",
-                        help="output folder (default out/demo; replaced on each run)")
+                        help="output folder (default out/demo); an earlier run there is "
+                             "moved aside to OUT.<YYYYmmdd-HHMMSS>, never deleted")
     parser.add_argument("--assets", type=Path, default=default_assets_dir(),
                         help="sample assets folder (default ./assets or $STEREO_DEPTH_ASSETS)")
     parser.add_argument("--backend", type=spec_type("backend"), default="psmnet",

@@ -20,7 +20,9 @@ reports how much was predicted. The printed table and the "pooled" summary are p
 over the whole dataset (as the KITTI devkit totals); "mean" is the average of per-image values.
 
 Outputs with `--out DIR`: `per_image.csv` (one row per pair) and `summary.json`. Progress goes to
-stderr. Exit status: 0 ok, 1 error (message on stderr), 2 bad command line.
+stderr. Ctrl-C stops it after printing (and with --out writing) the pairs scored so far, marked
+`"interrupted": true` in summary.json. Exit status: 0 ok, 1 error (message on stderr), 2 bad
+command line, 130 interrupted.
 
 `stereo_depth_eval --live ...` is the other mode: the running node's depth against LiDAR scans
 while a bag plays (tools.live_eval; `stereo_depth_eval --live --help` lists its options).
@@ -122,6 +124,17 @@ class EvalResult:
     counts: dict[str, MetricCounts] = field(default_factory=dict)
     times_s: list[float] = field(default_factory=list)
     stage_times_s: dict[str, list[float]] = field(default_factory=dict)
+    interrupted: bool = False      # Ctrl-C stopped it: rows and counts are the pairs done before
+
+    def add(self, row: dict, counts: dict[str, MetricCounts], timings: dict | None) -> None:
+        """Record one scored pair (row, its counts per mask, its timings_s or None)."""
+        if timings is not None:
+            self.times_s.append(row["time_s"])
+            for stage, seconds in timings.items():
+                self.stage_times_s.setdefault(stage, []).append(float(seconds))
+        for mask_name, mask_counts in counts.items():
+            self.counts[mask_name] = self.counts.get(mask_name, MetricCounts()) + mask_counts
+        self.rows.append(row)
 
 
 class Progress:
@@ -160,44 +173,23 @@ def evaluate(dataset, predict: Callable[[StereoSample], tuple[np.ndarray, dict |
 
     Ground truth is `sample.disparity` ("all") and `sample.disparity_noc` ("noc") when present;
     pixels with gt >= max_gt_disparity are left out when it is given. save_dir: also write each
-    prediction as `<save_dir>/<name>.png` (KITTI uint16).
+    prediction as `<save_dir>/<name>.png` (KITTI uint16). Ctrl-C (KeyboardInterrupt) stops the
+    loop: the result holds the pairs scored before it, with `interrupted` set.
     """
     count = len(dataset) if limit is None else min(limit, len(dataset))
     result = EvalResult()
     extra = {float(n[4:]) for n in names if n.startswith("bad_")}
     thresholds = tuple(sorted(set(BAD_THRESHOLDS) | extra))
     for index in range(count):
-        sample = dataset[index]
-        disparity, timings = predict(sample)
-        disparity = np.asarray(disparity, dtype=np.float32)
-        height, width = sample.left.shape[:2]
-        if disparity.shape != (height, width):
-            raise ToolError(f"{sample.name}: prediction is {disparity.shape[1]}x"
-                            f"{disparity.shape[0]}, the images are {width}x{height}")
-        if save_dir is not None:
-            path = save_dir / f"{sample.name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_disparity(path, disparity)
-        row: dict = {"name": sample.name, "width": width, "height": height}
-        if timings is not None:
-            total = float(timings.get("total", sum(timings.values())))
-            row["time_s"] = total
-            result.times_s.append(total)
-            for stage, seconds in timings.items():
-                result.stage_times_s.setdefault(stage, []).append(float(seconds))
-        for mask_name, gt in (("all", sample.disparity), ("noc", sample.disparity_noc)):
-            if gt is None:
-                continue
-            valid = np.isfinite(gt)
-            if max_gt_disparity is not None:
-                valid &= gt < max_gt_disparity
-            counts = count_metrics(disparity, gt, valid, holes=holes,
-                                   bad_thresholds=thresholds)
-            result.counts[mask_name] = result.counts.get(mask_name, MetricCounts()) + counts
-            suffix = "" if mask_name == "all" else "_noc"
-            for key, value in counts.finalize(names).items():
-                row[key + suffix] = value
-        result.rows.append(row)
+        try:
+            sample = dataset[index]
+            disparity, timings = predict(sample)
+            row, counts = _score_pair(sample, disparity, timings, names, holes, thresholds,
+                                      max_gt_disparity, save_dir)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            break
+        result.add(row, counts, timings)
         if progress is not None:
             label = f"{sample.name}"
             if "d1_all" in row:
@@ -206,6 +198,37 @@ def evaluate(dataset, predict: Callable[[StereoSample], tuple[np.ndarray, dict |
                 label += f" epe {row['epe']:.3f}"
             progress.update(index + 1, label)
     return result
+
+
+def _score_pair(sample: StereoSample, disparity, timings: dict | None, names, holes: str,
+                thresholds: tuple[float, ...], max_gt_disparity: float | None,
+                save_dir: Path | None) -> tuple[dict, dict[str, MetricCounts]]:
+    """(the pair's row, its MetricCounts per mask); the prediction saved when save_dir is set."""
+    disparity = np.asarray(disparity, dtype=np.float32)
+    height, width = sample.left.shape[:2]
+    if disparity.shape != (height, width):
+        raise ToolError(f"{sample.name}: prediction is {disparity.shape[1]}x"
+                        f"{disparity.shape[0]}, the images are {width}x{height}")
+    if save_dir is not None:
+        path = save_dir / f"{sample.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_disparity(path, disparity)
+    row: dict = {"name": sample.name, "width": width, "height": height}
+    if timings is not None:
+        row["time_s"] = float(timings.get("total", sum(timings.values())))
+    pair_counts = {}
+    for mask_name, gt in (("all", sample.disparity), ("noc", sample.disparity_noc)):
+        if gt is None:
+            continue
+        valid = np.isfinite(gt)
+        if max_gt_disparity is not None:
+            valid &= gt < max_gt_disparity
+        counts = count_metrics(disparity, gt, valid, holes=holes, bad_thresholds=thresholds)
+        pair_counts[mask_name] = counts
+        suffix = "" if mask_name == "all" else "_noc"
+        for key, value in counts.finalize(names).items():
+            row[key + suffix] = value
+    return row, pair_counts
 
 
 def _nanmean(values: list[float]) -> float:
@@ -378,10 +401,17 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
     result = evaluate(dataset, predict, names=names, holes=args.holes, limit=count,
                       max_gt_disparity=args.max_gt_disparity, save_dir=save_dir,
                       progress=progress)
+    if result.interrupted and not result.rows:
+        raise KeyboardInterrupt
     summary = {"dataset": args.dataset, "root": str(args.root) if args.root else None,
                **source, "holes": args.holes, "max_gt_disparity": args.max_gt_disparity,
                **summarize(result, names)}
     what = args.backend or f"predictions in {args.predictions}"
+    if result.interrupted:
+        summary["interrupted"] = True
+        summary["pairs_requested"] = count
+        stdout.write(f"{args.dataset}: interrupted after {summary['pairs']} of {count} pairs; "
+                     "the results of those:\n")
     stdout.write(f"{args.dataset}: {summary['pairs']} pairs, {what}, holes {args.holes}, "
                  "pooled over pixels\n")
     stdout.write(format_table(summary, names) + "\n")
@@ -389,6 +419,8 @@ def run(args: argparse.Namespace, stdout=None, stderr=None) -> dict:
         csv_path, json_path = write_outputs(args.out, result, summary)
         stdout.write(f"wrote {csv_path} and {json_path}\n")
     stdout.flush()
+    if result.interrupted:
+        raise KeyboardInterrupt          # exit status 130, after the partial results
     return summary
 
 
@@ -402,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         arguments.remove("--live")
         return live_main(arguments)
     args = build_parser().parse_args(argv)
-    return run_tool(PROG, lambda: run(args) and None)
+    return run_tool(PROG, lambda: run(args) and None,
+                    interrupted_hint="the pairs scored before it are reported above")
 
 
 if __name__ == "__main__":

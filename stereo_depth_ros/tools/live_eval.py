@@ -48,8 +48,8 @@ from stereo_depth_ros.core.stamp_matching import NO_REFERENCE, OVERFLOW
 from stereo_depth_ros.core.stamps import ns_to_seconds_text, seconds_to_ns
 from stereo_depth_ros.core.transforms import TransformTree
 from stereo_depth_ros.ros.interrupts import Interrupted
-from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_OK, ToolError, parse_ros_args,
-                                         positive_float, report_error, ros_session)
+from stereo_depth_ros.tools._cli import (ToolError, parse_ros_args, positive_float, ros_session,
+                                         run_tool)
 
 LOG = logging.getLogger(__name__)
 PROG = "stereo_depth_eval --live"
@@ -281,16 +281,19 @@ def plot_error_vs_range(profile: list[dict], path: Path) -> Path | None:
 # ------------------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
+    """`stereo_depth_eval --live`: 0 done (Ctrl-C is the usual way to finish: the summary is
+    still printed and written), 1 an error, 2 a bad command line."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_ros_args(build_parser(), argv)
+    return run_tool(PROG, lambda: live_eval(args, argv))
+
+
+def live_eval(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Compare until --duration, --idle-timeout or Ctrl-C/SIGTERM, then print the summary and
+    write --out. Raises ToolError or OSError."""
     if (args.preset or args.frame_id) and args.tf_bag is None:
-        report_error(PROG, ToolError("--preset and --frame-id apply to --tf-bag only"))
-        return EXIT_FAILURE
-    try:
-        tree, transform, transform_text = transform_source(args)
-    except ToolError as exc:
-        report_error(PROG, exc)
-        return EXIT_FAILURE
+        raise ToolError("--preset and --frame-id apply to --tf-bag only")
+    tree, transform, transform_text = transform_source(args)
     evaluation = LiveEvaluation(transform, tolerance_ns=seconds_to_ns(args.tolerance_s),
                                 min_depth_m=args.min_depth_m)
     settings = {"lidar_topic": args.lidar_topic, "depth_topic": args.depth_topic,
@@ -312,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from stereo_depth_ros.ros.live_eval import LiveEvalNode
 
-    code = EXIT_OK
     with ros_session(argv, interrupt=Interrupted):
         from rclpy.executors import SingleThreadedExecutor
 
@@ -328,20 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.depth_topic, transform_text, args.tolerance_s)
         executor = SingleThreadedExecutor()
         executor.add_node(node.node)
-        start = time.monotonic()
         try:
-            while True:
-                executor.spin_once(timeout_sec=0.1)
-                now = time.monotonic()
-                if args.duration_s is not None and now - start >= args.duration_s:
-                    break
-                if args.idle_timeout_s is not None and node.last_message is not None \
-                        and now - node.last_message >= args.idle_timeout_s:
-                    LOG.info("no input for %g s: finishing", args.idle_timeout_s)
-                    break
-        except (KeyboardInterrupt, Interrupted):
-            LOG.info("interrupted: finishing")
-        try:
+            _spin_until_done(executor, node, args)
             node.finish()
             summary = make_summary(evaluation, settings)
             stdout.write(summary_table(summary) + "\n")
@@ -349,14 +339,27 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is not None:
                 written = write_outputs(args.out, evaluation, summary)
                 LOG.info("wrote %s", ", ".join(str(p) for p in written))
-        except OSError as exc:
-            report_error(PROG, exc)
-            code = EXIT_FAILURE
         finally:
             executor.remove_node(node.node)
             executor.shutdown()
             node.destroy()
-    return code
+
+
+def _spin_until_done(executor, node, args: argparse.Namespace) -> None:
+    """Spin until --duration, --idle-timeout (after the first input) or Ctrl-C/SIGTERM."""
+    start = time.monotonic()
+    try:
+        while True:
+            executor.spin_once(timeout_sec=0.1)
+            now = time.monotonic()
+            if args.duration_s is not None and now - start >= args.duration_s:
+                return
+            if args.idle_timeout_s is not None and node.last_message is not None \
+                    and now - node.last_message >= args.idle_timeout_s:
+                LOG.info("no input for %g s: finishing", args.idle_timeout_s)
+                return
+    except (KeyboardInterrupt, Interrupted):
+        LOG.info("interrupted: finishing")
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ import logging
 import sys
 from pathlib import Path
 
-from stereo_depth_ros.bags import PRESETS, BagError, BagSource
+from stereo_depth_ros.bags import PRESETS, BagSource
 from stereo_depth_ros.ros.bag_player import Player, has_message_package
 from stereo_depth_ros.ros.interrupts import Interrupted
-from stereo_depth_ros.tools._cli import (EXIT_FAILURE, EXIT_INTERRUPTED, parse_ros_args,
-                                         report_error, ros_session)
+from stereo_depth_ros.tools._cli import (non_negative_float, parse_ros_args, positive_float,
+                                         ros_session, run_tool)
 
 LOG = logging.getLogger(__name__)
 PROG = "stereo_depth_replay"
@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: stereo_depth_replay drive5_bag --clock --loop;  stereo_depth_replay "
                "kitti_2011_09_26_drive_0002_synced.bag --preset kitti2bag --clock")
     parser.add_argument("bag", type=Path, help="ROS 2 bag folder or ROS 1 .bag file")
-    parser.add_argument("--rate", type=float, default=1.0,
+    parser.add_argument("--rate", type=non_negative_float, default=1.0,
                         help="playback speed factor (default 1; 0 = as fast as possible)")
     parser.add_argument("--loop", action="store_true", help="play again and again")
-    parser.add_argument("--start", type=float, default=0.0, dest="start_s",
+    parser.add_argument("--start", type=non_negative_float, default=0.0, dest="start_s",
                         help="skip this many seconds at the start of the bag")
     parser.add_argument("--topics", nargs="+", default=None,
                         help="bag topics to play (default: all, or the preset's)")
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="namespace of the replay node (applies to relative output names)")
     parser.add_argument("--clock", action="store_true",
                         help="publish /clock with the bag time (for use_sim_time)")
-    parser.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate (default 40)")
+    parser.add_argument("--clock-hz", type=positive_float, default=40.0,
+                        help="/clock rate (default 40)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="kitti2bag: play /kitti/camera_color_{left,right}/{image_raw,"
                              "camera_info} as the node's inputs with fixed camera_info, and "
@@ -91,13 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "the bag has them")
     parser.add_argument("--frame-id", default=None,
                         help="preset: frame id for both cameras (default: the left image's)")
-    parser.add_argument("--pair-tolerance", type=float, default=0.02, dest="pair_tolerance_s",
+    parser.add_argument("--pair-tolerance", type=non_negative_float, default=0.02,
+                        dest="pair_tolerance_s",
                         help="preset: max left/right stamp difference in s (default 0.02)")
     parser.add_argument("--wait-topics", nargs="*", default=None,
                         help="output topics (as published, /clock included) that need a "
                              "subscriber before playing (default: the *image_raw and "
                              "*camera_info ones)")
-    parser.add_argument("--wait-timeout", type=float, default=30.0, dest="wait_timeout_s",
+    parser.add_argument("--wait-timeout", type=non_negative_float, default=30.0,
+                        dest="wait_timeout_s",
                         help="max seconds to wait for subscribers (0: do not wait)")
     parser.add_argument("--qos-depth", type=int, default=10, help="publisher queue depth")
     parser.add_argument("--watch", default=None,
@@ -106,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="message type of --watch (default stereo_msgs/msg/DisparityImage)")
     parser.add_argument("--step", action="store_true",
                         help="wait for each frame's --watch output before the next frame")
-    parser.add_argument("--step-timeout", type=float, default=60.0, dest="step_timeout_s",
+    parser.add_argument("--step-timeout", type=positive_float, default=60.0, dest="step_timeout_s",
                         help="seconds to wait for a frame's output (it is published again after "
                              "each third of this)")
     parser.add_argument("--watch-subscribers", type=int, default=1,
                         help="before playing, also wait until the ROS graph shows this many "
                              "subscriptions on --watch (this replay's own included), e.g. 2 when "
                              "stereo_depth_dump must see every frame")
-    parser.add_argument("--linger", type=float, default=None,
+    parser.add_argument("--linger", type=non_negative_float, default=None,
                         help="seconds to keep waiting for --watch outputs after the last frame "
                              "(default: --step-timeout when --watch is given)")
     parser.add_argument("--stats-json", type=Path, default=None,
@@ -123,56 +126,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console script: 0 played, 1 a bag or ROS error, 2 a bad command line, 130 interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_ros_args(build_parser(), argv)
-    try:
-        source = BagSource(args.bag, topics=args.topics, remaps=dict(args.remap),
-                           start_s=args.start_s,
-                           preset=PRESETS[args.preset] if args.preset else None,
-                           frame_id=args.frame_id, pair_tolerance_s=args.pair_tolerance_s,
-                           can_publish=has_message_package)
-    except BagError as exc:
-        report_error(PROG, exc)
-        return EXIT_FAILURE
+    return run_tool(PROG, lambda: replay(args, argv))
+
+
+def replay(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Open the bag, then (unless --list) play it; the published counts (and --stats-json) are
+    written however playing ends. Raises BagError, KeyboardInterrupt or Interrupted."""
+    source = BagSource(args.bag, topics=args.topics, remaps=dict(args.remap),
+                       start_s=args.start_s,
+                       preset=PRESETS[args.preset] if args.preset else None,
+                       frame_id=args.frame_id, pair_tolerance_s=args.pair_tolerance_s,
+                       can_publish=has_message_package)
     if args.list:
         for topic, count in sorted(source.message_counts.items()):
             LOG.info("%s: %d messages", topic, count)
-        return 0
-    player = None
-    code = 0
+        return
     with ros_session(argv, interrupt=Interrupted):
+        player = Player(source, namespace=args.namespace, rate=args.rate, clock=args.clock,
+                        clock_hz=args.clock_hz, qos_depth=args.qos_depth,
+                        wait_topics=args.wait_topics, wait_timeout_s=args.wait_timeout_s,
+                        watch=args.watch, watch_type=args.watch_type, step=args.step,
+                        step_timeout_s=args.step_timeout_s,
+                        watch_subscribers=args.watch_subscribers)
         try:
-            player = Player(source, namespace=args.namespace, rate=args.rate, clock=args.clock,
-                            clock_hz=args.clock_hz, qos_depth=args.qos_depth,
-                            wait_topics=args.wait_topics, wait_timeout_s=args.wait_timeout_s,
-                            watch=args.watch, watch_type=args.watch_type, step=args.step,
-                            step_timeout_s=args.step_timeout_s,
-                            watch_subscribers=args.watch_subscribers)
-            player.wait_for_subscribers()
-            LOG.info("playing %s (%s) -> %s", args.bag, "ROS 1" if source.is_ros1 else "ROS 2",
-                     ", ".join(sorted(player.publishers)))
-            while True:
-                player.play_once()
-                if not args.loop:
-                    break
-            linger = args.linger if args.linger is not None else (
-                args.step_timeout_s if args.watch else 0.0)
-            player.linger(linger)
-        except (KeyboardInterrupt, Interrupted):
-            LOG.info("interrupted")
-            code = EXIT_INTERRUPTED
-        except BagError as exc:
-            report_error(PROG, exc)
-            code = EXIT_FAILURE
+            _play(player, source, args)
         finally:
-            if player is not None:
-                stats = player.stats()
-                LOG.info("published %s",
-                         ", ".join(f"{t} x{n}" for t, n in stats["published"].items()))
-                if args.stats_json is not None:
-                    args.stats_json.write_text(json.dumps(stats, indent=2))
-                player.destroy()
-    return code
+            stats = player.stats()
+            LOG.info("published %s",
+                     ", ".join(f"{t} x{n}" for t, n in stats["published"].items()))
+            if args.stats_json is not None:
+                args.stats_json.write_text(json.dumps(stats, indent=2))
+            player.destroy()
+
+
+def _play(player: Player, source: BagSource, args: argparse.Namespace) -> None:
+    player.wait_for_subscribers()
+    LOG.info("playing %s (%s) -> %s", args.bag, "ROS 1" if source.is_ros1 else "ROS 2",
+             ", ".join(sorted(player.publishers)))
+    while True:
+        player.play_once()
+        if not args.loop:
+            break
+    linger = args.linger if args.linger is not None else (
+        args.step_timeout_s if args.watch else 0.0)
+    player.linger(linger)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
     checkpoint    official-layout checkpoints with the state a resume needs
     progress      terminal progress with throughput and ETA
     summaries     the JSON log and the optional TensorBoard summaries
+    runner        one training run from the command line's options: checks, devices, the
+                  epochs or the throughput benchmark (what `stereo_depth_train` calls)
 
 Only torch, numpy, cv2 and the stdlib are imported (tensorboard optionally), never ROS.
 """
