@@ -23,7 +23,7 @@ class TinyExport:
 
 
 def export_tiny(folder: Path, *extra: str, seed: int = 0) -> TinyExport:
-    """Save a random basic PSMNet checkpoint in `folder` and export it with the tool."""
+    """Save a random basic PSMNet checkpoint in `folder`; export it with the tool."""
     import contextlib
     import io
 
@@ -35,9 +35,9 @@ def export_tiny(folder: Path, *extra: str, seed: int = 0) -> TinyExport:
     torch.manual_seed(seed)
     model = build_psmnet("basic", max_disparity=TINY_MAX_DISPARITY)
     with torch.no_grad():
-        # Official-init costs are huge (~1e7 here), so the softmax is one-hot and every disparity a whole
-        # level; scaled down they give soft distributions, whose soft-argmin and confidence
-        # are what the parity tests must compare.
+        # Official-init costs are huge (~1e7 here): the softmax is one-hot and every disparity
+        # a whole level. Scaled down they give soft distributions, whose soft-argmin and
+        # confidence are what the parity tests must compare.
         model.classify[-1].weight.mul_(COST_SCALE)
     checkpoint = folder / "tiny_basic.pth"
     torch.save({"state_dict": model.state_dict()}, checkpoint)

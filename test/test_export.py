@@ -13,14 +13,16 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from onnx_helpers import (TINY_MAX_DISPARITY, TINY_PADDED, TINY_SIZE,  # noqa: E402,F401
-                          tiny_export)
+pytest.register_assert_rewrite("onnx_helpers")
+from onnx_helpers import TINY_MAX_DISPARITY, TINY_PADDED, TINY_SIZE  # noqa: E402
 
 from stereo_depth_ros.core.onnx_metadata import ExportMetadata  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.models.checkpoint import OFFICIAL_PREPROCESSING  # noqa: E402
 from stereo_depth_ros.models.cost_volume import build_concat_volume  # noqa: E402
 from stereo_depth_ros.models.onnx_export import gather_concat_volume  # noqa: E402
+
+pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture
 
 
 @pytest.mark.parametrize("levels, width", [(1, 7), (5, 20), (12, 9), (48, 64)])
@@ -116,6 +118,8 @@ def test_onnx_runtime_equals_the_exact_engine(tiny_export):
 
 @pytest.mark.slow
 def test_stackhourglass_exports_in_fp16_with_float32_inputs_and_outputs(tmp_path):
+    import onnxruntime
+
     from stereo_depth_ros.models import build_psmnet
     from stereo_depth_ros.models.onnx_export import export_psmnet_onnx
 
@@ -130,9 +134,12 @@ def test_stackhourglass_exports_in_fp16_with_float32_inputs_and_outputs(tmp_path
     assert {v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]} \
         == {float32}
     initializers = {init.name: init.data_type for init in proto.graph.initializer}
-    conv_weights = [initializers[node.input[1]] for node in proto.graph.node
-                    if node.op_type == "Conv"]
-    assert len(conv_weights) > 100 and set(conv_weights) == {float16}
+    convolutions = [node for node in proto.graph.node if node.op_type == "Conv"]
+    assert len(convolutions) > 100
+    assert {initializers[name] for node in convolutions for name in node.input[1:]} == {float16}
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    assert all(producers[node.input[0]].op_type == "Cast" for node in convolutions)
+    onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from onnx_helpers import TINY_SIZE, tiny_export  # noqa: E402,F401
+pytest.register_assert_rewrite("onnx_helpers")
+from onnx_helpers import TINY_SIZE  # noqa: E402
 
 from stereo_depth_ros import drop_reasons  # noqa: E402
 from stereo_depth_ros.backends.base import InputSizeError  # noqa: E402
@@ -20,6 +21,7 @@ from stereo_depth_ros.config import NodeConfig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.drop_reasons import FrameDropped  # noqa: E402
 
+pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -122,8 +124,7 @@ print(np.isfinite(result.depth_m).mean())
 # ----------------------------------------------------------------------------- the real node
 @pytest.mark.ros
 @pytest.mark.slow
-def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_export,
-                                                                        backend):
+def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_export, backend):
     pytest.importorskip("rclpy")
     from ros_helpers import FRAME, OUTPUTS, Harness, NodeProcess, as_array, stereo_infos
 

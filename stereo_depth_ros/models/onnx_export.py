@@ -11,9 +11,11 @@ What changes against the eager model, numerically nothing:
 - the cost volume is built by `gather_concat_volume` (Pad, Gather, Transpose, Where, Concat:
   a handful of nodes for any number of levels) instead of `cost_volume.build_concat_volume`,
   whose in-place slice writes and `unfold` trace into one slice per disparity level;
-- with precision fp16 the features, the cost volume and the 3-D CNN run in float16 inside the
-  graph, while the inputs and the regression (upsampling, softmax, soft-argmin, confidence) stay
-  float32, as in the node's own reduced-precision paths.
+- with precision fp16 every convolution holds float16 weights and computes in float16 (a Cast
+  before and after it), while everything else, the inputs and the regression (upsampling,
+  softmax, soft-argmin, confidence) stay float32, as in the node's own reduced-precision paths.
+  The conversion is done on the graph (`convolutions_to_fp16`) rather than by tracing a float16
+  model, which the CPU would run at a crawl.
 
 A future per-pixel disparity uncertainty becomes one more output: `PsmnetOnnxGraph.forward`
 returns one tensor per name in `output_names`, and the onnx backend reads outputs by name.
@@ -80,8 +82,7 @@ def gather_concat_volume(left_features: torch.Tensor, right_features: torch.Tens
 class PsmnetOnnxGraph(nn.Module):
     """The exported computation: normalised left/right -> disparity, confidence.
 
-    model: an eval-mode PSMNet (either variant) in float32; precision "fp16" runs a float16 copy
-    of its convolutions inside the graph (the caller passes `model.half()`-able weights).
+    model: an eval-mode PSMNet (either variant) in float32.
     Inputs of `forward`: left, right (1, 3, H, W) float32, normalised, H and W multiples of 16
     and >= 256. Returns (disparity, confidence), each (1, 1, H, W) float32: disparity in px in
     [0, max_disparity - 1], confidence in [0, 1] (`regression.window_confidence`).
@@ -92,22 +93,17 @@ class PsmnetOnnxGraph(nn.Module):
     # name here and its tensor to forward's return value; the metadata's `outputs` records the
     # names and the onnx backend picks outputs by name.
 
-    def __init__(self, model: PSMNetBase, precision: str = "fp32") -> None:
+    def __init__(self, model: PSMNetBase) -> None:
         super().__init__()
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
         self.model = model
-        self.compute_dtype = torch.float16 if precision == "fp16" else torch.float32
 
     def forward(self, left: torch.Tensor, right: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         size = (left.shape[2], left.shape[3])
-        left = left.to(self.compute_dtype)
-        right = right.to(self.compute_dtype)
         left_features, right_features = model.extract_features(left, right)
         volume = gather_concat_volume(left_features, right_features, model.num_levels)
-        cost = model.aggregate(volume)[-1].float()
+        cost = model.aggregate(volume)[-1]
         disparity, confidence = model.regress(cost, size, with_confidence=True)
         return disparity, confidence
 
@@ -128,8 +124,8 @@ def export_psmnet_onnx(model: PSMNetBase, path: str | Path, *, height: int, widt
                        opset: int = DEFAULT_OPSET) -> ExportReport:
     """Write `model` as an ONNX file for input size (height, width) px, padded already.
 
-    model: a PSMNet (`build_psmnet`, weights loaded); it is put in eval mode on the CPU, and
-        converted to float16 for precision "fp16".
+    model: a PSMNet (`build_psmnet`, weights loaded); it is put in eval mode on the CPU.
+    precision: "fp32", or "fp16" (float16 convolutions, see the module docstring).
     height, width: the padded network input (multiples of 16, >= 256; see core.padding).
     checkpoint_sha256: recorded in the metadata (`core.onnx_metadata.RANDOM_WEIGHTS` if none).
     Raises ValueError for a size the network cannot take or a graph with non-standard operators.
@@ -140,11 +136,13 @@ def export_psmnet_onnx(model: PSMNetBase, path: str | Path, *, height: int, widt
             or min(height, width) < preprocessing.min_size):
         raise ValueError(f"input size {height}x{width} (HxW) must be padded already: multiples "
                          f"of {SIZE_MULTIPLE}, at least {preprocessing.min_size} px")
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     started = time.perf_counter()
     model = model.cpu().eval()
-    graph = PsmnetOnnxGraph(model.half() if precision == "fp16" else model, precision).eval()
+    graph = PsmnetOnnxGraph(model).eval()
     example = torch.zeros((1, 3, height, width), dtype=torch.float32)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -157,6 +155,8 @@ def export_psmnet_onnx(model: PSMNetBase, path: str | Path, *, height: int, widt
                           opset_version=opset, input_names=list(INPUT_NAMES),
                           output_names=list(graph.output_names), do_constant_folding=True)
     proto = fold_static_shapes(buffer.getvalue())
+    if precision == "fp16":
+        convolutions_to_fp16(proto)
     check_standard_operators(proto)
     metadata = ExportMetadata(
         checkpoint_sha256=checkpoint_sha256, model_variant=model.variant,
@@ -199,6 +199,41 @@ def fold_static_shapes(model_bytes: bytes):
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
     return proto
+
+
+def convolutions_to_fp16(proto) -> int:
+    """Make every Conv of `proto` (in place) compute in float16: its weight and bias initializers
+    become float16, a Cast to float16 feeds it and a Cast back to float32 follows it, so the
+    rest of the graph keeps its float32 types. Returns the number of convolutions converted.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {init.name: init for init in proto.graph.initializer}
+    nodes = []
+    converted = 0
+    for node in proto.graph.node:
+        if node.op_type != "Conv" or any(name not in initializers for name in node.input[1:]):
+            nodes.append(node)
+            continue
+        for name in node.input[1:]:
+            init = initializers[name]
+            if init.data_type == TensorProto.FLOAT:
+                half = numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"),
+                                               name)
+                init.CopyFrom(half)
+        data, output = node.input[0], node.output[0]
+        node.input[0], node.output[0] = f"{data}__{converted}_fp16", f"{output}__fp16"
+        nodes.append(onnx.helper.make_node("Cast", [data], [node.input[0]],
+                                           to=TensorProto.FLOAT16, name=f"{node.name}/to_fp16"))
+        nodes.append(node)
+        nodes.append(onnx.helper.make_node("Cast", [node.output[0]], [output],
+                                           to=TensorProto.FLOAT, name=f"{node.name}/to_fp32"))
+        converted += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    del proto.graph.value_info[:]          # intermediate types changed; readers infer them
+    return converted
 
 
 def check_standard_operators(proto) -> None:
