@@ -134,7 +134,7 @@ def create_backend(config: NodeConfig):
 
 
 def _model_source(config: NodeConfig) -> str:
-    """' from '<file>'" for backends that load a file (psmnet weights, onnx), else empty."""
+    """The log text ` from '<file>'` of backends that load a file (psmnet, onnx), else ""."""
     path = {"psmnet": config.weights_path, "onnx": config.onnx_path}.get(config.backend)
     return f" from {path!r}" if path is not None else ""
 
