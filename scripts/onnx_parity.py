@@ -4,8 +4,9 @@
 
 The pair is assets/samples/kitti2015 (1242x375, padded to 1248x384 by the node's rule). Steps,
 each timed: stereo_depth_export (file size), ONNX Runtime CPU through backend onnx, the exact
-engine through backend psmnet; each inference runs in its own process so its peak memory (max
-RSS, /proc VmHWM) is its own. Prints one JSON object: seconds, MB, and |ORT - exact| mean/max/p99 in px.
+engine through backend psmnet; each inference runs in its own process so its peak memory
+(/proc VmHWM) is its own. Prints one JSON object: seconds, GB, MB and |ORT - exact|
+mean/max/p99 in px.
 Heavy (ORT fp32 needs ~12 GB at this size): run it alone, not in CI.
 """
 
