@@ -182,3 +182,23 @@ def test_a_warmup_size_the_file_does_not_fit_stops_the_node_at_start(tiny_export
     assert code != 0
     assert ("exported for 256x256 (WxH, padded) but the matcher input is 1242x375, which pads "
             "to 1248x384") in node.output()
+
+
+def test_infer_runs_a_file_and_refuses_one_without_onnx_path(tiny_export, tmp_path, capsys,
+                                                             backend):
+    import cv2
+
+    from stereo_depth_ros.tools.infer import main
+
+    scene = make_scene(*TINY_SIZE, background_disparity=4.0, foreground_disparity=9.0,
+                       texture_cell_px=2.0, seed=1)
+    for side, image in (("left", scene.left), ("right", scene.right)):
+        cv2.imwrite(str(tmp_path / f"{side}.png"), image[..., ::-1])
+    common = ["--left", str(tmp_path / "left.png"), "--right", str(tmp_path / "right.png"),
+              "--output", str(tmp_path / "d.npy"), "--backend", "onnx"]
+    assert main([*common, "--onnx-path", str(tiny_export.onnx_path)]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "d.npy"),
+                               backend.compute(scene.left, scene.right).disparity, atol=1e-6)
+    capsys.readouterr()
+    assert main(common) == 1
+    assert "--backend onnx needs --onnx-path FILE.onnx" in capsys.readouterr().err
