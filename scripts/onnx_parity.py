@@ -7,7 +7,7 @@ each timed: stereo_depth_export (file size), ONNX Runtime CPU through backend on
 engine through backend psmnet; each inference runs in its own process so its peak memory
 (/proc VmHWM) is its own. Prints one JSON object: seconds, GB, MB and |ORT - exact|
 mean/max/p99 in px.
-Heavy (ORT fp32 needs ~12 GB at this size): run it alone, not in CI.
+Heavy (minutes on 2 cores, about 2 GB per process): run it alone, not in CI.
 """
 
 from __future__ import annotations
