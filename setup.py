@@ -30,6 +30,9 @@ setup(
         "bags": ["rosbags>=0.10"],
         # stereo_depth_train's TensorBoard summaries (without it: a one-line hint, JSON log only)
         "train": ["tensorboard>=2.14"],
+        # stereo_depth_export (onnx + onnxruntime) and backend onnx (onnxruntime alone; on a
+        # Jetson or with CUDA/TensorRT install onnxruntime-gpu instead)
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "test": ["pytest"],
     },
     zip_safe=True,
@@ -49,6 +52,7 @@ setup(
             "stereo_depth_eval = stereo_depth_ros.tools.evaluate:main",
             "stereo_depth_train = stereo_depth_ros.tools.train:main",
             "stereo_depth_bench = stereo_depth_ros.tools.bench:main",
+            "stereo_depth_export = stereo_depth_ros.tools.export:main",
         ],
     },
 )

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-BACKENDS = ("psmnet", "sgbm", "bm")
+BACKENDS = ("psmnet", "sgbm", "bm", "onnx")
 MODELS = ("stackhourglass", "basic")
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINES = ("auto", "reference", "exact", "fast")
@@ -24,6 +24,9 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 SYNCHRONIZERS = ("auto", "message_filters", "in_package")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 SGBM_MODES = ("sgbm", "hh", "sgbm_3way", "hh4")
+ONNX_PROVIDERS = ("tensorrt", "cuda", "openvino", "cpu")
+"""onnx_providers' names, in the order `auto` prefers them (backends.onnx maps them to ONNX
+Runtime's execution providers)."""
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 WARMUP_SIZE_PATTERN = re.compile(r"^([1-9]\d{0,4})x([1-9]\d{0,4})$")
 
@@ -31,6 +34,9 @@ WARMUP_SIZE_PATTERN = re.compile(r"^([1-9]\d{0,4})x([1-9]\d{0,4})$")
 WEIGHTS_HINT = ("set weights_path to a PSMNet checkpoint, e.g. the official "
                 "pretrained_model_KITTI2015.tar (`make assets` puts it in assets/weights/), "
                 "or use backend:=sgbm, which needs no weights")
+#: What the error for a missing ONNX file tells the user.
+ONNX_HINT = ("set onnx_path to a file written by stereo_depth_export (e.g. `stereo_depth_export "
+             "--weights W --size 384x1248 --output net.onnx`)")
 
 
 def source_checkout() -> str | None:
@@ -187,6 +193,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("max_disparity", 192, "PSMNet disparity search range in px at the matcher's input "
           "resolution (the released checkpoints are trained with 192)", min_value=16,
           max_value=768, step=16, read_only=True),
+    _spec("onnx_path", "", "backend onnx: the .onnx file stereo_depth_export wrote (one padded "
+          "input size; images that pad to another size are dropped as "
+          "matcher_input_size_mismatch); empty = not set", read_only=True),
+    _spec("onnx_providers", "auto", "backend onnx: ONNX Runtime execution providers in order of "
+          "preference, comma-separated (" + ", ".join(ONNX_PROVIDERS) + "); auto = every one "
+          "this onnxruntime has, in that order; the ones in use are logged at start",
+          read_only=True, constraints="auto or a comma-separated list"),
     _spec("warmup_size", "", "camera image size WIDTHxHEIGHT (e.g. 1242x375): when the backend "
           "is loaded, one blank pair of that size runs through the whole pipeline (input_scale "
           "included), so the first real frame does not pay for engine plans, CUDA graphs and "
@@ -302,6 +315,8 @@ BM_PARAMETERS = {"sgbm.min_disparity": "min_disparity", "sgbm.num_disparities": 
                  "sgbm.speckle_range": "speckle_range", "sgbm.disp12_max_diff": "disp12_max_diff"}
 """{parameter: BmBackend option}: block matching shares the window, range and filter values with
 SGBM (one value each, as stereo_image_proc sets both matchers from one parameter)."""
+ONNX_PARAMETERS = {"onnx_path": "onnx_path", "onnx_providers": "providers"}
+"""{parameter: OnnxBackend option} of backend onnx."""
 
 
 def _field_name(param_name: str) -> str:
@@ -319,6 +334,8 @@ class NodeConfig:
     precision: str = SPECS["precision"].default
     engine: str = SPECS["engine"].default
     max_disparity: int = SPECS["max_disparity"].default
+    onnx_path: str = SPECS["onnx_path"].default
+    onnx_providers: str = SPECS["onnx_providers"].default
     warmup_size: str = SPECS["warmup_size"].default
     input_scale: float = SPECS["input_scale"].default
     rectify: str = SPECS["rectify"].default
@@ -372,6 +389,8 @@ class NodeConfig:
                     "sgbm.min_disparity": "min_disparity"}
         if self.backend == "bm":
             return dict(BM_PARAMETERS)
+        if self.backend == "onnx":
+            return dict(ONNX_PARAMETERS)
         return {spec.name: spec.name[len(SGBM_PREFIX):] for spec in PARAMS
                 if spec.name.startswith(SGBM_PREFIX)}
 
@@ -391,9 +410,15 @@ class NodeConfig:
         """Keyword arguments for backends.bm.BmBackend."""
         return {option: self.get(name) for name, option in BM_PARAMETERS.items()}
 
+    def onnx_options(self) -> dict[str, Any]:
+        """Keyword arguments for backends.onnx.OnnxBackend."""
+        return {option: self.get(name) for name, option in ONNX_PARAMETERS.items()}
+
     def backend_options(self) -> dict[str, Any]:
         if self.backend == "bm":
             return self.bm_options()
+        if self.backend == "onnx":
+            return self.onnx_options()
         return self.psmnet_options() if self.backend == "psmnet" else self.sgbm_options()
 
     def replace(self, changes: Mapping[str, Any]) -> NodeConfig:
@@ -424,6 +449,10 @@ class NodeConfig:
         if self.warmup_size and not WARMUP_SIZE_PATTERN.match(self.warmup_size):
             raise ValueError(f"warmup_size={self.warmup_size!r} is not allowed: expected "
                              "WIDTHxHEIGHT such as 1242x375, or empty for no warm-up")
+        providers = [p.strip() for p in self.onnx_providers.lower().split(",")]
+        if providers != ["auto"] and any(p not in ONNX_PROVIDERS for p in providers):
+            raise ValueError(f"onnx_providers={self.onnx_providers!r} is not allowed: expected "
+                             f"auto or a comma-separated list of {', '.join(ONNX_PROVIDERS)}")
         if self.min_depth_m > 0 and self.max_depth_m > 0 and self.min_depth_m >= self.max_depth_m:
             raise ValueError(f"min_depth_m={self.min_depth_m} must be below max_depth_m="
                              f"{self.max_depth_m} (0 disables a limit)")
@@ -452,6 +481,8 @@ class NodeConfig:
         """Checks that only matter when the node starts (the backend is about to be built)."""
         if self.backend == "psmnet" and not self.weights_path.strip():
             raise ValueError("weights_path is empty but backend is psmnet: " + WEIGHTS_HINT)
+        if self.backend == "onnx" and not self.onnx_path.strip():
+            raise ValueError("onnx_path is empty but backend is onnx: " + ONNX_HINT)
 
 
 def field_names() -> list[str]:

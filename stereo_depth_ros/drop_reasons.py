@@ -38,13 +38,16 @@ SIZE_MISMATCH = "size_mismatch"
 """Left and right images of one pair differ in size."""
 IMAGE_TOO_SMALL = "image_too_small"
 """The matcher cannot search its disparity range in an image this narrow."""
+INPUT_SIZE_MISMATCH = "matcher_input_size_mismatch"
+"""The matcher is made for another image size (an ONNX file exported for one padded size)."""
 PROCESSING_ERROR = "processing_error"
 """An unexpected exception inside the worker (the node keeps serving)."""
 
 DROP_REASONS = (STAMP_SKEW, UNMATCHED, MISSING_CAMERA_INFO, MISSING_IMAGE,
                 IMAGES_LOST_IN_TRANSPORT, UNSUPPORTED_ENCODING, BAD_IMAGE_DATA,
                 BAD_COMPRESSED_DATA, NAN_IN_CALIBRATION, UNCALIBRATED, INFO_SIZE_MISMATCH,
-                INVALID_CALIBRATION, BUSY, SIZE_MISMATCH, IMAGE_TOO_SMALL, PROCESSING_ERROR)
+                INVALID_CALIBRATION, BUSY, SIZE_MISMATCH, IMAGE_TOO_SMALL, INPUT_SIZE_MISMATCH,
+                PROCESSING_ERROR)
 """Every reason (the README's Topics section lists them all)."""
 
 DEPTH_UNAVAILABLE = "depth_unavailable"

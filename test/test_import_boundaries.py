@@ -24,13 +24,15 @@ PURE_MODULES = [
     "stereo_depth_ros.tools.infer", "stereo_depth_ros.tools.evaluate",
     "stereo_depth_ros.tools.train", "stereo_depth_ros.tools.kitti2bag",
     "stereo_depth_ros.tools.replay", "stereo_depth_ros.tools.dump",
-    "stereo_depth_ros.tools.bench",
+    "stereo_depth_ros.tools.bench", "stereo_depth_ros.tools.export",
+    "stereo_depth_ros.backends.onnx", "stereo_depth_ros.core.onnx_metadata",
 ]
 ROS_MODULES = ("rclpy", "sensor_msgs", "stereo_msgs", "std_msgs", "message_filters",
                "cv_bridge", "rcl_interfaces", "diagnostic_msgs")
 TORCH_FREE = ("stereo_depth_ros.pipeline", "stereo_depth_ros.backends.sgbm",
               "stereo_depth_ros.core.rectify", "stereo_depth_ros.core.geometry",
-              "stereo_depth_ros.bags", "stereo_depth_ros.config")
+              "stereo_depth_ros.bags", "stereo_depth_ros.config", "stereo_depth_ros.backends.onnx",
+              "stereo_depth_ros.core.onnx_metadata")
 
 _BLOCK_ROS = f"""
 import importlib.abc, sys

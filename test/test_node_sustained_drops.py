@@ -29,6 +29,7 @@ from stereo_depth_ros import drop_reasons as reasons  # noqa: E402
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture (a small exported network)
 
 WIDTH, HEIGHT = 640, 480
 PAIRS, WARMUP_PAIRS, CHUNK = 300, 20, 16
@@ -50,21 +51,21 @@ def rss_mb(pid: int) -> float:
 class Stream:
     """A node in its own namespace, its reliable inputs, synthetic stamps 0.1 s apart."""
 
-    def __init__(self, namespace: str, extra_args: list[str] = (), harness_class=Harness):
+    def __init__(self, namespace: str, extra_args: list[str] = (), harness_class=Harness,
+                 backend: list[str] = ("-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=64")):
         topics = [f"{namespace}/{side}/{kind}" for side in ("left", "right")
                   for kind in ("image_raw", "camera_info")]
         if "image_transport:=compressed" in extra_args:
             topics = [t.replace("image_raw", "image_raw/compressed") for t in topics]
         self.topics = topics
-        args = ["-r", f"__ns:={namespace}", "-p", "backend:=sgbm",
-                "-p", "sgbm.num_disparities:=64", "-p", f"queue_size:={QUEUE_SIZE}",
+        args = ["-r", f"__ns:={namespace}", *backend, "-p", f"queue_size:={QUEUE_SIZE}",
                 "-p", "diagnostics_period_seconds:=0.1", "-p", "synchronizer:=in_package",
                 *extra_args]
         for topic in topics:
             args += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable",
                      "-p", f"qos_overrides.{topic}.subscription.depth:={4 * CHUNK}"]
         self.process = NodeProcess(args).start()
-        self.process.wait_for_output(r"ready: backend=sgbm")
+        self.process.wait_for_output(r"ready: backend=")
         self.harness = harness_class(self.process, outputs={"disparity":
                                                             "stereo_msgs/DisparityImage"},
                                      namespace=namespace)
@@ -341,10 +342,21 @@ def test_sustained_bad_compressed_data_keeps_memory_flat():
         s.close()
 
 
+def test_sustained_onnx_input_size_mismatch_keeps_memory_flat(tiny_export):
+    """backend onnx: a 640x480 camera against a file exported for 256x256."""
+    s = Stream("/sustained_onnx", backend=["-p", "backend:=onnx", "-p",
+                                           f"onnx_path:={tiny_export.onnx_path}"])
+    try:
+        rss = sustain(s, f"dropped.{reasons.INPUT_SIZE_MISMATCH}", good)
+        assert_flat(reasons.INPUT_SIZE_MISMATCH, rss)
+    finally:
+        s.close()
+
+
 def test_every_reason_a_stream_can_trigger_is_sustained_here():
     covered = (set(WORKER_REASONS) | set(SYNC_REASONS) | NOT_SUSTAINABLE
                | {reasons.BUSY, reasons.MISSING_CAMERA_INFO, reasons.MISSING_IMAGE,
-                  reasons.BAD_COMPRESSED_DATA})
+                  reasons.BAD_COMPRESSED_DATA, reasons.INPUT_SIZE_MISMATCH})
     assert covered == set(reasons.DROP_REASONS)
 
 

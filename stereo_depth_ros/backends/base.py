@@ -7,6 +7,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+PSMNET_DELTA_D_PX = 1.0 / 256.0
+"""Disparity step reported in DisparityImage.delta_d by the PSMNet backends (psmnet, onnx): the
+network regresses a continuous value, reported at KITTI's 1/256 px storage resolution."""
+
+
+class InputSizeError(ValueError):
+    """`check_input_size`: the backend is made for other image sizes (not merely too small)."""
+
 
 @dataclass
 class DisparityResult:

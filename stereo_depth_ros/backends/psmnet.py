@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stereo_depth_ros.backends.base import DisparityResult, validate_pair
+from stereo_depth_ros.backends.base import PSMNET_DELTA_D_PX, DisparityResult, validate_pair
 from stereo_depth_ros.config import DEVICE_PATTERN, ENGINES, PRECISIONS
 from stereo_depth_ros.core.padding import InputPadder
 from stereo_depth_ros.models import (OFFICIAL_PREPROCESSING, PsmnetPreprocessing, build_psmnet,
@@ -35,9 +35,8 @@ from stereo_depth_ros.models.psmnet import SIZE_MULTIPLE, VARIANTS
 
 LOG = logging.getLogger(__name__)
 
-DELTA_D_PX = 1.0 / 256.0
-"""Disparity step reported in DisparityImage.delta_d: PSMNet regresses a continuous value,
-reported at KITTI's 1/256 px storage resolution."""
+DELTA_D_PX = PSMNET_DELTA_D_PX
+"""Disparity step reported in DisparityImage.delta_d (see backends.base.PSMNET_DELTA_D_PX)."""
 
 
 def cuda_unavailable_reason() -> str:

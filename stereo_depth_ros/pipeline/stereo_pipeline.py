@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from stereo_depth_ros import drop_reasons
+from stereo_depth_ros.backends.base import InputSizeError
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
@@ -172,6 +173,8 @@ class StereoPipeline:
     def _check_matcher_input(self, width: int, height: int) -> None:
         try:
             self.backend.check_input_size(width, height)
+        except InputSizeError as error:
+            raise FrameDropped(drop_reasons.INPUT_SIZE_MISMATCH, str(error)) from None
         except ValueError as error:
             raise FrameDropped(drop_reasons.IMAGE_TOO_SMALL, str(error)) from None
 

@@ -36,7 +36,7 @@ from stereo_msgs.msg import DisparityImage
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.backends import make_backend
-from stereo_depth_ros.config import NodeConfig, missing_weights_hint
+from stereo_depth_ros.config import ONNX_HINT, NodeConfig, missing_weights_hint
 from stereo_depth_ros.core.disparity_io import colorize
 from stereo_depth_ros.core.stamps import stamp_to_ns
 from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, BUSY,
@@ -148,12 +148,21 @@ def create_backend(config: NodeConfig):
         if not path.is_file():
             raise StartupError(f"weights_path {str(path)!r} does not exist or is not a file: "
                                + missing_weights_hint(config.weights_path))
+    if config.backend == "onnx" and not Path(config.onnx_path).expanduser().is_file():
+        raise StartupError(f"onnx_path {config.onnx_path!r} does not exist or is not a file: "
+                           + ONNX_HINT)
     try:
         return make_backend(config.backend, **config.backend_options())
     except Exception as error:  # noqa: BLE001  (any loader error: say what and where)
-        where = f" from {config.weights_path!r}" if config.backend == "psmnet" else ""
+        where = _model_source(config)
         raise StartupError(f"cannot create the {config.backend} backend{where}: "
                            f"{type(error).__name__}: {error}") from None
+
+
+def _model_source(config: NodeConfig) -> str:
+    """The log text ` from '<file>'` of backends that load a file (psmnet, onnx), else ""."""
+    path = {"psmnet": config.weights_path, "onnx": config.onnx_path}.get(config.backend)
+    return f" from {path!r}" if path is not None else ""
 
 
 class StereoDepthCore:
@@ -214,7 +223,7 @@ class StereoDepthCore:
                                         on_event=self.get_logger().info,
                                         input_names=tuple(self._topics[:3]))
         self._calibration_state = None
-        source = f" from {config.weights_path!r}" if config.backend == "psmnet" else ""
+        source = _model_source(config)
         self.get_logger().info(f"backend loaded: {config.backend}{source} in "
                                f"{time.perf_counter() - started:.2f} s (load number "
                                f"{self._backend_loads} in this process)")

@@ -171,7 +171,8 @@ def add_backend_arguments(group, *, default: str | None = "psmnet", backend_grou
 
     --backend (in `backend_group` when given, e.g. a mutually exclusive group), --weights,
     --model, --max-disparity (PSMNet max_disparity; SGBM num_disparities), --device,
-    --precision, --engine, --block-size (SGBM, BM). Read back with `backend_from_args`.
+    --precision, --engine, --block-size (SGBM, BM), --onnx-path and --onnx-providers (onnx).
+    Read back with `backend_from_args`.
     """
     from stereo_depth_ros.config import BACKENDS, SPECS
 
@@ -196,6 +197,10 @@ def add_backend_arguments(group, *, default: str | None = "psmnet", backend_grou
     group.add_argument("--block-size", type=spec_type("sgbm.block_size"),
                        default=SPECS["sgbm.block_size"].default,
                        help=helptext("sgbm.block_size"))
+    group.add_argument("--onnx-path", type=Path, default=None, help=helptext("onnx_path"))
+    group.add_argument("--onnx-providers", type=spec_type("onnx_providers"),
+                       default=SPECS["onnx_providers"].default,
+                       help=helptext("onnx_providers"))
 
 
 def resolve_weights(weights: Path | None) -> Path:
@@ -221,6 +226,12 @@ def backend_from_args(args: argparse.Namespace):
         if args.max_disparity is not None:
             options["num_disparities"] = args.max_disparity
         return make_backend(args.backend, **options)
+    if args.backend == "onnx":
+        if args.onnx_path is None or not args.onnx_path.is_file():
+            raise ToolError(f"--backend onnx needs --onnx-path FILE.onnx (stereo_depth_export "
+                            f"writes one); got {args.onnx_path}")
+        return make_backend("onnx", onnx_path=str(args.onnx_path),
+                            providers=args.onnx_providers)
     options = {"weights_path": str(resolve_weights(args.weights)), "model": args.model,
                "device": args.device, "precision": args.precision, "engine": args.engine}
     if args.max_disparity is not None:
