@@ -159,7 +159,8 @@ def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_ex
             "to 256x304") in log
     assert int(status.get("pairs_published", 0)) == 0
     disp = out["disparity"]
-    assert (disp.min_disparity, disp.max_disparity, disp.delta_d) == (0.0, 16.0, 1.0 / 256)
+    # max_disparity inclusive, as stereo_image_proc: min + range - 1
+    assert (disp.min_disparity, disp.max_disparity, disp.delta_d) == (0.0, 15.0, 1.0 / 256)
     published = as_array(disp.image)
     np.testing.assert_allclose(published, expected.disparity, atol=1e-5)
     np.testing.assert_allclose(as_array(out["disparity/confidence"]), expected.confidence,
