@@ -176,9 +176,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("confidence_threshold", 0.0, "pixels whose backend confidence is below this become "
           "invalid in every output; 0 = keep all (backends without confidence ignore it)",
           min_value=0.0, max_value=1.0),
-    _spec("max_relative_uncertainty", 0.0, "pixels whose relative depth uncertainty sigma_Z/Z "
+    _spec("max_relative_uncertainty", 0.06, "pixels whose relative depth uncertainty sigma_Z/Z "
           "(= sigma_d / disparity, first order) is above this become invalid in every output; "
-          "0 = keep all (backends without uncertainty, e.g. sgbm, ignore it)",
+          "0 = keep all (backends without uncertainty, e.g. sgbm, ignore it); the default is "
+          "measured (README, Which depth to trust)",
           min_value=0.0, max_value=1.0),
     _spec("use_color", True, "add packed rgb (from the rectified left image) to points2"),
     _spec("points_depth_std", False, "add a float32 depth_std field (sigma_Z, metres, NaN "

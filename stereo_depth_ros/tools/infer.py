@@ -76,6 +76,11 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise ToolError(f"--output {args.output}: unsupported extension "
                         f"{args.output.suffix or '(none)'!r} (use {', '.join(OUTPUT_SUFFIXES)})")
     _check_directory(args.output, "--output")
+    for name in ("confidence_threshold", "max_relative_uncertainty"):
+        try:
+            _checked(args, name)
+        except ValueError as error:
+            raise ToolError(str(error)) from None
     if args.uncertainty is not None:
         if args.uncertainty.suffix.lower() != ".npy":
             raise ToolError(f"--uncertainty {args.uncertainty}: must be a .npy file")
@@ -105,12 +110,8 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     backend = backend_from_args(args)
     loaded = time.perf_counter()
-    try:
-        options = PipelineOptions(confidence_threshold=_checked(args, "confidence_threshold"),
-                                  max_relative_uncertainty=_checked(
-                                      args, "max_relative_uncertainty"))
-    except ValueError as error:
-        raise ToolError(str(error)) from None
+    options = PipelineOptions(confidence_threshold=args.confidence_threshold,
+                              max_relative_uncertainty=args.max_relative_uncertainty)
     pipeline = StereoPipeline(backend, options,
                               input_names=(str(args.left), str(args.right), ""))
     try:
