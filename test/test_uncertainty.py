@@ -204,3 +204,24 @@ def test_calibration_stats_by_hand():
     counts = mask_tradeoff(disparity, None, sigma, gt, confidence_threshold=0.0,
                            max_relative_uncertainty=0.0)
     assert counts == {"known": 5, "kept": 5, "bad_2_kept": 2}
+
+
+def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_golden):
+    """stages='device' (the CUDA path, here on the CPU's torch device) = stages='host'."""
+    from stereo_depth_ros.backends.psmnet import PsmnetBackend
+
+    backend = PsmnetBackend(kitti_weights, max_disparity=48, device="cpu", engine="exact")
+    left = np.ascontiguousarray(real_golden["left"][:128, 128:384])
+    right = np.ascontiguousarray(real_golden["right"][:128, 128:384])
+    rig = StereoRig(fx=500.0, fy=500.0, cx_left=128.0, cx_right=128.0, cy=64.0, baseline_m=0.5,
+                    width=256, height=128)
+    raw = backend.compute(left, right)
+    limit = float(np.median(raw.uncertainty / raw.disparity))    # masks about half the pixels
+    options = PipelineOptions(max_relative_uncertainty=limit)
+    host = StereoPipeline(backend, options, stages="host").process(left, right, rig)
+    device = StereoPipeline(backend, options, stages="device").process(left, right, rig)
+    dropped = np.isnan(host.disparity)
+    assert 0.2 < dropped.mean() < 0.8
+    for name in ("disparity", "uncertainty_px", "depth_m", "depth_std_m"):
+        np.testing.assert_allclose(getattr(device, name), getattr(host, name), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
