@@ -34,6 +34,7 @@ LEFT_RECT = "matcher/left/image_rect"         # the rectified (scaled) left imag
 #                                               not left/image_rect: that is an input name
 CONFIDENCE = "disparity/confidence"           # 32FC1 in [0, 1]
 DISPARITY_COLOR = "disparity/image_color"     # bgr8 colour map for RViz
+DEPTH_UNCERTAINTY = "depth/uncertainty"       # 32FC1 sigma_Z metres (PSMNet only, see README)
 OUTPUTS = (DISPARITY, DEPTH, DEPTH_INFO, POINTS, LEFT_RECT, CONFIDENCE, DISPARITY_COLOR)
 DIAGNOSTICS = "/diagnostics"
 

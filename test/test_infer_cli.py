@@ -80,6 +80,13 @@ BAD_CASES = {
     "size mismatch": (["--right", "{tmp}/small.png"], "image sizes differ", "192x120"),
     "missing weights file": (["--backend", "psmnet", "--weights", "{tmp}/none.tar"],
                              "--weights", "no such file"),
+    "uncertainty without psmnet": (["--uncertainty", "{tmp}/sigma.npy"], "--uncertainty",
+                                   "PSMNet only"),
+    "uncertainty not npy": (["--uncertainty", "{tmp}/sigma.png"], "--uncertainty", ".npy"),
+    "confidence threshold above 1": (["--confidence-threshold", "1.5"],
+                                     "--confidence-threshold", "above the maximum 1.0"),
+    "negative uncertainty limit": (["--max-relative-uncertainty", "-0.1"],
+                                   "--max-relative-uncertainty", "below the minimum"),
 }
 
 
@@ -144,9 +151,11 @@ def kitti_crop(assets_dir, tmp_path_factory):
 def test_psmnet_with_real_weights_on_a_real_crop(repo_root, kitti_weights, kitti_crop, tmp_path):
     left, right = kitti_crop
     output = tmp_path / "psmnet.npy"
+    # everything published (the default mask off): this test is about the network's output
     result = run_cli(repo_root, "--left", left, "--right", right, "--output", output,
                      "--weights", kitti_weights, "--device", "cpu", "--colorize",
-                     tmp_path / "vis.png")
+                     tmp_path / "vis.png", "--confidence-threshold", "0",
+                     "--max-relative-uncertainty", "0", "--uncertainty", tmp_path / "sigma.npy")
     assert result.returncode == 0, result.stderr
     assert "psmnet on 256x256" in result.stdout
     disparity = np.load(output)
@@ -165,6 +174,27 @@ def test_psmnet_with_real_weights_on_a_real_crop(repo_root, kitti_weights, kitti
     assert both.mean() > 0.3
     assert np.median(np.abs(disparity - sgbm)[both]) < 1.5
     assert np.mean(np.abs(disparity - sgbm)[both] <= 3.0) > 0.8
+    # sigma_d: finite where the disparity is, positive, a fraction of a px to a few px mostly
+    sigma = np.load(tmp_path / "sigma.npy")
+    assert sigma.dtype == np.float32 and sigma.shape == disparity.shape
+    assert np.isfinite(sigma).all() and (sigma > 0).all() and 0.2 < np.median(sigma) < 5.0
+    # The default mask (config.py's defaults): the same values where kept, NaN elsewhere, and
+    # every pixel above the relative-uncertainty limit gone.
+    from stereo_depth_ros.config import SPECS
+    limit = SPECS["max_relative_uncertainty"].default
+    masked_out = tmp_path / "masked.npy"
+    result = run_cli(repo_root, "--left", left, "--right", right, "--output", masked_out,
+                     "--weights", kitti_weights, "--device", "cpu",
+                     "--uncertainty", tmp_path / "sigma_masked.npy")
+    assert result.returncode == 0, result.stderr
+    masked, sigma_masked = np.load(masked_out), np.load(tmp_path / "sigma_masked.npy")
+    kept = np.isfinite(masked)
+    np.testing.assert_array_equal(np.isfinite(sigma_masked), kept)
+    np.testing.assert_allclose(masked[kept], disparity[kept], atol=1e-4)
+    np.testing.assert_allclose(sigma_masked[kept], sigma[kept], atol=1e-4)
+    if limit > 0:
+        assert not kept[sigma / disparity > limit].any()
+    assert 0.3 < kept.mean() < 1.0          # the defaults mask some of this road crop, not all
 
 
 def test_psmnet_device_error_is_clear(repo_root, kitti_weights, kitti_crop, tmp_path):

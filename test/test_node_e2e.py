@@ -276,7 +276,9 @@ def test_psmnet_on_a_real_kitti_crop(assets_dir, kitti_weights):
     # Its own namespace: the module's SGBM node is still running on the root topics.
     args = ["-r", "__ns:=/psm", "-p", "backend:=psmnet", "-p", f"weights_path:={kitti_weights}",
             "-p", "device:=cpu", "-p", "diagnostics_period_seconds:=0.5", "-p",
-            "input_scale:=1.0"]
+            "input_scale:=1.0",
+            # everything published (no default mask): this test is about the network's output
+            "-p", "confidence_threshold:=0.0", "-p", "max_relative_uncertainty:=0.0"]
     names = ["disparity", "disparity/confidence", "depth/image_rect"]
     with NodeProcess(args) as node:
         node.wait_for_output(r"ready: backend=psmnet", timeout=120.0)

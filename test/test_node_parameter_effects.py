@@ -601,6 +601,7 @@ def test_psmnet_options_reach_the_model_confidence_masks_all_outputs(assets_dir,
                    f"{kitti_weights}", "-p", "device:=cpu", "-p", "engine:=auto",
                    "-p", f"max_disparity:={PSM_MAX_DISPARITY}", "-p", "use_color:=false",
                    "-p", f"confidence_threshold:={CONFIDENCE_THRESHOLD}",
+                   "-p", "max_relative_uncertainty:=0.0",      # only the threshold masks here
                    "-p", "diagnostics_period_seconds:=0.5"],
                   ready=r"ready: backend=psmnet", timeout=120)
     h = None

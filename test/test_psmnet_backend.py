@@ -229,7 +229,7 @@ def test_cuda_matches_cpu(kitti_weights, kitti_pair):
 
 def test_engine_auto_on_the_cpu_is_exact_or_the_bf16_fused_engine():
     auto = PsmnetBackend(max_disparity=48, device="cpu", engine="auto")
-    assert auto.engine == "exact"
+    assert auto.engine == ("fast" if CPU.bf16_native or CPU.int8_vnni else "exact")
     if CPU.onednn_bf16:
         bf16 = PsmnetBackend(max_disparity=48, device="cpu", precision="bf16", engine="auto")
         assert bf16.engine == "fast" and bf16.runner.plan.cnn3d == "bf16"

@@ -22,12 +22,15 @@ class DisparityResult:
 
     disparity: (H, W) float32, px at the input resolution (x_left - x_right), NaN where invalid.
     confidence: (H, W) float32 in [0, 1], or None when the backend has no confidence measure.
+    uncertainty: (H, W) float32 sigma_d, px >= 0 (the standard deviation of the disparity
+        estimate, at the input resolution), or None when the backend has none (SGBM).
     timings_s: seconds per stage, e.g. {"preprocess": .., "infer": .., "postprocess": ..}.
     """
 
     disparity: np.ndarray
     confidence: np.ndarray | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
 
 
 @runtime_checkable

@@ -12,7 +12,9 @@ Engines (`engine`):
   what the CPU runs fastest).
 - exact / fast on CUDA: `models.fused.cuda.CudaPSMNet` (folded BatchNorm, channels-last, CUDA
   graphs; float32 with TF32 off, or fp16/bf16 convolutions).
-- auto: exact on the CPU, fast on CUDA.
+- auto: on the CPU the fastest engine the CPU runs natively whose measured accuracy is within
+  0.05 px mean and 0.5 % beyond 3 px of exact (`backends.engine_choice`: fast in bf16 with native
+  bf16, fast in int8 with VNNI, else exact); fast on CUDA.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from stereo_depth_ros.backends.base import PSMNET_DELTA_D_PX, DisparityResult, validate_pair
+from stereo_depth_ros.backends.engine_choice import EngineChoice, choose_cpu_engine
 from stereo_depth_ros.config import DEVICE_PATTERN, ENGINES, PRECISIONS
 from stereo_depth_ros.core.padding import InputPadder
 from stereo_depth_ros.models import (OFFICIAL_PREPROCESSING, PsmnetPreprocessing, build_psmnet,
@@ -66,7 +69,9 @@ def resolve_engine(engine: str, precision: str, device: torch.device) -> str:
     """The engine that runs for (engine, precision) on `device`; ValueError for combinations
     that make no sense there, with what to use instead.
 
-    auto: exact on the CPU (fast with bf16 when precision is bf16), fast on CUDA.
+    auto: on the CPU with precision fp32 `engine_choice.choose_cpu_engine` (fast where the CPU
+    runs an arithmetic natively that is measured close enough to exact, else exact); fast with
+    precision bf16; fast on CUDA.
     precision on the CPU: fp32, or bf16 = the fused engine in bfloat16 (`engine` fast or auto);
     the eager reference under bf16 autocast is slower than exact on CPUs and is refused.
     """
@@ -79,7 +84,7 @@ def resolve_engine(engine: str, precision: str, device: torch.device) -> str:
         raise ValueError("precision='fp16' needs CUDA (float16 on CPUs is slow and inexact); "
                          "use engine='fast' for the fast CPU mode")
     if engine == "auto":
-        engine = "fast" if on_cuda or precision == "bf16" else "exact"
+        engine = "fast" if on_cuda or precision == "bf16" else _cpu_choice().engine
     if engine == "exact" and precision != "fp32":
         raise ValueError(f"engine='exact' is float32: use precision='fp32' with it "
                          f"(got {precision!r})")
@@ -88,6 +93,11 @@ def resolve_engine(engine: str, precision: str, device: torch.device) -> str:
                          "of the eager model) is slower than float32: use engine='fast', which "
                          "runs bfloat16 through the fused engine where the CPU has it")
     return engine
+
+
+def _cpu_choice() -> EngineChoice:
+    from stereo_depth_ros.models.fused import cpu_features
+    return choose_cpu_engine(cpu_features.detect())
 
 
 def _autocast_dtype(precision: str) -> torch.dtype | None:
@@ -117,8 +127,8 @@ class ReferenceRunner:
 
     def forward_with_confidence(self, left: torch.Tensor, right: torch.Tensor, *,
                                 timings: dict[str, float] | None = None,
-                                with_confidence: bool = True
-                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                                with_confidence: bool = True, with_uncertainty: bool = False
+                                ) -> tuple:
         model = self.model
         model._check_input(left, right)
         size = (left.shape[2], left.shape[3])
@@ -132,7 +142,8 @@ class ReferenceRunner:
             cost = model.aggregate(volume)[-1]
             del volume
             marks.mark("cnn3d")
-            result = model.regress(cost, size, with_confidence=with_confidence)
+            result = model.regress(cost, size, with_confidence=with_confidence,
+                                   with_uncertainty=with_uncertainty)
             marks.mark("regression")
         return result
 
@@ -179,13 +190,16 @@ class PsmnetBackend:
     Output: disparity (H, W) float32 in px, [min_disparity, max_disparity - 1], NaN where the
     network produced a non-finite value or a disparity below min_disparity; confidence (H, W)
     float32 in [0, 1] = the softmax probability mass within +-2 px of the regressed disparity
-    (1 = one sharp match, low = flat or ambiguous matching cost); timings_s with "preprocess",
-    "infer" and "postprocess".
+    (1 = one sharp match, low = flat or ambiguous matching cost); uncertainty (H, W) float32
+    sigma_d px = the standard deviation of the same softmax whose mean is the disparity
+    (computed in the regression pass); timings_s with "preprocess", "infer" and "postprocess".
     """
 
     name = "psmnet"
     min_disparity = 0.0
     delta_d = DELTA_D_PX
+    provides_uncertainty = True
+    """sigma_d comes with every `compute` (and `compute_tensors(with_uncertainty=True)`)."""
 
     def __init__(self, weights_path: str | Path | None = None, model: str = "stackhourglass",
                  max_disparity: int = 192, device: str = "auto", precision: str = "fp32",
@@ -201,6 +215,10 @@ class PsmnetBackend:
                              f"(PSMNet's 3-D stage halves it twice at 1/4 resolution), got "
                              f"{max_disparity!r}")
         self.device = resolve_device(device)
+        self.engine_choice: EngineChoice | None = None
+        if engine == "auto" and self.device.type == "cpu" and precision == "fp32":
+            self.engine_choice = _cpu_choice()
+            LOG.info(self.engine_choice.reason)
         engine = resolve_engine(engine, precision, self.device)
         self.precision = precision
         self.engine = engine
@@ -236,12 +254,17 @@ class PsmnetBackend:
             return CudaPSMNet(self.model, mode=engine, fast_dtype=fast_dtype,
                               cuda_graphs=cuda_graphs)
         from stereo_depth_ros.models.fused import FastPSMNet
-        return FastPSMNet.from_model(self.model, mode=engine,
-                                     arithmetic="bf16" if self.precision == "bf16" else None)
+        arithmetic = "bf16" if self.precision == "bf16" else None
+        if self.engine_choice is not None and engine == "fast":
+            arithmetic = self.engine_choice.arithmetic
+        return FastPSMNet.from_model(self.model, mode=engine, arithmetic=arithmetic)
 
     def describe(self) -> str:
         """One line for start-up logs and reports: engine, device and arithmetic."""
-        return f"psmnet engine={self.engine} on {self.device}: {self.runner.describe()}"
+        text = f"psmnet engine={self.engine} on {self.device}: {self.runner.describe()}"
+        if self.engine_choice is not None:
+            text += f" [{self.engine_choice.reason}]"
+        return text
 
     # -- the interface every backend has ------------------------------------------------------
 
@@ -316,9 +339,10 @@ class PsmnetBackend:
     # -- inference ----------------------------------------------------------------------------
 
     def compute_tensors(self, left: torch.Tensor, right: torch.Tensor, *,
-                        timings: dict[str, float] | None = None, with_confidence: bool = True
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Disparity and confidence of a rectified uint8 pair already on the device.
+                        timings: dict[str, float] | None = None, with_confidence: bool = True,
+                        with_uncertainty: bool = False) -> tuple:
+        """Disparity and confidence of a rectified uint8 pair already on the device, and with
+        `with_uncertainty` sigma_d (H, W) float32 px (NaN where the disparity is not finite).
 
         left, right: (H, W, 3) RGB or (H, W) mono uint8 tensors (`upload`).
         Returns (H, W) float32 tensors on the device (disparity px, NaN where not finite;
@@ -333,15 +357,21 @@ class PsmnetBackend:
                 timings["preprocess"] = timings.get("preprocess", 0.0) + \
                     time.perf_counter() - start
             with torch.inference_mode():
-                disparity, confidence = self.runner.forward_with_confidence(
-                    left_t, right_t, timings=timings, with_confidence=with_confidence)
+                outputs = self.runner.forward_with_confidence(
+                    left_t, right_t, timings=timings, with_confidence=with_confidence,
+                    with_uncertainty=with_uncertainty)
+            disparity, confidence = outputs[0], outputs[1]
             disparity = padder.unpad(disparity[0, 0]).float()
-            keep = torch.isfinite(disparity)
+            finite = torch.isfinite(disparity)
             if self.min_disparity > 0:       # the published window starts at min_disparity
-                keep &= disparity >= self.min_disparity
-            disparity = torch.where(keep, disparity, torch.full_like(disparity, float("nan")))
+                finite &= disparity >= self.min_disparity
+            nan = torch.full_like(disparity, float("nan"))
+            disparity = torch.where(finite, disparity, nan)
             if confidence is not None:
                 confidence = padder.unpad(confidence[0, 0]).float()
+            if with_uncertainty:
+                sigma = padder.unpad(outputs[2][0, 0]).float()
+                return disparity, confidence, torch.where(finite, sigma, nan)
         return disparity, confidence
 
     def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
@@ -349,14 +379,15 @@ class PsmnetBackend:
         start = time.perf_counter()
         left_u8, right_u8 = self.upload(left, right)
         stages: dict[str, float] = {}
-        disparity, confidence = self.compute_tensors(left_u8, right_u8, timings=stages)
+        disparity, confidence, sigma = self.compute_tensors(left_u8, right_u8, timings=stages,
+                                                            with_uncertainty=True)
         inferred = time.perf_counter()
-        disparity = np.ascontiguousarray(disparity.cpu().numpy(), dtype=np.float32)
-        confidence = np.ascontiguousarray(confidence.cpu().numpy(), dtype=np.float32)
+        disparity, confidence, sigma = (np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32)
+                                        for t in (disparity, confidence, sigma))
         done = time.perf_counter()
         preprocess = stages.pop("preprocess", 0.0)
         return DisparityResult(
-            disparity=disparity, confidence=confidence,
+            disparity=disparity, confidence=confidence, uncertainty=sigma,
             timings_s={"preprocess": preprocess,
                        "infer": inferred - start - preprocess,
                        "postprocess": done - inferred})

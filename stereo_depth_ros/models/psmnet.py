@@ -89,15 +89,16 @@ class PSMNetBase(nn.Module):
         raise NotImplementedError
 
     def regress(self, cost: torch.Tensor, size: tuple[int, int], *,
-                with_confidence: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 1, D/4, H/4, W/4) cost -> ((B, 1, H, W) disparity px, confidence or None).
+                with_confidence: bool = False, with_uncertainty: bool = False) -> tuple:
+        """(B, 1, D/4, H/4, W/4) cost -> ((B, 1, H, W) disparity px, confidence or None), plus
+        sigma_d (B, 1, H, W) px with `with_uncertainty`.
 
-        Always float32; see `regression.regress_disparity` for the confidence definition.
+        Always float32; see `regression.regress_disparity` for the definitions.
         """
         return regress_disparity(cost, self.max_disparity, size,
                                  align_corners=self.align_corners,
-                                 with_confidence=with_confidence)
+                                 with_confidence=with_confidence,
+                                 with_uncertainty=with_uncertainty)
 
     def _check_input(self, left: torch.Tensor, right: torch.Tensor) -> None:
         if left.shape != right.shape or left.dim() != 4 or left.shape[1] != 3:

@@ -114,6 +114,26 @@ def depth_from_disparity(disparity: torch.Tensor, rig: StereoRig) -> torch.Tenso
     return torch.where(valid, focal_baseline / adjusted, depth)
 
 
+def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
+            sigma: torch.Tensor | None, options, cx_offset: float
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """core.uncertainty.trusted on tensors, applied: (disparity, sigma) with NaN where a pixel
+    fails options.confidence_threshold or options.max_relative_uncertainty (0 = off)."""
+    keep = None
+    if confidence is not None and options.confidence_threshold > 0:
+        keep = confidence >= options.confidence_threshold
+    if sigma is not None and options.max_relative_uncertainty > 0:
+        adjusted = disparity - float(np.float32(cx_offset))
+        within = (adjusted > 0) & (sigma <= options.max_relative_uncertainty * adjusted)
+        keep = within if keep is None else keep & within
+    nan = torch.full_like(disparity, float("nan"))
+    if keep is not None:
+        disparity = torch.where(keep, disparity, nan)
+    if sigma is not None:
+        sigma = torch.where(torch.isfinite(disparity), sigma, nan)
+    return disparity, sigma
+
+
 def clip_depth(depth: torch.Tensor, min_m: float | None, max_m: float | None) -> torch.Tensor:
     """core.geometry.clip_depth on a tensor: NaN outside [min_m, max_m] (None = no bound)."""
     keep = torch.ones_like(depth, dtype=torch.bool)

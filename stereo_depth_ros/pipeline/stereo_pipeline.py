@@ -1,7 +1,7 @@
 """The per-frame path from a raw stereo pair to disparity, depth and points; no ROS.
 
     rectify (maps built once per calibration) -> input_scale -> backend -> confidence threshold
-    -> depth -> depth limits -> points
+    and relative-uncertainty limit -> depth (and its first-order sigma) -> depth limits -> points
 
 The node, `stereo_depth_infer`, `stereo_depth_eval`, `stereo_depth_bench` and the demo all run this
 object, so what is benchmarked and evaluated is what the robot runs. With a backend on CUDA the
@@ -24,6 +24,7 @@ from stereo_depth_ros.backends.base import InputSizeError
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
+from stereo_depth_ros.core.uncertainty import depth_std, trusted
 from stereo_depth_ros.drop_reasons import FrameDropped
 
 LOG = logging.getLogger(__name__)
@@ -42,12 +43,15 @@ class PipelineOptions:
         (INTER_AREA); every output is at the resized resolution, with the rig scaled to match.
     confidence_threshold: pixels whose confidence is below this become invalid in every output
         (0 = keep all; backends without confidence ignore it).
+    max_relative_uncertainty: pixels whose sigma_Z / Z (= sigma_d / (d - cx_offset)) is above
+        this become invalid in every output (0 = keep all; backends without sigma ignore it).
     min_depth_m, max_depth_m: depth outside these limits becomes NaN (0 = no limit).
     """
 
     rectify: str = "auto"
     input_scale: float = 1.0
     confidence_threshold: float = 0.0
+    max_relative_uncertainty: float = 0.0
     min_depth_m: float = 0.0
     max_depth_m: float = 0.0
 
@@ -82,6 +86,10 @@ class FrameResult:
     min_disparity, max_disparity: the searched range, px. delta_d: the disparity step, px.
     timings_s: seconds per stage ("rectify", "scale", "match", "depth_points", "download" on a
         GPU, "total"); on CUDA the stages are device times from CUDA events.
+    uncertainty_px: (H, W) float32 sigma_d px at the matcher's resolution, NaN where the
+        disparity is invalid, or None (backend without uncertainty, e.g. SGBM).
+    depth_std_m: (H, W) float32 sigma_Z = Z^2 sigma_d / (f B) metres (first order, f of the
+        scaled rig), NaN where depth_m is invalid; None without uncertainty or depth.
     """
 
     disparity: np.ndarray
@@ -94,6 +102,8 @@ class FrameResult:
     max_disparity: float
     delta_d: float
     timings_s: dict[str, float] = field(default_factory=dict)
+    uncertainty_px: np.ndarray | None = None
+    depth_std_m: np.ndarray | None = None
 
 
 class StereoPipeline:
@@ -228,13 +238,22 @@ class StereoPipeline:
             raise RuntimeError(f"backend returned disparity of shape {disparity.shape} for "
                                f"input {left.shape}")
         confidence = result.confidence
-        if confidence is not None and options.confidence_threshold > 0:
-            disparity[~(confidence >= options.confidence_threshold)] = np.nan
-        depth_m = cloud = None
+        sigma = getattr(result, "uncertainty", None)
+        keep = trusted(disparity, confidence, sigma,
+                       confidence_threshold=options.confidence_threshold,
+                       max_relative_uncertainty=options.max_relative_uncertainty,
+                       cx_offset=rig.cx_offset if rig is not None else 0.0)
+        if keep is not None:
+            disparity[~keep] = np.nan
+        if sigma is not None:
+            sigma = np.where(np.isfinite(disparity), sigma, np.float32(np.nan)).astype(np.float32)
+        depth_m = cloud = sigma_z = None
         if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_m = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
             if options.min_depth_m > 0 or options.max_depth_m > 0:
                 depth_m = clip_depth(depth_m, *options.depth_limits)
+            if sigma is not None:
+                sigma_z = depth_std(depth_m, sigma, rig.fx, rig.baseline_m)
             if want_points:
                 cloud = depth_to_points(depth_m, rig.fx, rig.fy, rig.cx_left, rig.cy)
         done = time.perf_counter()
@@ -244,7 +263,8 @@ class StereoPipeline:
             timings[f"match.{name}"] = seconds
         return FrameResult(disparity=disparity, confidence=confidence,
                            depth_m=depth_m if want_depth else None, points=cloud, left=left,
-                           rig=rig, timings_s=timings, **self._result_base())
+                           rig=rig, timings_s=timings, uncertainty_px=sigma,
+                           depth_std_m=sigma_z, **self._result_base())
 
     def _device_stage(self, key: str, build: Callable):
         """The cached device helper `key` (per size/rig); a stream whose size or scale keeps
@@ -257,8 +277,6 @@ class StereoPipeline:
 
     def _process_on_device(self, left, right, calibration, want_depth,
                            want_points) -> FrameResult:
-        import torch
-
         from stereo_depth_ros.pipeline import device as ops
 
         options = self.options
@@ -286,16 +304,21 @@ class StereoPipeline:
             rig = rig.scaled_to(*size) if rig is not None else None
         clock.mark("scale")
         self._check_matcher_input(left_t.shape[1], left_t.shape[0])
-        disparity, confidence = backend.compute_tensors(left_t, right_t)
+        with_sigma = bool(getattr(backend, "provides_uncertainty", False))
+        outputs = backend.compute_tensors(left_t, right_t, with_uncertainty=True) \
+            if with_sigma else backend.compute_tensors(left_t, right_t)
+        disparity, confidence = outputs[0], outputs[1]
+        sigma = outputs[2] if with_sigma else None
         clock.mark("match")
-        if confidence is not None and options.confidence_threshold > 0:
-            disparity = torch.where(confidence >= options.confidence_threshold, disparity,
-                                    torch.full_like(disparity, float("nan")))
-        depth_t = points_t = None
+        disparity, sigma = ops.trusted(disparity, confidence, sigma, options,
+                                       rig.cx_offset if rig is not None else 0.0)
+        depth_t = points_t = sigma_z = None
         if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_t = ops.depth_from_disparity(disparity, rig)
             if options.min_depth_m > 0 or options.max_depth_m > 0:
                 depth_t = ops.clip_depth(depth_t, *options.depth_limits)
+            if sigma is not None:
+                sigma_z = depth_t * depth_t * sigma / float(rig.fx * rig.baseline_m)
             if want_points:
                 projector = self._device_stage(
                     f"rays:{rig}", lambda: ops.PointProjector(rig, dev))
@@ -305,11 +328,13 @@ class StereoPipeline:
             self._copies = ops.HostCopies()
         host = self._copies.fetch({"disparity": disparity, "confidence": confidence,
                                    "depth": depth_t if want_depth else None,
-                                   "points": points_t, "left": left_t})
+                                   "points": points_t, "left": left_t, "sigma": sigma,
+                                   "sigma_z": sigma_z})
         clock.mark("download")
         return FrameResult(disparity=host["disparity"], confidence=host["confidence"],
                            depth_m=host["depth"], points=host["points"], left=host["left"],
-                           rig=rig, timings_s=clock.timings(), **self._result_base())
+                           rig=rig, timings_s=clock.timings(), uncertainty_px=host["sigma"],
+                           depth_std_m=host["sigma_z"], **self._result_base())
 
 
 class _DeviceClock:

@@ -377,33 +377,43 @@ def pack_rgb(colors: np.ndarray) -> np.ndarray:
     return packed.view(np.float32)
 
 
-def _cloud_dtype(with_rgb: bool, padded: bool = False) -> np.dtype:
-    names = ["x", "y", "z"] + (["rgb"] if with_rgb else [])
-    if padded:      # PCL's aligned layout: x y z pad | rgb pad pad pad
-        offsets, itemsize = [0, 4, 8, 16][:len(names)], 32 if with_rgb else 16
+def _cloud_dtype(with_rgb: bool, padded: bool = False, with_depth_std: bool = False
+                 ) -> np.dtype:
+    names = ["x", "y", "z"] + (["rgb"] if with_rgb else []) + \
+        (["depth_std"] if with_depth_std else [])
+    if padded:      # PCL's aligned layout: x y z pad | rgb [depth_std] pad ...
+        offsets = [0, 4, 8, 16, 20][:len(names)]
+        itemsize = 32 if len(names) > 3 else 16
     else:
         offsets, itemsize = [4 * i for i in range(len(names))], 4 * len(names)
     return np.dtype({"names": names, "formats": ["<f4"] * len(names), "offsets": offsets,
                      "itemsize": itemsize})
 
 
-def make_pointcloud2(points: np.ndarray, header, colors: np.ndarray | None = None, *,
-                     padded: bool = False) -> PointCloud2:
-    """Organized PointCloud2 (height x width) with x, y, z float32 [+ packed rgb float32].
+def make_pointcloud2(points: np.ndarray, header, colors: np.ndarray | None = None,
+                     depth_std: np.ndarray | None = None, *, padded: bool = False) -> PointCloud2:
+    """Organized PointCloud2 (height x width) with x, y, z float32 [+ packed rgb float32]
+    [+ depth_std float32].
 
     points: (H, W, 3) float32 metres, NaN invalid (kept as NaN: is_dense = False).
     colors: (H, W, 3) uint8 RGB or (H, W) mono, or None for no rgb field.
+    depth_std: (H, W) float32 sigma_Z metres (NaN invalid), or None for no depth_std field.
     padded: stereo_image_proc's default layout (avoid_point_cloud_padding false): x, y, z at 0,
-        4, 8 and rgb at 16, point_step 32 (16 without rgb), the padding zero; False packs the
-        fields: point_step 16 (12 without rgb).
+        4, 8, rgb at 16 (depth_std after it), point_step 32 (16 with x, y, z only), the padding
+        zero; False packs the fields: point_step 16 (12 without rgb; +4 with depth_std).
     """
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points must be (H, W, 3), got shape {points.shape}")
     height, width = points.shape[:2]
-    dtype = _cloud_dtype(colors is not None, padded)
+    dtype = _cloud_dtype(colors is not None, padded, depth_std is not None)
     cloud = np.zeros((height, width), dtype=dtype)
     cloud["x"], cloud["y"], cloud["z"] = points[..., 0], points[..., 1], points[..., 2]
+    if depth_std is not None:
+        if depth_std.shape != (height, width):
+            raise ValueError(f"depth_std shape {depth_std.shape} does not match points "
+                             f"{points.shape}")
+        cloud["depth_std"] = depth_std
     if colors is not None:
         if colors.shape[:2] != (height, width):
             raise ValueError(f"colors shape {colors.shape} does not match points {points.shape}")

@@ -180,6 +180,7 @@ class StereoDepthCore:
     _sync = None
     _outputs: tuple = ()
     _pub_diagnostics = None
+    _pub_uncertainty = None
     _diagnostics_timer = None
     _left_running: threading.Thread | None = None
     _trust: TrustFeatures | None = None     # rate governor + rectification check (worker's)
@@ -281,6 +282,11 @@ class StereoDepthCore:
         self._outputs = (self._pub_disparity, self._pub_depth, self._pub_depth_info,
                          self._pub_points, self._pub_left_rect, self._pub_confidence,
                          self._pub_color)
+        # depth/uncertainty only where the backend measures it (PSMNet; not SGBM)
+        self._pub_uncertainty = None
+        if getattr(self._backend, "provides_uncertainty", False):
+            self._pub_uncertainty = publisher(Image, topics.DEPTH_UNCERTAINTY)
+            self._outputs += (self._pub_uncertainty,)
 
     def _destroy_outputs(self) -> None:
         outputs, self._outputs = self._outputs, ()
@@ -591,7 +597,9 @@ class StereoDepthCore:
         calibration = self._calibration(left_info, right_info)
         converted = time.perf_counter()
         points = self._pub_points.get_subscription_count() > 0
-        depth = points or self._pub_depth.get_subscription_count() > 0
+        depth = points or self._pub_depth.get_subscription_count() > 0 or (
+            self._pub_uncertainty is not None
+            and self._pub_uncertainty.get_subscription_count() > 0)
         scale = self._use_governed_scale()
         result = self._pipeline.process(left, right, calibration, depth=depth, points=points)
         if calibration.rig.depth_problem:
@@ -646,10 +654,15 @@ class StereoDepthCore:
             outgoing.append((self._pub_depth, depth_msg))
         if result.points is not None:
             colours = result.left if self._config.use_color else None
-            points, colours = decimate_organized(self._config.points_decimation, result.points,
-                                                 colours)
+            spread = result.depth_std_m if self._config.points_depth_std else None
+            points, colours, spread = decimate_organized(self._config.points_decimation,
+                                                         result.points, colours, spread)
             outgoing.append((self._pub_points, make_pointcloud2(
-                points, header, colours, padded=not self._config.avoid_point_cloud_padding)))
+                points, header, colours, depth_std=spread,
+                padded=not self._config.avoid_point_cloud_padding)))
+        if (self._pub_uncertainty is not None and result.depth_std_m is not None
+                and wanted(self._pub_uncertainty)):
+            outgoing.append((self._pub_uncertainty, make_float_image(result.depth_std_m, header)))
         if rig.has_depth and wanted(self._pub_depth_info):
             outgoing.append((self._pub_depth_info, rectified_camera_info(rig, header)))
         if wanted(self._pub_left_rect):

@@ -24,6 +24,8 @@ Configurations (--configs):
   bf16       CUDA only: the reference under bfloat16 autocast (refused on CPUs, where it is
              slower than float32: use fast-bf16)
   sgbm       OpenCV StereoSGBM with the backend's default parameters (always on the CPU)
+  exact-sigma, fast-sigma  exact / fast also computing sigma_d (the uncertainty) in the same
+             regression pass: their ratio to exact / fast is the uncertainty's cost
 
 Each configuration runs in its own subprocess, so that process's peak RSS (ru_maxrss) is that
 configuration's peak memory; `--rounds R` runs every configuration R times, alternating, so
@@ -74,6 +76,10 @@ CONFIGS: dict[str, dict] = {
     "bf16": {"kind": "psmnet", "engine": "reference", "precision": "bf16",
              "devices": ("cuda",)},
     "sgbm": {"kind": "sgbm", "engine": "opencv", "precision": "-", "devices": ("cpu",)},
+    "exact-sigma": {"kind": "psmnet", "engine": "exact", "precision": "fp32", "uncertainty": True,
+                    "devices": ("cpu", "cuda")},
+    "fast-sigma": {"kind": "psmnet", "engine": "fast", "precision": "fp32", "uncertainty": True,
+                   "devices": ("cpu", "cuda")},
 }
 DEFAULT_CONFIGS = {"cpu": ("reference", "exact", "fast", "sgbm"),
                    "cuda": ("reference", "exact", "fast", "fast-eager")}
@@ -203,12 +209,14 @@ def _matcher_runner(backend, config: dict, left, right):
         left_t, right_t, padder = backend.preprocess(left, right)
         backend._synchronize()
         stages["preprocess"] = time.perf_counter() - start
-        disparity, confidence = backend.runner.forward_with_confidence(
-            left_t, right_t, timings=stages, with_confidence=with_confidence)
+        outputs = backend.runner.forward_with_confidence(
+            left_t, right_t, timings=stages, with_confidence=with_confidence,
+            **({"with_uncertainty": True} if config.get("uncertainty") else {}))
         mark = time.perf_counter()
-        out = padder.unpad(disparity[0, 0]).float().cpu().numpy().copy()
-        if confidence is not None:
-            padder.unpad(confidence[0, 0]).float().cpu().numpy().copy()
+        out = padder.unpad(outputs[0][0, 0]).float().cpu().numpy().copy()
+        for extra in outputs[1:]:                     # confidence, sigma_d
+            if extra is not None:
+                padder.unpad(extra[0, 0]).float().cpu().numpy().copy()
         stages["postprocess"] = time.perf_counter() - mark
         return out, stages
 
@@ -219,17 +227,19 @@ def _network_on_cuda(backend, config: dict, left, right, warmup: int, runs: int)
     """The network alone on CUDA: CUDA-event times after warm-up, and the peak GPU memory of
     warm-up (graph capture included) and runs."""
     import torch
-    with_confidence = config["engine"] != "reference"
+    options = {"with_confidence": config["engine"] != "reference"}
+    if config.get("uncertainty"):
+        options["with_uncertainty"] = True
     left_t, right_t, _ = backend.preprocess(left, right)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     for _ in range(max(1, warmup)):
-        backend.runner.forward_with_confidence(left_t, right_t, with_confidence=with_confidence)
+        backend.runner.forward_with_confidence(left_t, right_t, **options)
     times = []
     for _ in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        backend.runner.forward_with_confidence(left_t, right_t, with_confidence=with_confidence)
+        backend.runner.forward_with_confidence(left_t, right_t, **options)
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1000.0)

@@ -4,11 +4,17 @@
         [--backend psmnet|sgbm] [--weights PATH] [--model stackhourglass|basic]
         [--max-disparity 192] [--device auto|cpu|cuda] [--precision fp32|bf16|fp16]
         [--engine auto|reference|exact|fast]
-        [--colorize VIS.png]
+        [--colorize VIS.png] [--uncertainty SIGMA.npy]
+        [--confidence-threshold T] [--max-relative-uncertainty R]
 
 OUT by extension: .npy (float32 (H, W) px, NaN invalid), .pfm (float32, invalid = +inf),
 .png (KITTI uint16: round(d * 256), 0 = invalid). Problems are reported in one line on stderr
 with exit status 1 (2 for command line syntax errors), without a traceback.
+
+The node's default depth mask applies (confidence_threshold and max_relative_uncertainty from
+config.py: masked pixels are NaN / invalid in OUT); `--confidence-threshold 0
+--max-relative-uncertainty 0` keeps every pixel. `--uncertainty SIGMA.npy` writes sigma_d (px,
+float32 (H, W), NaN where OUT is invalid; PSMNet only).
 """
 
 from __future__ import annotations
@@ -38,7 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_arguments(parser.add_argument_group("matcher"))
     parser.add_argument("--colorize", type=Path, default=None, metavar="VIS.png",
                         help="also write a colour-mapped view of the disparity (invalid = black)")
+    parser.add_argument("--uncertainty", type=Path, default=None, metavar="SIGMA.npy",
+                        help="also write sigma_d, the disparity's standard deviation (px, "
+                             "float32, NaN invalid; PSMNet only)")
+    add_mask_arguments(parser.add_argument_group("depth mask (the node's defaults)"))
     return parser
+
+
+def add_mask_arguments(group) -> None:
+    """--confidence-threshold and --max-relative-uncertainty, with the node parameters' defaults,
+    ranges and help (config.py)."""
+    from stereo_depth_ros.config import SPECS
+    for name in ("confidence_threshold", "max_relative_uncertainty"):
+        spec = SPECS[name]
+        group.add_argument("--" + name.replace("_", "-"), type=float, default=spec.default,
+                           metavar="X", help=f"{spec.help_line()} (default {spec.default:g})")
 
 
 def _check_directory(path: Path, what: str) -> None:
@@ -56,6 +76,18 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise ToolError(f"--output {args.output}: unsupported extension "
                         f"{args.output.suffix or '(none)'!r} (use {', '.join(OUTPUT_SUFFIXES)})")
     _check_directory(args.output, "--output")
+    for name in ("confidence_threshold", "max_relative_uncertainty"):
+        try:
+            _checked(args, name)
+        except ValueError as error:
+            raise ToolError(str(error)) from None
+    if args.uncertainty is not None:
+        if args.uncertainty.suffix.lower() != ".npy":
+            raise ToolError(f"--uncertainty {args.uncertainty}: must be a .npy file")
+        if args.backend != "psmnet":
+            raise ToolError(f"--uncertainty: backend {args.backend} has no uncertainty "
+                            "(PSMNet only)")
+        _check_directory(args.uncertainty, "--uncertainty")
     if args.colorize is not None:
         import cv2
         if not args.colorize.suffix or not cv2.haveImageWriter(str(args.colorize)):
@@ -71,14 +103,17 @@ def run(args: argparse.Namespace) -> None:
     from stereo_depth_ros.core.disparity_io import colorize, write_disparity
     from stereo_depth_ros.core.image_io import read_image_rgb
     from stereo_depth_ros.drop_reasons import FrameDropped
-    from stereo_depth_ros.pipeline import StereoPipeline
+    from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
 
     left = read_image_rgb(args.left)
     right = read_image_rgb(args.right)
     start = time.perf_counter()
     backend = backend_from_args(args)
     loaded = time.perf_counter()
-    pipeline = StereoPipeline(backend, input_names=(str(args.left), str(args.right), ""))
+    options = PipelineOptions(confidence_threshold=args.confidence_threshold,
+                              max_relative_uncertainty=args.max_relative_uncertainty)
+    pipeline = StereoPipeline(backend, options,
+                              input_names=(str(args.left), str(args.right), ""))
     try:
         result = pipeline.process(left, right, None)
     except FrameDropped as error:
@@ -86,6 +121,8 @@ def run(args: argparse.Namespace) -> None:
     computed = time.perf_counter()
     disparity = result.disparity
     write_disparity(args.output, disparity)
+    if args.uncertainty is not None:
+        np.save(args.uncertainty, np.asarray(result.uncertainty_px, dtype=np.float32))
     if args.colorize is not None:
         import cv2
         if not cv2.imwrite(str(args.colorize), colorize(disparity)):
@@ -104,8 +141,17 @@ def run(args: argparse.Namespace) -> None:
               f"{float(disparity[finite].min()):.2f} .. {float(disparity[finite].max()):.2f} px")
     else:
         print(f"{PROG}: no valid disparity")
-    print(f"{PROG}: wrote {args.output}"
-          + (f" and {args.colorize}" if args.colorize is not None else ""))
+    written = [str(p) for p in (args.output, args.uncertainty, args.colorize) if p is not None]
+    print(f"{PROG}: wrote {' and '.join(written)}")
+
+
+def _checked(args: argparse.Namespace, name: str) -> float:
+    """The value of --NAME, range-checked by its node parameter (ValueError names it)."""
+    from stereo_depth_ros.config import SPECS
+    try:
+        return SPECS[name].check(getattr(args, name))
+    except ValueError as error:
+        raise ValueError(f"--{name.replace('_', '-')}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -394,10 +394,11 @@ class FastPSMNet:
         return final
 
     def regress(self, cost: torch.Tensor, size: tuple[int, int], *,
-                with_confidence: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 1, D/4, h, w) cost -> disparity (B, 1, H, W) px and confidence (or None)."""
-        return self.regression(cost, size, with_confidence=with_confidence)
+                with_confidence: bool = False, with_uncertainty: bool = False) -> tuple:
+        """(B, 1, D/4, h, w) cost -> disparity (B, 1, H, W) px and confidence (or None), and
+        sigma_d (B, 1, H, W) px with `with_uncertainty`."""
+        return self.regression(cost, size, with_confidence=with_confidence,
+                               with_uncertainty=with_uncertainty)
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -413,9 +414,10 @@ class FastPSMNet:
 
     def forward_with_confidence(self, left: torch.Tensor, right: torch.Tensor, *,
                                 timings: dict[str, float] | None = None,
-                                with_confidence: bool = True
-                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Disparity and confidence, each (B, 1, H, W) float32 (see `ChunkedRegression`).
+                                with_confidence: bool = True, with_uncertainty: bool = False
+                                ) -> tuple:
+        """Disparity and confidence, each (B, 1, H, W) float32 (see `ChunkedRegression`), and
+        sigma_d (B, 1, H, W) float32 px with `with_uncertainty`.
 
         timings: when a dict is given, seconds per stage are added to it under "features",
         "cost_volume", "cnn3d" and "regression".
@@ -431,7 +433,8 @@ class FastPSMNet:
             timer.mark("cost_volume")
             cost = self.aggregate(cost)
             timer.mark("cnn3d")
-            result = self.regress(cost, size, with_confidence=with_confidence)
+            result = self.regress(cost, size, with_confidence=with_confidence,
+                                  with_uncertainty=with_uncertainty)
             timer.mark("regression")
         return result
 

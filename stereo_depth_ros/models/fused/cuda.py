@@ -155,6 +155,11 @@ class CapturedForward:
         return self.outputs
 
 
+def _cloned(outputs: tuple) -> tuple:
+    """Copies of a captured graph's outputs (None stays None): the next replay overwrites them."""
+    return tuple(None if t is None else t.clone() for t in outputs)
+
+
 class CudaPSMNet:
     """Inference-only PSMNet for CUDA; computes the reference model's output (see the module
     docstring for what changes).
@@ -242,9 +247,10 @@ class CudaPSMNet:
 
     # -- forward ----------------------------------------------------------------------------
 
-    def _forward(self, left: torch.Tensor, right: torch.Tensor, with_confidence: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The eager forward: (B, 3, H, W) float32 -> disparity, confidence (float32)."""
+    def _forward(self, left: torch.Tensor, right: torch.Tensor, with_confidence: bool,
+                 with_uncertainty: bool = False) -> tuple:
+        """The eager forward: (B, 3, H, W) float32 -> disparity, confidence (float32)[, sigma_d
+        px with `with_uncertainty`]."""
         batch = left.shape[0]
         size = (left.shape[2], left.shape[3])
         layout_2d, layout_3d = ((torch.channels_last, torch.channels_last_3d)
@@ -265,13 +271,15 @@ class CudaPSMNet:
             del features, left_features, right_features
             cost = self.network.aggregate(volume)[-1]
             del volume
-        return self.regression(cost, size, with_confidence=with_confidence)
+        return self.regression(cost, size, with_confidence=with_confidence,
+                               with_uncertainty=with_uncertainty)
 
     def forward_with_confidence(self, left: torch.Tensor, right: torch.Tensor, *,
                                 timings: dict[str, float] | None = None,
-                                with_confidence: bool = True
-                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Disparity and confidence (or None), each (B, 1, H, W) float32 on the engine's device.
+                                with_confidence: bool = True, with_uncertainty: bool = False
+                                ) -> tuple:
+        """Disparity and confidence (or None), each (B, 1, H, W) float32 on the engine's device,
+        and sigma_d (B, 1, H, W) float32 px with `with_uncertainty` (same regression pass).
 
         timings: when a dict is given, the forward's seconds are added under "network" (this
         synchronizes the device once, after the forward).
@@ -286,29 +294,25 @@ class CudaPSMNet:
             if self._compiled is not None:
                 self.regression.prepare(self.levels, self.device)   # constants made outside
                 torch.compiler.cudagraph_mark_step_begin()
-                disparity, confidence = self._compiled(left, right, with_confidence)
-                result = (disparity.clone(),
-                          confidence.clone() if confidence is not None else None)
+                result = _cloned(self._compiled(left, right, with_confidence, with_uncertainty))
             elif not self.cuda_graphs:
-                result = self._forward(left, right, with_confidence)
+                result = self._forward(left, right, with_confidence, with_uncertainty)
             else:
-                disparity, confidence = self._replay(left, right, with_confidence)
-                result = (disparity.clone(),
-                          confidence.clone() if confidence is not None else None)
+                result = _cloned(self._replay(left, right, with_confidence, with_uncertainty))
         if timings is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             timings["network"] = timings.get("network", 0.0) + time.perf_counter() - start
         return result
 
-    def _replay(self, left: torch.Tensor, right: torch.Tensor, with_confidence: bool
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        key = (tuple(left.shape), with_confidence)
+    def _replay(self, left: torch.Tensor, right: torch.Tensor, with_confidence: bool,
+                with_uncertainty: bool = False) -> tuple:
+        key = (tuple(left.shape), with_confidence, with_uncertainty)
         if self._captured_key != key:
             self._captured = None                       # release the old graph's memory first
             self.regression.prepare(self.levels, self.device)
             self._captured = CapturedForward(
-                lambda a, b: self._forward(a, b, with_confidence), left, right)
+                lambda a, b: self._forward(a, b, with_confidence, with_uncertainty), left, right)
             self._captured_key = key
         return self._captured(left, right)
 

@@ -5,7 +5,9 @@ The reference (`models.regression.regress_disparity`) upsamples the (D/4, h, w) 
 several times. Here that volume never exists: the (h, w) -> (H, W) part of the trilinear
 upsampling is a bilinear resize of the D/4-channel cost (the trilinear weights factor per axis),
 and the D/4 -> max_disparity part is a (chunk, D/4) x (D/4, max_disparity) matrix product per
-chunk of pixels, followed by the softmax, the soft-argmin and the window confidence of that chunk.
+chunk of pixels, followed by the softmax, the soft-argmin, the window confidence and (when
+asked) the standard deviation of that chunk's softmax, while the chunk's probabilities are in
+cache.
 Works on any device; on CUDA the chunk buffers stay in L2.
 """
 
@@ -58,9 +60,10 @@ class ChunkedRegression:
         return self._constants[key]
 
     def __call__(self, cost: torch.Tensor, size: tuple[int, int], *,
-                 with_confidence: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """cost: (B, 1, D, h, w) -> disparity (B, 1, H, W) px and confidence or None."""
+                 with_confidence: bool = False, with_uncertainty: bool = False) -> tuple:
+        """cost: (B, 1, D, h, w) -> disparity (B, 1, H, W) px and confidence or None; with
+        `with_uncertainty` also sigma_d (B, 1, H, W) px, the softmax's standard deviation
+        (`regression.disparity_std`), computed from the same chunk of probabilities."""
         batch, _, levels, _, _ = cost.shape
         height, width = size
         matrix, dvals = self.prepare(levels, cost.device)
@@ -71,6 +74,8 @@ class ChunkedRegression:
         flat_cost = cost.view(batch, levels, -1)
         flat_disp = disparity.view(batch, -1)
         flat_conf = confidence.view(batch, -1) if with_confidence else None
+        sigma = cost.new_empty((batch, 1, height, width)) if with_uncertainty else None
+        flat_sigma = sigma.view(batch, -1) if with_uncertainty else None
         pixels = height * width
         chunk = min(pixels, self.chunk_pixels)
         logits_buffer = cost.new_empty((chunk, self.max_disparity))
@@ -87,7 +92,21 @@ class ChunkedRegression:
                 torch.mv(prob, dvals, out=disp)
                 if with_confidence:
                     flat_conf[b, p0:p1] = self._window_mass(prob, disp)
+                if with_uncertainty:
+                    # the logits are no longer needed: their buffer holds (d - mean)^2
+                    self._std(prob, disp, dvals, logits, flat_sigma[b, p0:p1])
+        if with_uncertainty:
+            return disparity, confidence, sigma
         return disparity, confidence
+
+    @staticmethod
+    def _std(prob: torch.Tensor, disp: torch.Tensor, dvals: torch.Tensor,
+             scratch: torch.Tensor, out: torch.Tensor) -> None:
+        """out (n,) = sqrt(sum_d prob (d - disp)^2); prob, scratch (n, Dmax), disp (n,)."""
+        torch.sub(dvals.unsqueeze(0), disp.unsqueeze(1), out=scratch)
+        scratch.square_().mul_(prob)
+        torch.sum(scratch, 1, out=out)
+        out.clamp_(min=0.0).sqrt_()
 
     def _window_mass(self, prob: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
         """Mass of the levels d with |d - disp| <= radius; prob (n, Dmax) sums to 1 per row."""

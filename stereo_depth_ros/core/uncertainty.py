@@ -1,0 +1,113 @@
+"""Per-pixel uncertainty of stereo depth and the mask that decides which depth is published.
+
+sigma_d (px) is the standard deviation of a matcher's disparity estimate (for PSMNet: of the
+softmax whose mean is the disparity, `models.regression.disparity_std`). Depth is
+Z = f*B / (d - cx_offset), so to first order (a linearisation about d; the true spread of Z is
+skewed towards far depths and this underestimates it for large sigma_d / d):
+
+    sigma_Z = |dZ/dd| * sigma_d = Z^2 * sigma_d / (f*B),    sigma_Z / Z = sigma_d / (d - cx_offset)
+
+The relative uncertainty sigma_Z / Z therefore needs no metric calibration: it is the disparity
+uncertainty over the (offset-corrected) disparity. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def depth_std(depth_m: np.ndarray, sigma_px: np.ndarray, fx: float, baseline_m: float
+              ) -> np.ndarray:
+    """First-order depth standard deviation sigma_Z = Z^2 * sigma_d / (fx * baseline_m).
+
+    depth_m: (H, W) float metres, NaN invalid. sigma_px: (H, W) float sigma_d px >= 0.
+    fx: px (> 0). baseline_m: metres (> 0).
+    Returns (H, W) float32 metres, NaN wherever depth or sigma_d is not finite.
+    """
+    if not (fx > 0 and baseline_m > 0):
+        raise ValueError(f"depth_std needs fx > 0 and baseline_m > 0, got fx={fx}, "
+                         f"baseline_m={baseline_m}")
+    depth = np.asarray(depth_m, dtype=np.float32)
+    sigma = np.asarray(sigma_px, dtype=np.float32)
+    if depth.shape != sigma.shape:
+        raise ValueError(f"depth_m {depth.shape} and sigma_px {sigma.shape} differ in shape")
+    with np.errstate(invalid="ignore"):
+        out = depth * depth * sigma / np.float32(fx * baseline_m)
+    out[~(np.isfinite(depth) & np.isfinite(sigma))] = np.nan
+    return out.astype(np.float32, copy=False)
+
+
+def relative_uncertainty(disparity: np.ndarray, sigma_px: np.ndarray,
+                         cx_offset: float = 0.0) -> np.ndarray:
+    """sigma_Z / Z = sigma_d / (d - cx_offset), (H, W) float32; inf where d - cx_offset <= 0,
+    NaN where d or sigma_d is NaN."""
+    adjusted = np.asarray(disparity, dtype=np.float32) - np.float32(cx_offset)
+    sigma = np.asarray(sigma_px, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(adjusted > 0, sigma / adjusted, np.float32(np.inf))
+    ratio[~(np.isfinite(adjusted) & np.isfinite(sigma))] = np.nan
+    return ratio.astype(np.float32, copy=False)
+
+
+def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray | None,
+            *, confidence_threshold: float = 0.0, max_relative_uncertainty: float = 0.0,
+            cx_offset: float = 0.0) -> np.ndarray | None:
+    """The pixels to keep: (H, W) bool, or None when neither limit applies (keep everything).
+
+    confidence_threshold: keep confidence >= it (0 = off; ignored without a confidence).
+    max_relative_uncertainty: keep sigma_d / (d - cx_offset) <= it (0 = off; ignored without
+    sigma_d). A pixel must pass both limits that apply.
+    """
+    keep = None
+    if confidence is not None and confidence_threshold > 0:
+        keep = np.asarray(confidence) >= confidence_threshold
+    if sigma_px is not None and max_relative_uncertainty > 0:
+        ratio = relative_uncertainty(disparity, sigma_px, cx_offset)
+        within = ratio <= max_relative_uncertainty
+        keep = within if keep is None else keep & within
+    return keep
+
+
+def calibration_stats(disparity: np.ndarray, sigma_px: np.ndarray, ground_truth: np.ndarray,
+                      k: float = 2.0) -> dict[str, float]:
+    """How well sigma_d predicts the actual error on one pair with ground truth.
+
+    disparity, sigma_px, ground_truth: (H, W) px; the pixels used are those where all three are
+    finite (ground truth NaN = unknown). Returns {"pixels", "coverage" (fraction of those with
+    |d - d_gt| <= k * sigma_d), "half_ratio" (mean error of the half with the lower sigma_d over
+    that of the upper half), "epe" (px), "bad_2" (% with error > 2 px)}; NaN values when no pixel
+    qualifies.
+    """
+    d, s, g = (np.asarray(a, dtype=np.float64) for a in (disparity, sigma_px, ground_truth))
+    used = np.isfinite(d) & np.isfinite(s) & np.isfinite(g)
+    count = int(used.sum())
+    if count < 2:
+        nan = float("nan")
+        return {"pixels": count, "coverage": nan, "half_ratio": nan, "epe": nan, "bad_2": nan}
+    error = np.abs(d[used] - g[used])
+    sigma = s[used]
+    order = np.argsort(sigma, kind="stable")
+    half = count // 2
+    lower, upper = error[order[:half]].mean(), error[order[count - half:]].mean()
+    return {"pixels": count,
+            "coverage": float(np.mean(error <= k * sigma)),
+            "half_ratio": float(lower / upper) if upper > 0 else float("nan"),
+            "epe": float(error.mean()),
+            "bad_2": float(100.0 * np.mean(error > 2.0))}
+
+
+def mask_tradeoff(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray,
+                  ground_truth: np.ndarray, *, confidence_threshold: float,
+                  max_relative_uncertainty: float, cx_offset: float = 0.0
+                  ) -> dict[str, float]:
+    """What a mask keeps on one pair with ground truth: {"known" (pixels with ground truth and
+    a disparity), "kept" (of those, published), "bad_2_kept" (pixels with error > 2 px among the
+    kept ones)} as counts, so that pairs can be summed."""
+    d = np.asarray(disparity, dtype=np.float32)
+    g = np.asarray(ground_truth, dtype=np.float32)
+    known = np.isfinite(d) & np.isfinite(g)
+    keep = trusted(d, confidence, sigma_px, confidence_threshold=confidence_threshold,
+                   max_relative_uncertainty=max_relative_uncertainty, cx_offset=cx_offset)
+    kept = known if keep is None else known & keep
+    bad = kept & (np.abs(np.where(known, d - g, 0.0)) > 2.0)
+    return {"known": int(known.sum()), "kept": int(kept.sum()), "bad_2_kept": int(bad.sum())}
