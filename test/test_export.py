@@ -51,7 +51,7 @@ def test_the_metadata_round_trips_and_records_the_export(tiny_export):
     assert (meta.channel_order, meta.scale, meta.mean, meta.std) == \
         ("RGB", 255.0, pre.mean, pre.std)
     assert meta.align_corners is True and meta.opset == 17
-    assert meta.outputs == ("disparity", "confidence")
+    assert meta.outputs == ("disparity", "confidence", "uncertainty")
     assert ExportMetadata.from_props(meta.to_props()) == meta
     assert "padded to 256x256" in tiny_export.output
 
@@ -94,9 +94,11 @@ def test_the_graph_is_standard_static_and_compact(tiny_export):
     shapes = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
               for value in [*proto.graph.input, *proto.graph.output]}
     assert [value.name for value in proto.graph.input] == ["left", "right"]
-    assert [value.name for value in proto.graph.output] == ["disparity", "confidence"]
+    assert [value.name for value in proto.graph.output] == ["disparity", "confidence",
+                                                             "uncertainty"]
     assert shapes == {"left": [1, 3, 256, 256], "right": [1, 3, 256, 256],
-                      "disparity": [1, 1, 256, 256], "confidence": [1, 1, 256, 256]}
+                      "disparity": [1, 1, 256, 256], "confidence": [1, 1, 256, 256],
+                      "uncertainty": [1, 1, 256, 256]}
 
 
 def test_onnx_runtime_equals_the_exact_engine(tiny_export):
@@ -114,6 +116,8 @@ def test_onnx_runtime_equals_the_exact_engine(tiny_export):
     diff = np.abs(got.disparity - exact.disparity)
     assert diff.mean() <= 1e-4 and diff.max() <= 1e-2, (diff.mean(), diff.max())
     assert np.abs(got.confidence - exact.confidence).mean() <= 1e-4
+    assert np.ptp(exact.uncertainty) > 0.1                         # sigma_d is not flat
+    assert np.nanmean(np.abs(got.uncertainty - exact.uncertainty)) <= 1e-4
 
 
 @pytest.mark.slow
@@ -135,6 +139,7 @@ def test_the_released_weights_on_the_real_golden_equal_exact(tmp_path, kitti_wei
         diff = np.abs(got.disparity - reference)
         assert diff.mean() <= 1e-3 and diff.max() <= 1e-2, (diff.mean(), diff.max())
     assert np.abs(got.confidence - exact.confidence).mean() <= 1e-3
+    assert np.nanmean(np.abs(got.uncertainty - exact.uncertainty)) <= 1e-3
 
 
 @pytest.mark.parametrize("arguments, message", [

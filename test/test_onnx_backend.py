@@ -58,6 +58,7 @@ def backend(tiny_export):
 
 def test_the_backend_describes_itself_and_its_providers(backend):
     assert backend.name == "onnx" and backend.max_disparity == 16.0
+    assert backend.provides_uncertainty            # the file has sigma_d: depth/uncertainty
     assert backend.delta_d == 1.0 / 256.0
     text = backend.describe()
     assert "basic fp32, input 256x256 (padded), max_disparity 16" in text
@@ -134,7 +135,8 @@ def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_ex
     big = make_scene(300, TINY_SIZE[1], texture_cell_px=2.0, seed=2)
     args = ["-r", "__ns:=/onnx", "-p", "backend:=onnx",
             "-p", f"onnx_path:={tiny_export.onnx_path}", "-p", "onnx_providers:=cpu",
-            "-p", "diagnostics_period_seconds:=0.25"]
+            "-p", "diagnostics_period_seconds:=0.25",
+            "-p", "max_relative_uncertainty:=0.0"]     # the file's own output, unmasked
     names = ["disparity", "disparity/confidence", "depth/image_rect"]
     with NodeProcess(args) as node:
         node.wait_for_output(r"ready: backend=onnx", timeout=120.0)
@@ -197,7 +199,8 @@ def test_infer_runs_a_file_and_refuses_one_without_onnx_path(tiny_export, tmp_pa
         cv2.imwrite(str(tmp_path / f"{side}.png"), image[..., ::-1])
     common = ["--left", str(tmp_path / "left.png"), "--right", str(tmp_path / "right.png"),
               "--output", str(tmp_path / "d.npy"), "--backend", "onnx"]
-    assert main([*common, "--onnx-path", str(tiny_export.onnx_path)]) == 0
+    assert main([*common, "--onnx-path", str(tiny_export.onnx_path),
+                 "--max-relative-uncertainty", "0"]) == 0          # the file's output, unmasked
     np.testing.assert_allclose(np.load(tmp_path / "d.npy"),
                                backend.compute(scene.left, scene.right).disparity, atol=1e-6)
     capsys.readouterr()

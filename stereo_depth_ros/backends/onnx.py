@@ -19,7 +19,8 @@ import numpy as np
 from stereo_depth_ros.backends.base import (PSMNET_DELTA_D_PX, DisparityResult, InputSizeError,
                                             to_rgb, validate_pair)
 from stereo_depth_ros.core.onnx_metadata import (INPUT_NAMES, OUTPUT_CONFIDENCE,
-                                                 OUTPUT_DISPARITY, ExportMetadata)
+                                                 OUTPUT_DISPARITY, OUTPUT_UNCERTAINTY,
+                                                 ExportMetadata)
 from stereo_depth_ros.core.padding import InputPadder
 
 LOG = logging.getLogger(__name__)
@@ -171,8 +172,14 @@ class OnnxBackend:
         images = np.ascontiguousarray(padder.pad(images), dtype=np.float32)
         return images[0:1], images[1:2], padder
 
+    @property
+    def provides_uncertainty(self) -> bool:
+        """sigma_d comes with every `compute` when the file has the output (exported since the
+        regression measures it)."""
+        return OUTPUT_UNCERTAINTY in self.metadata.outputs
+
     def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
-        """Disparity and confidence of a rectified pair; see the class docstring."""
+        """Disparity, confidence and (in files that have it) sigma_d of a rectified pair."""
         start = time.perf_counter()
         left_in, right_in, padder = self.preprocess(left, right)
         prepared = time.perf_counter()
@@ -182,11 +189,15 @@ class OnnxBackend:
         outputs = dict(zip((item.name for item in self.session.get_outputs()), values))
         disparity = np.array(padder.unpad(outputs[OUTPUT_DISPARITY][0, 0]), np.float32)
         disparity[~np.isfinite(disparity)] = np.nan
-        confidence = outputs.get(OUTPUT_CONFIDENCE)
+        confidence, sigma = (outputs.get(name) for name in (OUTPUT_CONFIDENCE,
+                                                            OUTPUT_UNCERTAINTY))
         if confidence is not None:
             confidence = np.array(padder.unpad(confidence[0, 0]), np.float32)
+        if sigma is not None:
+            sigma = np.array(padder.unpad(sigma[0, 0]), np.float32)
+            sigma[~np.isfinite(disparity)] = np.nan
         return DisparityResult(
-            disparity=disparity, confidence=confidence,
+            disparity=disparity, confidence=confidence, uncertainty=sigma,
             timings_s={"preprocess": prepared - start, "infer": inferred - prepared,
                        "postprocess": time.perf_counter() - inferred})
 

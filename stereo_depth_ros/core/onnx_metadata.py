@@ -16,7 +16,8 @@ Entries (all strings; lists and mappings as JSON):
     mean, std                 [r, g, b] lists
     precision                 fp32 | fp16 (arithmetic inside the graph; inputs are float32)
     align_corners             true | false (upsampling mode the weights were trained with)
-    outputs                   output names in order, e.g. ["disparity", "confidence"]
+    outputs                   output names in order, e.g. ["disparity", "confidence",
+                              "uncertainty"]
     opset                     the ai.onnx opset of the graph
 """
 
@@ -32,6 +33,9 @@ INPUT_NAMES = ("left", "right")
 """The graph's inputs, in order: float32 (1, 3, H, W), normalised as the metadata says."""
 OUTPUT_DISPARITY = "disparity"
 OUTPUT_CONFIDENCE = "confidence"
+OUTPUT_UNCERTAINTY = "uncertainty"
+"""sigma_d px: the standard deviation of the regression's softmax (files exported since it
+exists; older files lack it and the backend then provides no uncertainty)."""
 EXPORT_PRECISIONS = ("fp32", "fp16")
 RANDOM_WEIGHTS = "random"
 """checkpoint_sha256 of a network exported without a checkpoint (tests, timing)."""

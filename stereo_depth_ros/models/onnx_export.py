@@ -2,7 +2,8 @@
 
 `export_psmnet_onnx(model, path, ...)` writes a file that TensorRT's ONNX parser, ONNX Runtime
 and OpenVINO read: inputs `left`, `right` float32 (1, 3, H, W) normalised as the metadata says,
-outputs `disparity` and `confidence` float32 (1, 1, H, W) (see `core.onnx_metadata`).
+outputs `disparity`, `confidence` and `uncertainty` (sigma_d px) float32 (1, 1, H, W) (see
+`core.onnx_metadata`).
 
 The exporter is torch's TorchScript-based one (`torch.onnx.export(..., dynamo=False)`): it runs
 offline with torch alone, while the torch.export-based default of torch >= 2.9 needs onnxscript.
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stereo_depth_ros.core.onnx_metadata import (INPUT_NAMES, OUTPUT_CONFIDENCE,
-                                                 OUTPUT_DISPARITY, ExportMetadata)
+                                                 OUTPUT_DISPARITY, OUTPUT_UNCERTAINTY,
+                                                 ExportMetadata)
 from stereo_depth_ros.models.checkpoint import OFFICIAL_PREPROCESSING, PsmnetPreprocessing
 from stereo_depth_ros.models.psmnet import SIZE_MULTIPLE, PSMNetBase
 
@@ -80,32 +82,30 @@ def gather_concat_volume(left_features: torch.Tensor, right_features: torch.Tens
 
 
 class PsmnetOnnxGraph(nn.Module):
-    """The exported computation: normalised left/right -> disparity, confidence.
+    """The exported computation: normalised left/right -> disparity, confidence, uncertainty.
 
     model: an eval-mode PSMNet (either variant) in float32.
     Inputs of `forward`: left, right (1, 3, H, W) float32, normalised, H and W multiples of 16
-    and >= 256. Returns (disparity, confidence), each (1, 1, H, W) float32: disparity in px in
-    [0, max_disparity - 1], confidence in [0, 1] (`regression.window_confidence`).
+    and >= 256. Returns (disparity, confidence, uncertainty), each (1, 1, H, W) float32:
+    disparity in px in [0, max_disparity - 1], confidence in [0, 1]
+    (`regression.window_confidence`), uncertainty sigma_d px (`regression.disparity_std`).
     """
 
-    output_names = (OUTPUT_DISPARITY, OUTPUT_CONFIDENCE)
-    # Hook for a per-pixel disparity uncertainty: when the regression provides one, append its
-    # name here and its tensor to forward's return value; the metadata's `outputs` records the
-    # names and the onnx backend picks outputs by name.
+    output_names = (OUTPUT_DISPARITY, OUTPUT_CONFIDENCE, OUTPUT_UNCERTAINTY)
+    # The metadata's `outputs` records the names; the onnx backend picks outputs by name.
 
     def __init__(self, model: PSMNetBase) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, left: torch.Tensor, right: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
         size = (left.shape[2], left.shape[3])
         left_features, right_features = model.extract_features(left, right)
         volume = gather_concat_volume(left_features, right_features, model.num_levels)
         cost = model.aggregate(volume)[-1]
-        disparity, confidence = model.regress(cost, size, with_confidence=True)
-        return disparity, confidence
+        return model.regress(cost, size, with_confidence=True, with_uncertainty=True)
 
 
 @dataclass(frozen=True)
