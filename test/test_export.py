@@ -94,8 +94,8 @@ def test_the_graph_is_standard_static_and_compact(tiny_export):
     shapes = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
               for value in [*proto.graph.input, *proto.graph.output]}
     assert [value.name for value in proto.graph.input] == ["left", "right"]
-    assert [value.name for value in proto.graph.output] == ["disparity", "confidence",
-                                                             "uncertainty"]
+    assert [value.name for value in proto.graph.output] == [
+        "disparity", "confidence", "uncertainty"]
     assert shapes == {"left": [1, 3, 256, 256], "right": [1, 3, 256, 256],
                       "disparity": [1, 1, 256, 256], "confidence": [1, 1, 256, 256],
                       "uncertainty": [1, 1, 256, 256]}
