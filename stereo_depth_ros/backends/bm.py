@@ -21,14 +21,13 @@ invalid (below min_disparity: the unsearchable left band, low texture, not uniqu
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
-from stereo_depth_ros.backends.base import DisparityResult, to_mono, validate_pair
+from stereo_depth_ros.backends.base import to_mono
+from stereo_depth_ros.backends.opencv_matcher import OpenCvMatcherBackend
 
 WINDOW_RANGE = (5, 255)
 PRE_FILTER_CAP_RANGE = (1, 63)
@@ -75,22 +74,17 @@ class BmParams:
                 raise ValueError(f"BM {name} must be >= 0, got {getattr(self, name)}")
 
 
-class BmBackend:
-    """StereoBackend around cv2.StereoBM; parameters as in BmParams, changeable live.
-
-    compute() takes a rectified uint8 pair, (H, W, 3) RGB or (H, W) mono, and returns
-    DisparityResult(disparity (H, W) float32 px with NaN invalid, confidence None, timings_s).
-    """
+class BmBackend(OpenCvMatcherBackend):
+    """StereoBackend around cv2.StereoBM; parameters as in BmParams, changeable live (see
+    `opencv_matcher.OpenCvMatcherBackend`)."""
 
     name = "bm"
-    delta_d = 1.0 / cv2.StereoMatcher_DISP_SCALE
-    """Disparity step: OpenCV's fixed-point output is in 1/16 px."""
+    label = "BM"
 
     def __init__(self, **options: int) -> None:
-        self._lock = threading.Lock()
-        self._apply(BmParams(**options))
+        super().__init__(BmParams(**options))
 
-    def _apply(self, params: BmParams) -> None:
+    def _build(self, params: BmParams) -> cv2.StereoBM:
         matcher = cv2.StereoBM_create(numDisparities=params.num_disparities,
                                       blockSize=params.block_size)
         matcher.setMinDisparity(params.min_disparity)
@@ -102,41 +96,10 @@ class BmBackend:
         matcher.setSpeckleWindowSize(params.speckle_window_size)
         matcher.setSpeckleRange(params.speckle_range)
         matcher.setDisp12MaxDiff(params.disp12_max_diff)
-        with self._lock:
-            self._state = (params, matcher)
+        return matcher
 
-    @property
-    def params(self) -> BmParams:
-        return self._state[0]
-
-    @property
-    def matcher(self) -> cv2.StereoBM:
-        """The OpenCV matcher compute() runs (for reading its settings back)."""
-        return self._state[1]
-
-    @property
-    def min_disparity(self) -> float:
-        return float(self.params.min_disparity)
-
-    @property
-    def max_disparity(self) -> float:
-        return float(self.params.min_disparity + self.params.num_disparities)
-
-    @property
-    def border(self) -> int:
-        """Pixels lost at each image border to half the SAD window."""
-        return self.params.block_size // 2
-
-    def update(self, **changes: object) -> BmParams:
-        """Change parameters while running; all or nothing (ValueError leaves it unchanged)."""
-        known = set(asdict(self.params))
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown BM parameter(s) {', '.join(unknown)}; expected "
-                             f"{', '.join(sorted(known))}")
-        params = replace(self.params, **changes)
-        self._apply(params)
-        return params
+    def _prepare(self, params: BmParams, left: np.ndarray, right: np.ndarray):
+        return to_mono(left), to_mono(right)           # StereoBM matches one channel
 
     def describe(self) -> str:
         p = self.params
@@ -154,24 +117,3 @@ class BmBackend:
                 f"{self.params.block_size} px window: it needs more than {needed} px in width "
                 f"and at least {self.params.block_size} px in height; lower disparity_range / "
                 "correlation_window_size or raise input_scale")
-
-    def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
-        """Disparity of a rectified pair; see the class docstring."""
-        with self._lock:
-            params, matcher = self._state
-        start = time.perf_counter()
-        left, right = validate_pair(left, right)
-        left, right = np.ascontiguousarray(to_mono(left)), np.ascontiguousarray(to_mono(right))
-        prepared = time.perf_counter()
-        raw = matcher.compute(left, right)
-        matched = time.perf_counter()
-        disparity = raw.astype(np.float32) * np.float32(1.0 / cv2.StereoMatcher_DISP_SCALE)
-        disparity[raw < params.min_disparity * cv2.StereoMatcher_DISP_SCALE] = np.nan
-        done = time.perf_counter()
-        return DisparityResult(disparity=disparity, confidence=None,
-                               timings_s={"preprocess": prepared - start,
-                                          "infer": matched - prepared,
-                                          "postprocess": done - matched})
-
-    def __repr__(self) -> str:
-        return f"BmBackend({self.params})"

@@ -26,14 +26,13 @@ min_disparity + num_disparities) are NaN. No confidence.
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from stereo_depth_ros.backends.base import DisparityResult, to_mono, validate_pair
+from stereo_depth_ros.backends.base import to_mono
+from stereo_depth_ros.backends.opencv_matcher import OpenCvMatcherBackend
 
 SGBM_MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -117,74 +116,37 @@ class SgbmParams:
         return (self.p1 if self.p1 else 8 * area), (self.p2 if self.p2 else 32 * area)
 
 
-class SgbmBackend:
-    """StereoBackend around cv2.StereoSGBM; parameters as in SgbmParams, changeable live.
-
-    compute() takes a rectified uint8 pair, (H, W, 3) RGB or (H, W) mono, and returns
-    DisparityResult(disparity (H, W) float32 px with NaN invalid, confidence None, timings_s).
-    """
+class SgbmBackend(OpenCvMatcherBackend):
+    """StereoBackend around cv2.StereoSGBM; parameters as in SgbmParams, changeable live (see
+    `opencv_matcher.OpenCvMatcherBackend`)."""
 
     name = "sgbm"
-    delta_d = 1.0 / cv2.StereoMatcher_DISP_SCALE
-    """Disparity step: OpenCV's fixed-point output is in 1/16 px."""
+    label = "SGBM"
 
     def __init__(self, min_disparity: int = 0, num_disparities: int = 128, block_size: int = 5,
                  p1: int | None = None, p2: int | None = None, uniqueness_ratio: int = 10,
                  speckle_window_size: int = 100, speckle_range: int = 2,
                  disp12_max_diff: int = 1, pre_filter_cap: int = 63, mode: str = "sgbm",
                  grayscale: bool = True) -> None:
-        self._lock = threading.Lock()
-        self._apply(SgbmParams(min_disparity, num_disparities, block_size, p1, p2,
-                               uniqueness_ratio, speckle_window_size, speckle_range,
-                               disp12_max_diff, pre_filter_cap, mode, grayscale))
+        super().__init__(SgbmParams(min_disparity, num_disparities, block_size, p1, p2,
+                                    uniqueness_ratio, speckle_window_size, speckle_range,
+                                    disp12_max_diff, pre_filter_cap, mode, grayscale))
 
-    def _apply(self, params: SgbmParams) -> None:
+    def _build(self, params: SgbmParams) -> cv2.StereoSGBM:
         p1, p2 = params.penalties()
-        matcher = cv2.StereoSGBM_create(
+        return cv2.StereoSGBM_create(
             minDisparity=params.min_disparity, numDisparities=params.num_disparities,
             blockSize=params.block_size, P1=p1, P2=p2, disp12MaxDiff=params.disp12_max_diff,
             preFilterCap=params.pre_filter_cap, uniquenessRatio=params.uniqueness_ratio,
             speckleWindowSize=params.speckle_window_size, speckleRange=params.speckle_range,
             mode=SGBM_MODES[params.mode])
-        with self._lock:
-            self._state = (params, matcher)
 
-    @property
-    def params(self) -> SgbmParams:
-        return self._state[0]
-
-    @property
-    def matcher(self) -> cv2.StereoSGBM:
-        """The OpenCV matcher compute() runs (for reading its settings back; rebuilt by update)."""
-        return self._state[1]
-
-    @property
-    def min_disparity(self) -> float:
-        return float(self.params.min_disparity)
-
-    @property
-    def max_disparity(self) -> float:
-        return float(self.params.min_disparity + self.params.num_disparities)
-
-    @property
-    def border(self) -> int:
-        """Pixels lost at each image border to half the matching block."""
-        return self.params.block_size // 2
-
-    def update(self, **changes: object) -> SgbmParams:
-        """Change parameters while running (e.g. block_size=7); all or nothing.
-
-        Unknown names or invalid values raise ValueError and leave the backend unchanged.
-        Safe to call from another thread: a compute() in flight finishes with the old matcher.
-        """
-        known = set(asdict(self.params))
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown SGBM parameter(s) {', '.join(unknown)}; expected "
-                             f"{', '.join(sorted(known))}")
-        params = replace(self.params, **changes)
-        self._apply(params)
-        return params
+    def _prepare(self, params: SgbmParams, left: np.ndarray, right: np.ndarray):
+        if params.grayscale:
+            return to_mono(left), to_mono(right)
+        if left.ndim == 2:
+            return tuple(np.repeat(image[:, :, None], 3, axis=2) for image in (left, right))
+        return left, right
 
     def describe(self) -> str:
         """One line for start-up logs and reports."""
@@ -201,28 +163,3 @@ class SgbmBackend:
                 f"{self.max_disparity:g} px (sgbm.min_disparity + sgbm.num_disparities) plus "
                 f"half a block: it needs more than {needed} px; lower sgbm.num_disparities or "
                 "raise input_scale")
-
-    def compute(self, left: np.ndarray, right: np.ndarray) -> DisparityResult:
-        """Disparity of a rectified pair; see the class docstring."""
-        with self._lock:
-            params, matcher = self._state
-        start = time.perf_counter()
-        left, right = validate_pair(left, right)
-        if params.grayscale:
-            left, right = to_mono(left), to_mono(right)
-        elif left.ndim == 2:
-            left, right = (np.repeat(image[:, :, None], 3, axis=2) for image in (left, right))
-        left, right = np.ascontiguousarray(left), np.ascontiguousarray(right)
-        prepared = time.perf_counter()
-        raw = matcher.compute(left, right)
-        matched = time.perf_counter()
-        disparity = raw.astype(np.float32) * np.float32(1.0 / cv2.StereoMatcher_DISP_SCALE)
-        disparity[raw < params.min_disparity * cv2.StereoMatcher_DISP_SCALE] = np.nan
-        done = time.perf_counter()
-        return DisparityResult(disparity=disparity, confidence=None,
-                               timings_s={"preprocess": prepared - start,
-                                          "infer": matched - prepared,
-                                          "postprocess": done - matched})
-
-    def __repr__(self) -> str:
-        return f"SgbmBackend({self.params})"
