@@ -398,6 +398,20 @@ class Harness:
         self.ctx.close()
 
 
+class CompressedHarness(Harness):
+    """A Harness whose images go out as sensor_msgs/CompressedImage on
+    <ns>/left|right/image_raw/compressed (for a node with image_transport: compressed)."""
+
+    def __init__(self, node, **kwargs) -> None:
+        super().__init__(node, **kwargs)
+        from sensor_msgs.msg import CompressedImage
+        for pub in self.pubs[:2]:
+            self.ctx.node.destroy_publisher(pub)
+        self.pubs[:2] = [self.ctx.publisher(CompressedImage,
+                                            f"{self.ns}/{side}/image_raw/compressed")
+                         for side in ("left", "right")]
+
+
 # ---------------------------------------------------------------------------- message builders
 def stamp(sec: int, nanosec: int = 0):
     from builtin_interfaces.msg import Time

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("rclpy")
 
 from kitti_fixtures import make_raw_drive  # noqa: E402
-from ros_helpers import (FRAME, OUTPUTS, Harness, NodeProcess, RosTestContext,  # noqa: E402
-                         as_array, camera_info_msg, image_msg, status_drops, stereo_infos,
-                         wait_for, wait_for_publishers)
+from ros_helpers import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
+                         RosTestContext, as_array, camera_info_msg, image_msg, status_drops,
+                         stereo_infos, wait_for, wait_for_publishers)
 
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 
@@ -186,19 +186,6 @@ def _set_parameter(harness: Harness, name: str, value) -> None:
 
 # ------------------------------------------------------------------------------ compressed
 
-class _CompressedHarness(Harness):
-    """Publishes sensor_msgs/CompressedImage on <ns>/left|right/image_raw/compressed."""
-
-    def __init__(self, node, **kwargs) -> None:
-        super().__init__(node, **kwargs)
-        from sensor_msgs.msg import CompressedImage
-        for pub in self.pubs[:2]:
-            self.ctx.node.destroy_publisher(pub)
-        self.pubs[:2] = [self.ctx.publisher(CompressedImage,
-                                            f"{self.ns}/{side}/image_raw/compressed")
-                         for side in ("left", "right")]
-
-
 def _compressed(image_bgr: np.ndarray, kind: str, when, payload: bytes | None = None):
     from sensor_msgs.msg import CompressedImage
     ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image_bgr,
@@ -215,7 +202,7 @@ def compressed_node():
     node, harness = _node(["-p", "image_transport:=compressed"], "/compressed",
                           ready=r"ready: backend=sgbm.*transport=compressed.*"
                                 r"/compressed/left/image_raw/compressed",
-                          harness_class=_CompressedHarness)
+                          harness_class=CompressedHarness)
     try:
         harness.wait_until_connected()
         yield harness

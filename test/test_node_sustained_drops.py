@@ -22,8 +22,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, Harness, NodeProcess, image_msg, stamp,  # noqa: E402
-                         stereo_infos)
+from ros_helpers import (FRAME, CompressedHarness, Harness, NodeProcess,  # noqa: E402
+                         image_msg, stamp, stereo_infos)
 
 from stereo_depth_ros import drop_reasons as reasons  # noqa: E402
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
@@ -309,17 +309,6 @@ def test_sustained_missing_image_keeps_memory_flat():
         s.close()
 
 
-class _CompressedInputs(Harness):
-    def __init__(self, node, **kwargs) -> None:
-        super().__init__(node, **kwargs)
-        from sensor_msgs.msg import CompressedImage
-        for pub in self.pubs[:2]:
-            self.ctx.node.destroy_publisher(pub)
-        self.pubs[:2] = [self.ctx.publisher(CompressedImage,
-                                            f"{self.ns}/{side}/image_raw/compressed")
-                         for side in ("left", "right")]
-
-
 def test_sustained_bad_compressed_data_keeps_memory_flat():
     from sensor_msgs.msg import CompressedImage
 
@@ -334,7 +323,7 @@ def test_sustained_bad_compressed_data_keeps_memory_flat():
         return (*msgs, *infos(when))
 
     s = Stream("/sustained_compressed", ["-p", "image_transport:=compressed"],
-               harness_class=_CompressedInputs)
+               harness_class=CompressedHarness)
     try:
         rss = sustain(s, f"dropped.{reasons.BAD_COMPRESSED_DATA}", corrupt)
         assert_flat(reasons.BAD_COMPRESSED_DATA, rss)
