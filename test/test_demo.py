@@ -37,12 +37,15 @@ def _assert_children_gone(out_dir: Path) -> None:
 
 def test_demo_reduced(tmp_path, assets_dir):
     out = tmp_path / "demo"
+    # mask off: this checks the pipeline's geometry on every pixel (at quarter scale the default
+    # relative-uncertainty limit keeps almost none: README, Which depth to trust)
     result = _run(["--frames", "2", "--input-scale", "0.25", "--out", str(out),
-                   "--assets", str(assets_dir)])
+                   "--assets", str(assets_dir), "--max-relative-uncertainty", "0"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo summary" in result.stdout + result.stderr
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["settings"]["backend"] == "psmnet"
+    assert summary["settings"]["max_relative_uncertainty"] == 0.0
     assert summary["frames_in"] == summary["frames_out"] == 2
     assert summary["frames_without_output"] == 0
     assert summary["node"]["pairs_published"] == "2"

@@ -185,9 +185,10 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
 
 
 def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
-        install_space, kitti_weights):
-    """backend:=psmnet weights_path:=<released KITTI 2015 weights>, installed params file: the
-    node's disparity is the official implementation's on the golden crop."""
+        install_space, kitti_weights, tmp_path):
+    """backend:=psmnet weights_path:=<released KITTI 2015 weights>, a params file turning the
+    default mask off: the node's disparity is the official implementation's on the golden
+    crop."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from stereo_msgs.msg import DisparityImage
@@ -197,7 +198,11 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
     official = np.load(GOLDEN / "official_disp_align_corners_true.npy")
     rig = StereoRig(fx=700.0, fy=700.0, cx_left=256.0, cx_right=256.0, cy=128.0,
                     baseline_m=0.54, width=512, height=256)
-    arguments = {"namespace": "psm", "backend": "psmnet", "weights_path": str(kitti_weights)}
+    # The network's own output, unmasked, to compare with the official one pixel by pixel.
+    params = tmp_path / "unmasked.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    max_relative_uncertainty: 0.0\n")
+    arguments = {"namespace": "psm", "backend": "psmnet", "weights_path": str(kitti_weights),
+                 "params_file": str(params)}
     ctx = RosTestContext("launch_psmnet_peer")
     launch = Launch(install_space, "stereo_depth.launch.py", arguments)
     try:

@@ -94,7 +94,7 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
     scene, bag = drive_and_bag
     out = tmp_path / "out"
     node = NodeProcess(SGBM)
-    evaluator = _evaluator("--tf-bag", str(bag), "--idle-timeout", "3", "--out", str(out))
+    evaluator = _evaluator("--tf-bag", str(bag), "--idle-timeout", "10", "--out", str(out))
     ros = None
     try:
         node.start()

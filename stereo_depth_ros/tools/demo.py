@@ -44,6 +44,7 @@ from pathlib import Path
 from stereo_depth_ros.core.kitti_calib import (KITTI_2011_09_26_P_RECT_02,
                                                KITTI_2011_09_26_P_RECT_03, format_calib_text)
 from stereo_depth_ros.bags import bag_writer, kitti_layout
+from stereo_depth_ros.config import SPECS
 from stereo_depth_ros.tools._cli import ToolError, run_tool, spec_type
 
 PROG = "stereo_depth_demo"
@@ -366,6 +367,7 @@ def run(args: argparse.Namespace) -> dict:
     node_argv = [sys.executable, "-m", "stereo_depth_ros.ros.stereo_depth_node", "--ros-args",
                  "--params-file", str(REPO_ROOT / "config" / "stereo_depth.yaml"),
                  "-p", f"backend:={args.backend}", "-p", f"input_scale:={args.input_scale}",
+                 "-p", f"max_relative_uncertainty:={args.max_relative_uncertainty}",
                  "-p", "diagnostics_period_seconds:=0.5"]
     if args.backend == "psmnet":
         node_argv += ["-p", f"weights_path:={weights}", "-p", f"device:={args.device}",
@@ -411,6 +413,7 @@ def run(args: argparse.Namespace) -> dict:
     summary_path = out_dir / "dump_summary.json"
     dump_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     settings = {"backend": args.backend, "input_scale": args.input_scale,
+                "max_relative_uncertainty": args.max_relative_uncertainty,
                 "device": args.device if args.backend == "psmnet" else "cpu (opencv)",
                 "precision": args.precision, "max_disparity": args.max_disparity,
                 "frames": n_frames}
@@ -435,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="psmnet or sgbm")
     parser.add_argument("--input-scale", type=spec_type("input_scale"), default=0.5,
                         help="node input_scale (default 0.5: ~2-4 s per PSMNet frame on 2 cores)")
+    parser.add_argument("--max-relative-uncertainty", type=spec_type("max_relative_uncertainty"),
+                        default=SPECS["max_relative_uncertainty"].default,
+                        help="the node's default mask (sigma_Z/Z limit; 0 = publish every pixel)")
     parser.add_argument("--frames", type=int, default=None,
                         help="number of frames (default all 6: 5 DrivingStereo + 1 KITTI 2015)")
     parser.add_argument("--weights", type=Path, default=None,
