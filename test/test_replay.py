@@ -286,10 +286,11 @@ def test_ros2_bag_into_node(stereo_node, ros2_bag, tmp_path):
     clock = collectors["clock"].snapshot()
     assert clock, "no /clock message"
     clock_ns = {c.clock.sec * 10**9 + c.clock.nanosec for c in clock}
-    # Sim time runs across the frames and lands on frame stamps. Not necessarily on every one:
-    # /clock is keep-last 1, so on a loaded machine a newer value can replace one in flight.
-    assert min(clock_ns) <= stamps[0] and max(clock_ns) >= stamps[-1], (clock_ns, stamps)
-    assert set(stamps) & clock_ns
+    # /clock lands on frame stamps, within the bag's span. Not necessarily on every one: it is
+    # keep-last 1, and on a loaded machine a newer value replaces one in flight, or the replay
+    # exits before its last values reach this process (seen with two busy loops beside it).
+    assert set(stamps) & clock_ns, (clock_ns, stamps)
+    assert all(stamps[0] <= value <= stamps[-1] for value in clock_ns), (clock_ns, stamps)
 
 
 @pytest.mark.ros
