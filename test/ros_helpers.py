@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULE = "stereo_depth_ros.ros.stereo_depth_node"
@@ -278,6 +279,34 @@ class RosTestContext(_SpunNode):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         return self.node.create_publisher(
             msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
+
+
+# ---------------------------------------------------------------------------- in-process node
+@pytest.fixture
+def make_node():
+    """StereoDepthNode factory in its own rclpy context; everything is torn down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
+
+    made = []
+
+    def factory(**overrides):
+        context = Context()
+        rclpy.init(context=context)
+        made.append((context, None))
+        params = [Parameter(name, value=value) for name, value in overrides.items()]
+        node = StereoDepthNode(context=context, parameter_overrides=params)
+        made[-1] = (context, node)
+        return node
+
+    yield factory
+    for context, node in made:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 # ---------------------------------------------------------------------------- node harness

@@ -9,35 +9,14 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from stereo_depth_ros import config as cfg  # noqa: E402
-from stereo_depth_ros.ros.stereo_depth_node import StartupError, StereoDepthNode  # noqa: E402
+from stereo_depth_ros.ros.stereo_depth_node import StartupError  # noqa: E402
 
 pytestmark = pytest.mark.ros
+pytest_plugins = ("ros_helpers",)       # the make_node fixture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def make_node():
-    """StereoDepthNode factory in its own rclpy context; everything is torn down afterwards."""
-    made = []
-
-    def factory(**overrides):
-        context = Context()
-        rclpy.init(context=context)
-        made.append((context, None))
-        params = [Parameter(name, value=value) for name, value in overrides.items()]
-        node = StereoDepthNode(context=context, parameter_overrides=params)
-        made[-1] = (context, node)
-        return node
-
-    yield factory
-    for context, node in made:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def _set(node, name, value):

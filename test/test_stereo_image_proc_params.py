@@ -27,6 +27,8 @@ from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode  # noqa: E402
 
+pytest_plugins = ("ros_helpers",)       # the make_node fixture
+
 FX, BASELINE = 200.0, 0.1
 BACKGROUND_D, FOREGROUND_D = 14.0, 22.0
 FOREGROUND = (slice(38, 58), slice(50, 80))
@@ -103,26 +105,6 @@ def test_the_tools_build_block_matching_for_backend_bm():
 
 
 # ------------------------------------------------------------------------ node, in process
-@pytest.fixture
-def make_node():
-    made = []
-
-    def factory(**overrides):
-        context = Context()
-        rclpy.init(context=context)
-        made.append((context, None))
-        params = [Parameter(name, value=value) for name, value in overrides.items()]
-        node = StereoDepthNode(context=context, parameter_overrides=params)
-        made[-1] = (context, node)
-        return node
-
-    yield factory
-    for context, node in made:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
-
-
 def _value(node, name):
     return node.get_parameter(name).value
 
