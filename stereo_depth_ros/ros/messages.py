@@ -52,8 +52,10 @@ def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
     matrices = {}
     for name, attr, shape in _MATRICES:
         values = np.asarray(getattr(info, attr), dtype=np.float64).ravel()
-        checked = np.arange(values.size) % 4 != 3 if name == "P" else slice(None)
-        bad = np.flatnonzero(~np.isfinite(values) & _mask(values.size, checked))
+        acceptable = np.isfinite(values)
+        if name == "P":
+            acceptable[3::4] = True        # P[i,3], the translation: judged by the rig
+        bad = np.flatnonzero(~acceptable)
         if bad.size:
             index = int(bad[0])
             raise CalibrationError(
@@ -74,12 +76,6 @@ def camera_info_matrices(info: CameraInfo, topic: str) -> dict[str, np.ndarray]:
                 "rectified image)")
         matrices.update(K=matrices["P"][:, :3].copy(), D=np.zeros(0), R=np.eye(3))
     return matrices
-
-
-def _mask(size: int, checked) -> np.ndarray:
-    mask = np.zeros(size, bool)
-    mask[checked] = True
-    return mask
 
 
 def k_is_zero(info: CameraInfo) -> bool:
