@@ -385,3 +385,54 @@ def test_help_lists_the_point_cloud_parameters_only():
                  "use_system_default_qos", "image_transport"):
         assert f"\n  {name} (default " in result.stdout
     assert "backend" not in result.stdout and "input_scale" not in result.stdout
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_behind_the_depth_node_it_rebuilds_the_depth_nodes_own_cloud(cloud_node):
+    """stereo_depth_node (sgbm) publishes disparity and points2 of a verged pair (cx_left -
+    cx_right = 3 px, fx != fy); this node, fed that disparity, gives the same points and
+    colours: the published disparity's offset and inclusive range are read as they are meant."""
+    from sensor_msgs.msg import Image, PointCloud2
+    from stereo_depth_ros.core.synthetic import make_scene
+
+    scene = make_scene(64, 96, background_disparity=12.0, foreground_disparity=19.0, fx=80.0,
+                       fy=90.0, cx_offset=3.0, texture_cell_px=2.0, seed=3)
+    namespace = "/pc_chain"
+    with NodeProcess(["-r", f"__ns:={namespace}", "-r", "points2:=depth_node_points2",
+                      "-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32"]) as depth_node:
+        depth_node.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
+        node, peer = cloud_node(namespace)
+        raw = [peer.ctx.publisher(Image, f"{namespace}/{side}/image_raw")
+               for side in ("left", "right")]
+        theirs = peer.ctx.collect(PointCloud2, f"{namespace}/depth_node_points2")
+        wait_for(lambda: all(p.get_subscription_count() for p in raw), 20.0,
+                 what="the depth node subscribing")
+        sent: dict = {}
+
+        def both_clouds():
+            when = stamp(1000 + len(sent))
+            left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+            image = image_msg(scene.left, "rgb8", when, FRAME)
+            raw[0].publish(image)
+            raw[1].publish(image_msg(scene.right, "rgb8", when, FRAME))
+            sent[len(sent)] = when
+            for pub, msg in zip(peer.pubs[1:], (image, left_info, right_info)):
+                pub.publish(msg)       # the cloud node's inputs besides the depth node's disparity
+            mine = {m.header.stamp.sec: m for m in peer.points.snapshot()}
+            for msg in theirs.snapshot():
+                if msg.header.stamp.sec in mine:
+                    return msg, mine[msg.header.stamp.sec]
+            return None
+        reference, rebuilt = wait_for(both_clouds, 60.0, interval=0.5,
+                                      what="both clouds of one pair")
+        depth_node.stop()
+    ours, depth_nodes = pointcloud2_to_numpy(rebuilt), pointcloud2_to_numpy(reference)
+    assert rebuilt.header.frame_id == reference.header.frame_id == FRAME
+    assert (rebuilt.point_step, ours.shape) == (reference.point_step, (64, 96))
+    valid = np.isfinite(xyz(depth_nodes)).all(-1)
+    assert valid.mean() > 0.5
+    np.testing.assert_allclose(xyz(ours), xyz(depth_nodes), rtol=2e-6, equal_nan=True)
+    np.testing.assert_array_equal(unpack_rgb(ours["rgb"]), unpack_rgb(depth_nodes["rgb"]))
+    # the foreground: raw disparity 19 px includes the 3 px offset, Z = 80 * 0.1 / 16 m
+    assert np.nanmedian(xyz(ours)[..., 2][24:40, 40:56]) == pytest.approx(0.5, rel=0.02)
