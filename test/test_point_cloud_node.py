@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,6 +386,9 @@ def test_help_lists_the_point_cloud_parameters_only():
                  "use_system_default_qos", "image_transport"):
         assert f"\n  {name} (default " in result.stdout
     assert "backend" not in result.stdout and "input_scale" not in result.stdout
+    assert "config/stereo_depth.yaml" not in result.stdout       # the depth node's file
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert '"stereo_depth_point_cloud_node = stereo_depth_ros.ros.point_cloud_node:main"' in setup
 
 
 @pytest.mark.ros

@@ -114,13 +114,14 @@ def parameter_table(width: int = 99, specs=None) -> str:
 def node_help(prog: str, description: str, specs=None) -> str:
     """The text `prog --help` prints: usage, what the node does, how to set parameters, the
     parameter table (of `specs`, default every config.PARAMS)."""
+    every = "; config/stereo_depth.yaml has every parameter" if specs is None else ""
     return "\n".join([
         f"usage: {prog} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] "
         "[-r FROM:=TO] ...]",
         "", description.strip(), "",
         textwrap.fill("Parameters are set with `--ros-args -p NAME:=VALUE` or `--ros-args "
                       "--params-file FILE` (a YAML file starting `/**:` then "
-                      "`ros__parameters:`; config/stereo_depth.yaml has every parameter). "
+                      f"`ros__parameters:`{every}). "
                       "Read-only ones need a restart; the others can be changed with `ros2 "
                       "param set`.", 99), "",
         "parameters:", parameter_table(specs=specs), ""])
