@@ -296,6 +296,26 @@ def test_approximate_sync_pairs_nearby_stamps_and_keeps_the_disparity_stamp(clou
     assert np.isfinite(xyz(pointcloud2_to_numpy(msg))[3, 3]).all()
 
 
+INPUTS = ("disparity", "left/image_rect_color", "left/camera_info", "right/camera_info")
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("namespace, parameters, reliability", [
+    ("/pc_qos0", {}, dict.fromkeys(INPUTS, "BEST_EFFORT")),            # REP 2003 sensor data
+    ("/pc_qos1", {"use_system_default_qos": True}, dict.fromkeys(INPUTS, "SYSTEM_DEFAULT")),
+    ("/pc_qos2",                                   # stereo_image_proc's own test does this
+     {"qos_overrides./pc_qos2/left/image_rect_color.subscription.reliability": "reliable"},
+     {**dict.fromkeys(INPUTS, "BEST_EFFORT"), "left/image_rect_color": "RELIABLE"}),
+])
+def test_input_qos_follows_use_system_default_qos_and_qos_overrides(
+        cloud_node, namespace, parameters, reliability):
+    from rclpy.qos import ReliabilityPolicy
+    node, _ = cloud_node(namespace, **parameters)
+    requested = {sub.topic_name: sub.qos_profile.reliability for sub in node.subscriptions}
+    assert requested == {f"{namespace}/{topic}": ReliabilityPolicy[name]
+                         for topic, name in reliability.items()}
+
+
 # ------------------------------------------------------------------------ node, subprocess
 @pytest.mark.ros
 def test_bad_sets_are_logged_and_counted_and_the_node_keeps_publishing():
