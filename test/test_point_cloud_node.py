@@ -177,12 +177,13 @@ class InProcessCloudNode(_SpunNode):
 class Peer:
     """Publishers of the node's four inputs in `namespace` and a collector of its points2."""
 
-    def __init__(self, namespace: str) -> None:
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    def __init__(self, namespace: str, compressed: bool = False) -> None:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
         from stereo_msgs.msg import DisparityImage
         self.ctx = RosTestContext("cloud_peer" + namespace.replace("/", "_"))
+        image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         self.pubs = [self.ctx.publisher(DisparityImage, f"{namespace}/disparity"),
-                     self.ctx.publisher(Image, f"{namespace}/left/image_rect_color"),
+                     self.ctx.publisher(image_type, f"{namespace}/left/image_rect_color{suffix}"),
                      self.ctx.publisher(CameraInfo, f"{namespace}/left/camera_info"),
                      self.ctx.publisher(CameraInfo, f"{namespace}/right/camera_info")]
         self.points = self.ctx.collect(PointCloud2, f"{namespace}/points2")
@@ -238,7 +239,7 @@ def cloud_node(request):
     def factory(namespace: str, **parameters):
         node = InProcessCloudNode(namespace, parameters)
         made.append(node)
-        peer = Peer(namespace)
+        peer = Peer(namespace, parameters.get("image_transport") == "compressed")
         made.append(peer)
         peer.connect(node.node)
         return node.node, peer
@@ -294,6 +295,20 @@ def test_approximate_sync_pairs_nearby_stamps_and_keeps_the_disparity_stamp(clou
     assert node.get_parameter("queue_size").value == 5        # stereo_image_proc's default
     msg = peer.cloud(info_offset_ns=5_000_000)                  # infos 5 ms after the images
     assert np.isfinite(xyz(pointcloud2_to_numpy(msg))[3, 3]).all()
+
+
+@pytest.mark.ros
+def test_colours_from_a_compressed_image_with_image_transport_compressed(cloud_node):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    namespace = "/pc_png"
+    node, peer = cloud_node(namespace, image_transport="compressed")
+    png = CompressedImage(format="bgr8; png compressed bgr8",
+                          data=cv2.imencode(".png", colour_image())[1].tobytes())
+    png.header.frame_id = FRAME
+    cloud = pointcloud2_to_numpy(peer.cloud(image=png))
+    np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), colour_image()[..., ::-1])
+    np.testing.assert_allclose(xyz(cloud), expected_points(), rtol=1e-6, equal_nan=True)
 
 
 INPUTS = ("disparity", "left/image_rect_color", "left/camera_info", "right/camera_info")
