@@ -46,6 +46,7 @@ setup(
             "stereo_depth_node = stereo_depth_ros.ros.stereo_depth_node:main",
             "stereo_depth_lifecycle_node = "
             "stereo_depth_ros.ros.stereo_depth_lifecycle_node:main",
+            "stereo_depth_point_cloud_node = stereo_depth_ros.ros.point_cloud_node:main",
             "stereo_depth_kitti2bag = stereo_depth_ros.tools.kitti2bag:main",
             "stereo_depth_replay = stereo_depth_ros.tools.replay:main",
             "stereo_depth_dump = stereo_depth_ros.tools.dump:main",

@@ -9,7 +9,8 @@ becomes
 
 One stereo_depth_node stands in for stereo_image_proc's DisparityNode + PointCloudNode (and, with
 launch_image_proc:=True, image_proc's rectification): it publishes disparity, points2 and depth in
-`namespace`. Arguments:
+`namespace`. (stereo_depth_point_cloud_node, the PointCloudNode for disparities from elsewhere, is
+not started: stereo_depth_node's own points2 would be published twice.) Arguments:
 - stereo_image_proc's: namespace, left_namespace, right_namespace (camera topics, relative to
   namespace unless absolute), approximate_sync, approximate_sync_tolerance_seconds,
   use_system_default_qos, use_color, avoid_point_cloud_padding, launch_image_proc (True: the node

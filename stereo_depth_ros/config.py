@@ -10,6 +10,7 @@ metres, times are seconds. Parameters that need a model (re)load are read-only a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, fields
@@ -694,3 +695,27 @@ def resolve_sip_aliases(given: Mapping[str, Any], current: Mapping[str, Any] | N
         changes[target] = new
         values[target] = new
     return changes, warnings
+
+
+# ---------------------------------------------------------------- stereo_depth_point_cloud_node
+POINT_CLOUD_PARAMETERS = ("use_color", "avoid_point_cloud_padding", "approximate_sync",
+                          "approximate_sync_tolerance_seconds", "queue_size", "synchronizer",
+                          "image_transport", "use_system_default_qos",
+                          "diagnostics_period_seconds")
+"""The parameters of stereo_depth_point_cloud_node (stereo_image_proc's point_cloud_node has the
+first five and image_transport): the depth node's specs, with POINT_CLOUD_DESCRIPTIONS where
+the text differs."""
+POINT_CLOUD_DESCRIPTIONS = {
+    "use_color": "add packed rgb (from left/image_rect_color) to points2",
+    "queue_size": "messages kept per input topic while waiting for the other three (disparity, "
+                  "left/image_rect_color, left/camera_info, right/camera_info)",
+    "image_transport": "how left/image_rect_color arrives: raw (sensor_msgs/Image) or "
+                       "compressed (sensor_msgs/CompressedImage JPEG/PNG on "
+                       "left/image_rect_color/compressed)",
+}
+
+
+def point_cloud_specs() -> tuple[ParamSpec, ...]:
+    """The ParamSpecs of stereo_depth_point_cloud_node, in POINT_CLOUD_PARAMETERS' order."""
+    return tuple(dataclasses.replace(SPECS[name], description=POINT_CLOUD_DESCRIPTIONS.get(
+        name, SPECS[name].description)) for name in POINT_CLOUD_PARAMETERS)

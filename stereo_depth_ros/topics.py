@@ -38,6 +38,18 @@ DEPTH_UNCERTAINTY = "depth/uncertainty"       # 32FC1 sigma_Z metres (PSMNet onl
 OUTPUTS = (DISPARITY, DEPTH, DEPTH_INFO, POINTS, LEFT_RECT, CONFIDENCE, DISPARITY_COLOR)
 DIAGNOSTICS = "/diagnostics"
 
+# stereo_depth_point_cloud_node (stereo_image_proc's point_cloud_node): disparity + the rectified
+# left colour image + both camera_infos -> POINTS.
+LEFT_RECT_COLOR = "left/image_rect_color"     # sensor_msgs/Image, colours of the cloud
+
+
+def point_cloud_inputs(image_transport: str = "raw") -> tuple[str, str, str, str]:
+    """The point cloud node's four inputs, in the order its synchroniser hands them over (the
+    disparity first: it keys the set), for an image transport ("raw" or "compressed")."""
+    suffix = COMPRESSED_SUFFIX if image_transport == "compressed" else ""
+    return (DISPARITY, LEFT_RECT_COLOR + suffix, LEFT_INFO, RIGHT_INFO)
+
+
 # KITTI test bench: LiDAR ground truth and the live depth error (stereo_depth_kitti2bag writes the
 # first four, stereo_depth_replay --preset kitti2bag plays them, stereo_depth_eval --live reads
 # them and publishes DEPTH_ERROR).

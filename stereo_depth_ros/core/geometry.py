@@ -92,6 +92,54 @@ def disparity_to_points(disparity: np.ndarray, rig: StereoRig) -> np.ndarray:
     return depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
 
 
+DISPARITY_RANGE_TOLERANCE_PX = 1e-3
+"""Slack on a DisparityImage's min/max_disparity bounds: a value equal to a bound may differ
+from it by a float32 rounding (the publisher adjusts both by -cx offset separately)."""
+
+
+def disparity_image_valid(disparity: np.ndarray, min_disparity: float,
+                          max_disparity: float) -> np.ndarray:
+    """(H, W) bool: the pixels of a stereo_msgs/DisparityImage that carry a disparity.
+
+    disparity: (H, W) px as the message carries them. A pixel is invalid where its value is not
+    finite, below min_disparity (the message's rule: invalid pixels are marked below it), above
+    max_disparity (outside the searched range; only when max_disparity > min_disparity, so a
+    message that leaves both 0 sets no upper bound) or <= 0 (no point in front of the camera:
+    Z = f * T / d). The bounds allow DISPARITY_RANGE_TOLERANCE_PX of rounding.
+    """
+    values = _as_2d_float32("disparity", disparity)
+    low = np.float32(float(min_disparity) - DISPARITY_RANGE_TOLERANCE_PX)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(values) & (values > 0) & (values >= low)
+        if float(max_disparity) > float(min_disparity):
+            valid &= values <= np.float32(float(max_disparity) + DISPARITY_RANGE_TOLERANCE_PX)
+    return valid
+
+
+def disparity_image_to_points(disparity: np.ndarray, rig: StereoRig, min_disparity: float,
+                              max_disparity: float) -> np.ndarray:
+    """Organized (H, W, 3) float32 points in metres in the left optical frame from the values
+    of a stereo_msgs/DisparityImage; NaN in x, y and z where invalid (`disparity_image_valid`).
+
+    disparity: (H, W) px as the message defines them, already adjusted by -(cx_left - cx_right),
+    so Z = fx * baseline_m / d with no further offset; X = (u - cx_left) * Z / fx and
+    Y = (v - cy) * Z / fy (the pinhole model; stereo_image_proc's Q matrix gives the same when
+    cx_left == cx_right). rig: the rectified pair at the disparity's resolution (H, W). A rig
+    without metric depth (`rig.depth_problem`: zero focal length or baseline) gives NaN
+    everywhere.
+    """
+    values = _as_2d_float32("disparity", disparity)
+    if values.shape != (rig.height, rig.width):
+        raise ValueError(f"disparity shape {values.shape} does not match the rig's "
+                         f"(height, width) = {(rig.height, rig.width)}; use rig.scaled_to()")
+    if rig.depth_problem:
+        return np.full(values.shape + (3,), np.nan, dtype=np.float32)
+    valid = disparity_image_valid(values, min_disparity, max_disparity)
+    depth = disparity_to_depth(np.where(valid, values, np.float32(np.nan)), rig.fx,
+                               rig.baseline_m)
+    return depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
+
+
 def clip_depth(depth_m: np.ndarray, min_m: float | None = None,
                max_m: float | None = None) -> np.ndarray:
     """Copy of depth (float32) with values outside [min_m, max_m] set to NaN; None = no bound."""

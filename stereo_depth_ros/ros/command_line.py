@@ -95,12 +95,13 @@ def check_params_files(ros_args: Sequence[str]) -> None:
 
 # --------------------------------------------------------------------------- node --help
 
-def parameter_table(width: int = 99) -> str:
-    """Every node parameter (config.PARAMS): name, default, and its help line, wrapped."""
+def parameter_table(width: int = 99, specs=None) -> str:
+    """Every node parameter (config.PARAMS, or `specs`): name, default, and its help line,
+    wrapped."""
     from stereo_depth_ros.config import PARAMS
 
     lines = []
-    for spec in PARAMS:
+    for spec in PARAMS if specs is None else specs:
         default = (repr(spec.default) if isinstance(spec.default, str)
                    else str(spec.default).lower() if isinstance(spec.default, bool)
                    else str(spec.default))
@@ -110,33 +111,34 @@ def parameter_table(width: int = 99) -> str:
     return "\n".join(lines)
 
 
-def node_help(prog: str, description: str) -> str:
+def node_help(prog: str, description: str, specs=None) -> str:
     """The text `prog --help` prints: usage, what the node does, how to set parameters, the
-    parameter table."""
+    parameter table (of `specs`, default every config.PARAMS)."""
+    every = "; config/stereo_depth.yaml has every parameter" if specs is None else ""
     return "\n".join([
         f"usage: {prog} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] "
         "[-r FROM:=TO] ...]",
         "", description.strip(), "",
         textwrap.fill("Parameters are set with `--ros-args -p NAME:=VALUE` or `--ros-args "
                       "--params-file FILE` (a YAML file starting `/**:` then "
-                      "`ros__parameters:`; config/stereo_depth.yaml has every parameter). "
+                      f"`ros__parameters:`{every}). "
                       "Read-only ones need a restart; the others can be changed with `ros2 "
                       "param set`.", 99), "",
-        "parameters:", parameter_table(), ""])
+        "parameters:", parameter_table(specs=specs), ""])
 
 
 def node_main(run: Callable[[list[str] | None], int], args: list[str] | None, *, prog: str,
-              description: str) -> int:
+              description: str, specs=None) -> int:
     """A node's entry point: `--help` prints `node_help` (exit 0) and a bad `--params-file`
     `<prog>: error: ...` (exit 2), both before rclpy starts; otherwise `run(args)`.
 
     args: the whole command line with the program name first (rclpy's convention; None:
-    sys.argv).
+    sys.argv). specs: the parameters `--help` lists (default every config.PARAMS).
     """
     argv = list(sys.argv if args is None else args)
     own, ros = _ros_sections(argv[1:])
     if any(flag in own for flag in HELP_FLAGS):
-        print(node_help(prog, description), flush=True)
+        print(node_help(prog, description, specs), flush=True)
         return 0
     try:
         check_params_files(ros)

@@ -24,6 +24,7 @@ from stereo_depth_ros.core.rectify import (CameraCalibration, StereoCalibration,
 from stereo_depth_ros.drop_reasons import (INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
                                            NAN_IN_CALIBRATION, UNCALIBRATED, FrameDropped)
 from stereo_depth_ros.ros.image_conversion import image_to_numpy, numpy_to_image
+from stereo_depth_ros.ros.image_conversion import UnsupportedEncodingError, decode_raw
 
 
 class CalibrationError(FrameDropped, ValueError):
@@ -226,6 +227,72 @@ def _depth_problem_text(rig: StereoRig, p_left: np.ndarray, p_right: np.ndarray,
                                "right swapped?",
             NON_FINITE_BASELINE: "P[0,3] must be finite"}[problem]
     return f"{fields}: {hint}"
+
+
+def rectified_rig(left_info: CameraInfo, right_info: CameraInfo,
+                  left_topic: str = "left/camera_info",
+                  right_topic: str = "right/camera_info") -> tuple[StereoRig, str]:
+    """The rig of an already rectified pair from its CameraInfos' P alone (binning and ROI
+    applied as `reduced_camera` does), as image_geometry's StereoCameraModel takes it for
+    stereo_image_proc's point cloud; K, D and R describe the raw camera and are not used.
+
+    Returns (rig, note): a P without a usable focal length or baseline (all zero, as an
+    uncalibrated driver and stereo_image_proc's fixtures publish it) gives a disparity-only rig
+    (`rig.depth_problem`) and a note naming the fields; the note is "" otherwise.
+    CalibrationError for a P that is not 12 finite values (its translation column excepted), an
+    empty or differing image size, an ROI outside the image, or Ps that differ in fx, fy or cy.
+    """
+    reduced = []
+    for info, topic in ((left_info, left_topic), (right_info, right_topic)):
+        values = np.asarray(info.p, dtype=np.float64).ravel()
+        if values.size != 12:
+            raise CalibrationError(INVALID_CALIBRATION, f"{topic} P has {values.size} values, "
+                                   "expected 12 (3x4)")
+        finite = np.isfinite(values)
+        finite[3::4] = True                # P[i,3], the translation: judged by the rig
+        if not finite.all():
+            index = int(np.flatnonzero(~finite)[0])
+            raise CalibrationError(NAN_IN_CALIBRATION, f"{values[index]} in {topic} "
+                                   f"P{_index_text(index, (3, 4))}: the calibration must be "
+                                   "finite")
+        if int(info.width) <= 0 or int(info.height) <= 0:
+            raise CalibrationError(INFO_SIZE_MISMATCH, f"{topic} has an empty image size "
+                                   f"width={info.width}, height={info.height}")
+        p = values.reshape(3, 4)
+        matrices, size, _ = reduced_camera(info, {"K": p[:, :3].copy(), "P": p}, topic)
+        reduced.append((matrices["P"], size))
+    (p_left, left_size), (p_right, right_size) = reduced
+    if left_size != right_size:
+        raise CalibrationError(
+            INFO_SIZE_MISMATCH, f"camera_info sizes differ: {left_topic} is {left_size[0]}x"
+            f"{left_size[1]}, {right_topic} is {right_size[0]}x{right_size[1]}")
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rig = StereoRig.from_projection_matrices(p_left, p_right, *left_size,
+                                                     require_depth=False)
+    except ValueError as error:
+        raise CalibrationError(INVALID_CALIBRATION, str(error)) from None
+    note = _depth_problem_text(rig, p_left, p_right, left_topic, right_topic)
+    if note and not np.any(np.nan_to_num(p_left)):
+        note += "; P is all zero: the camera is not calibrated"
+    return rig, note
+
+
+def disparity_image_values(msg: DisparityImage) -> np.ndarray:
+    """(H, W) float32 disparities of a stereo_msgs/DisparityImage as published (adjusted by
+    -cx offset; invalid pixels keep their marker: see core.geometry.disparity_image_valid).
+
+    The image must be 32FC1; an empty encoding is read as 32FC1 too (the message defines a
+    floating point image; stereo_image_proc's test fixtures leave it empty). Raises
+    UnsupportedEncodingError or ImageDataError (both ValueError) naming the field.
+    """
+    image = msg.image
+    encoding = image.encoding or "32FC1"
+    if encoding != "32FC1":
+        raise UnsupportedEncodingError(f"disparity image encoding {encoding!r}: a "
+                                       "DisparityImage carries 32FC1", "encoding")
+    return decode_raw("32FC1", int(image.width), int(image.height), int(image.step),
+                      bool(image.is_bigendian), image.data)
 
 
 def rectified_camera_info(rig: StereoRig, header, distortion_model: str = "plumb_bob",

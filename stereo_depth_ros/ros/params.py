@@ -316,3 +316,38 @@ def unknown_parameter_warnings(node, used: set[str] = frozenset()) -> list[str]:
             what = "is not a parameter of this node and is ignored"
         lines.append(f"parameter {name} {what}{hint}")
     return lines
+
+
+# ---------------------------------------------------------------- nodes with a few of the specs
+def declare_named_parameters(node, specs) -> dict[str, Any]:
+    """Declare `specs` (config.ParamSpec, e.g. config.point_cloud_specs()) on `node` with their
+    descriptors; returns {name: checked value}. ParameterError names the parameter for a wrong
+    type, an out-of-range value or a value outside its choices."""
+    values = {}
+    for spec in specs:
+        value = _declare(node, spec, descriptor(spec)).value
+        try:
+            values[spec.name] = spec.check(value)
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+    return values
+
+
+class SpecGuard:
+    """add_on_set_parameters_callback of a `declare_named_parameters` node: a live change of one
+    of `specs` is checked (choices, ranges) and handed to apply({name: value}); a bad value is
+    refused with the reason."""
+
+    def __init__(self, specs, apply: Callable[[dict[str, Any]], None]) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+        self._apply = apply
+
+    def __call__(self, parameters) -> SetParametersResult:
+        try:
+            changes = {p.name: self._specs[p.name].check(p.value) for p in parameters
+                       if p.name in self._specs}
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        if changes:
+            self._apply(changes)
+        return SetParametersResult(successful=True)

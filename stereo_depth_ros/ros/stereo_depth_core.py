@@ -754,9 +754,10 @@ class StereoDepthCore:
         super().destroy_node()
 
 
-def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+def run(make_node: Callable[[], Node], args: list[str] | None = None, *,
+        name: str = NODE_NAME) -> int:
     """Run a node until Ctrl-C, an external shutdown or its `finished` future: 0 on a clean stop,
-    1 when it cannot start (StartupError, logged as "cannot start: <reason>")."""
+    1 when it cannot start (StartupError, logged as "cannot start: <reason>" under `name`)."""
     profile_note = transport.use_large_image_profile()       # before any DDS participant
     rclpy.init(args=args)
     try:
@@ -764,7 +765,7 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
         if profile_note:
             node.get_logger().info(profile_note)
     except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1
     executor = SingleThreadedExecutor()
