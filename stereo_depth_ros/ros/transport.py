@@ -1,8 +1,8 @@
 """Getting images to the node: QoS profiles (REP 2003, overridable) and large frames over DDS.
 
 QoS: the inputs are sensor data (best effort, keep last `queue_size`, volatile), the outputs are
-processed data (reliable, keep last 1, volatile); `use_system_default_qos` makes the inputs
-reliable. Every subscription and publisher takes ROS's `qos_overrides.<topic>.<subscription|
+processed data (reliable, keep last 1, volatile); `use_system_default_qos` gives the inputs
+the middleware's default QoS (a DDS reader's default reliability is best effort). Every subscription and publisher takes ROS's `qos_overrides.<topic>.<subscription|
 publisher>.<policy>` parameters (rclpy's QoSOverridingOptions), so a camera or a consumer with
 other QoS needs no code change.
 
@@ -132,5 +132,4 @@ def lost_in_transport_hint(image_topic: str) -> str:
             "with Fast DDS, best-effort images larger than its 512 KiB shared-memory segment are "
             f"dropped. Start the camera driver / bag player with FASTDDS_DEFAULT_PROFILES_FILE="
             f"{where} (FASTRTPS_DEFAULT_PROFILES_FILE on Humble), or subscribe reliably "
-            f"(use_system_default_qos: true or qos_overrides.{image_topic}.subscription."
-            "reliability: reliable)")
+            f"(qos_overrides.{image_topic}.subscription.reliability: reliable)")
