@@ -21,6 +21,7 @@ import numpy as np
 
 from stereo_depth_ros import drop_reasons
 from stereo_depth_ros.backends.base import InputSizeError
+from stereo_depth_ros.config import RECTIFY_MODES
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
@@ -29,7 +30,6 @@ from stereo_depth_ros.drop_reasons import FrameDropped
 
 LOG = logging.getLogger(__name__)
 
-RECTIFY_MODES = ("auto", "true", "false")
 DEVICE_CACHE_ENTRIES = 16
 STAGES = ("auto", "host", "device")
 
