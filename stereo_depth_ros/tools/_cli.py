@@ -273,27 +273,11 @@ def add_dataset_arguments(
 
 def dataset_from_args(args: argparse.Namespace, *, seed: int, size: tuple[int, int],
                       max_disparity: float, error: type[Exception]):
-    """The dataset that `add_dataset_arguments` options select.
+    """The dataset that `add_dataset_arguments` options select (`data.dataset_from_options`)."""
+    from stereo_depth_ros.data import dataset_from_options
 
-    seed, size (height, width) and max_disparity (px) configure synthetic scenes; a missing
-    --root for a dataset on disk raises `error` (the calling tool's user-error class).
-    """
-    from stereo_depth_ros.data import make_dataset
-
-    if args.dataset == "synthetic":
-        height, width = size
-        return make_dataset("synthetic", count=args.count, seed=seed, height=height,
-                            width=width, max_disparity=max_disparity)
-    if args.root is None:
-        raise error(f"--root is required for --dataset {args.dataset}")
-    options: dict = {}
-    if args.dataset in ("kitti2015", "kitti2012"):
-        options["split"] = args.split
-    elif args.dataset == "sceneflow":
-        options.update(passes=args.passes, subset=args.subset)
-    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
-        options["gt_root"] = args.gt_root
-    return make_dataset(args.dataset, args.root, **options)
+    return dataset_from_options(args, seed=seed, size=size, max_disparity=max_disparity,
+                                error=error)
 
 
 # --------------------------------------------------------------------------- ROS processes
