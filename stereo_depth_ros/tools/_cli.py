@@ -1,8 +1,9 @@
 """Argparse and process helpers shared by the console tools, defined once.
 
-Only the stdlib is imported at module level: the dataset readers are imported when a dataset
-option group is built, and rclpy only inside `ros_session()`, so tools that never touch ROS
-(evaluate, train, infer) import this module without ROS installed.
+Only the stdlib (and ros.command_line, which imports no more) is imported at module level: the
+dataset readers are imported when a dataset option group is built, and rclpy only inside
+`ros_session()`, so tools that never touch ROS (evaluate, train, infer) import this module
+without ROS installed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from stereo_depth_ros.ros.command_line import split_ros_args
 
 
 # --------------------------------------------------------------------------- running a tool
@@ -281,32 +284,6 @@ def dataset_from_args(args: argparse.Namespace, *, seed: int, size: tuple[int, i
 
 
 # --------------------------------------------------------------------------- ROS processes
-
-ROS_ARGS_START, ROS_ARGS_END = "--ros-args", "--"
-
-
-def split_ros_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the tool's own arguments, the ROS arguments with their --ros-args flags).
-
-    ROS arguments are the `--ros-args` sections, each up to `--` or the end. Unlike rclpy's
-    remove_ros_args, a tool argument that looks like a ROS 1 style remap (`--remap FROM:=TO`)
-    stays the tool's: it is neither dropped nor applied to the node.
-    """
-    own: list[str] = []
-    ros: list[str] = []
-    inside = False
-    for token in args:
-        if token == ROS_ARGS_START:
-            inside = True
-            ros.append(token)
-        elif inside and token == ROS_ARGS_END:
-            inside = False
-        elif inside:
-            ros.append(token)
-        else:
-            own.append(token)
-    return own, ros
-
 
 def parse_ros_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv` (None: sys.argv[1:]) without its ROS arguments (--ros-args sections)."""
