@@ -78,7 +78,10 @@ class BmParams:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"BM {option.name} must be an integer, got {value!r}")
             if option.name not in ("block_size", "pre_filter_cap"):   # StereoBM's own limits
-                _spec(option.name).check(value)
+                try:
+                    _spec(option.name).check(value)
+                except ValueError as error:
+                    raise ValueError(f"BM {option.name}: {error}") from None
             object.__setattr__(self, option.name, value)
         low, high = WINDOW_RANGE
         if not low <= self.block_size <= high or self.block_size % 2 == 0:
