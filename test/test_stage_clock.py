@@ -55,6 +55,13 @@ def test_every_engine_declares_the_engine_interface():
     assert isinstance(backend.runner, FastPSMNet) and isinstance(backend.runner, PsmnetEngine)
     assert backend.runner.plan.cnn3d == "fp32" and backend.runner.mode == "fast"
     backend.synchronize()                                    # public; nothing to wait for here
+    from stereo_depth_ros.models.fused import cpu_features
+    if cpu_features.detect().int8_vnni:                      # the override reaches the engine
+        assert PsmnetBackend(None, max_disparity=16, device="cpu", engine="fast",
+                             arithmetic="int8").runner.plan.cnn3d == "int8"
+    else:
+        with pytest.raises(ValueError, match="int8 arithmetic needs a CPU with VNNI"):
+            PsmnetBackend(None, max_disparity=16, device="cpu", engine="fast", arithmetic="int8")
     with pytest.raises(ValueError, match="arithmetic='int8' chooses the CPU fast engine"):
         PsmnetBackend(None, max_disparity=16, device="cpu", engine="exact", arithmetic="int8")
     with pytest.raises(ValueError, match="compile=True is for the CUDA fast engine"):
