@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, fields
+import textwrap
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 BACKENDS = ("psmnet", "sgbm", "bm", "onnx")
@@ -154,10 +155,14 @@ class ParamSpec:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{self.name} must be finite, got {value}")
+            rule = (f" ({self._step_rule()} in [{self.min_value}, {self.max_value}])"
+                    if self.step else "")
             if self.min_value is not None and value < self.min_value:
-                raise ValueError(f"{self.name}={value} is below the minimum {self.min_value}")
+                raise ValueError(f"{self.name}={value} is below the minimum {self.min_value}"
+                                 + rule)
             if self.max_value is not None and value > self.max_value:
-                raise ValueError(f"{self.name}={value} is above the maximum {self.max_value}")
+                raise ValueError(f"{self.name}={value} is above the maximum {self.max_value}"
+                                 + rule)
             if self.step and (value - int(self.min_value or 0)) % self.step:
                 raise ValueError(f"{self.name}={value} must be {self._step_rule()}")
         return value
@@ -329,63 +334,56 @@ ONNX_PARAMETERS = {"onnx_path": "onnx_path", "onnx_providers": "providers"}
 """{parameter: OnnxBackend option} of backend onnx."""
 
 
+def sgbm_penalties(p1: int | None, p2: int | None, block_size: int, channels: int
+                   ) -> tuple[int, int]:
+    """SGBM's smoothness penalties (P1, P2) as StereoSGBM gets them: 0 or None = OpenCV's
+    suggestion, 8 * channels * block_size^2 for P1 and 32 * channels * block_size^2 for P2
+    (channels: 1 matching on luma, 3 on colour). ValueError unless P2 > P1 (the rule of
+    sgbm.p1/sgbm.p2, checked here for the node's parameters and backends.sgbm alike)."""
+    area = channels * block_size * block_size
+    used = (p1 or 8 * area), (p2 or 32 * area)
+    if used[1] <= used[0]:
+        raise ValueError(f"SGBM p2 ({used[1]}{'' if p2 else ' = 32 * channels * block_size^2'}) "
+                         f"must be greater than p1 ({used[0]}"
+                         f"{'' if p1 else ' = 8 * channels * block_size^2'}): sgbm.p2 > sgbm.p1")
+    return used
+
+
 def _field_name(param_name: str) -> str:
     return param_name.replace(".", "_")
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    """A complete, validated parameter set (field names: parameter names with '.' -> '_')."""
+def _parameter_fields(cls: type) -> type:
+    """Class decorator: one typed field per entry of PARAMS, then `dataclass(frozen=True)`.
 
-    backend: str = SPECS["backend"].default
-    weights_path: str = SPECS["weights_path"].default
-    model: str = SPECS["model"].default
-    device: str = SPECS["device"].default
-    precision: str = SPECS["precision"].default
-    engine: str = SPECS["engine"].default
-    max_disparity: int = SPECS["max_disparity"].default
-    onnx_path: str = SPECS["onnx_path"].default
-    onnx_providers: str = SPECS["onnx_providers"].default
-    warmup_size: str = SPECS["warmup_size"].default
-    input_scale: float = SPECS["input_scale"].default
-    rectify: str = SPECS["rectify"].default
-    min_depth_m: float = SPECS["min_depth_m"].default
-    max_depth_m: float = SPECS["max_depth_m"].default
-    depth_encoding: str = SPECS["depth_encoding"].default
-    confidence_threshold: float = SPECS["confidence_threshold"].default
-    max_relative_uncertainty: float = SPECS["max_relative_uncertainty"].default
-    use_color: bool = SPECS["use_color"].default
-    points_depth_std: bool = SPECS["points_depth_std"].default
-    approximate_sync: bool = SPECS["approximate_sync"].default
-    approximate_sync_tolerance_seconds: float = \
-        SPECS["approximate_sync_tolerance_seconds"].default
-    synchronizer: str = SPECS["synchronizer"].default
-    queue_size: int = SPECS["queue_size"].default
-    image_transport: str = SPECS["image_transport"].default
-    use_system_default_qos: bool = SPECS["use_system_default_qos"].default
-    diagnostics_period_seconds: float = SPECS["diagnostics_period_seconds"].default
-    rectification_check_period_seconds: float = \
-        SPECS["rectification_check.period_seconds"].default
-    rectification_check_warn_px: float = SPECS["rectification_check.warn_px"].default
-    rectification_check_error_px: float = SPECS["rectification_check.error_px"].default
-    target_rate_hz: float = SPECS["target_rate_hz"].default
-    min_input_scale: float = SPECS["min_input_scale"].default
-    points_decimation: int = SPECS["points_decimation"].default
-    sgbm_min_disparity: int = SPECS["sgbm.min_disparity"].default
-    sgbm_num_disparities: int = SPECS["sgbm.num_disparities"].default
-    sgbm_block_size: int = SPECS["sgbm.block_size"].default
-    sgbm_p1: int = SPECS["sgbm.p1"].default
-    sgbm_p2: int = SPECS["sgbm.p2"].default
-    sgbm_uniqueness_ratio: int = SPECS["sgbm.uniqueness_ratio"].default
-    sgbm_speckle_window_size: int = SPECS["sgbm.speckle_window_size"].default
-    sgbm_speckle_range: int = SPECS["sgbm.speckle_range"].default
-    sgbm_disp12_max_diff: int = SPECS["sgbm.disp12_max_diff"].default
-    sgbm_pre_filter_cap: int = SPECS["sgbm.pre_filter_cap"].default
-    sgbm_mode: str = SPECS["sgbm.mode"].default
-    sgbm_grayscale: bool = SPECS["sgbm.grayscale"].default
-    prefilter_size: int = SPECS["prefilter_size"].default
-    texture_threshold: int = SPECS["texture_threshold"].default
-    avoid_point_cloud_padding: bool = SPECS["avoid_point_cloud_padding"].default
+    Each field is named after its parameter ('.' -> '_'), typed and defaulted by its ParamSpec
+    (the spec is in the field's `metadata["spec"]`), in PARAMS' order; the class docstring gains
+    the list of fields with their help, so `help(NodeConfig)` documents every value.
+    """
+    annotations: dict[str, type] = {}
+    lines = []
+    for spec in PARAMS:
+        name = _field_name(spec.name)
+        if name in cls.__dict__ or name in annotations:
+            raise TypeError(f"parameter {spec.name!r} would replace {cls.__name__}.{name}")
+        annotations[name] = spec.type
+        setattr(cls, name, field(default=spec.default, metadata={"spec": spec}))
+        lines.append(f"    {name}: {spec.type.__name__} = {spec.default!r}"
+                     + (f" (parameter {spec.name})" if name != spec.name else ""))
+        lines += textwrap.wrap(spec.help_line(), 92, initial_indent=" " * 8,
+                               subsequent_indent=" " * 8, break_on_hyphens=False)
+    cls.__annotations__ = annotations
+    cls.__doc__ = (cls.__doc__ or "") + "\n\n    Fields:\n\n" + "\n".join(lines) + "\n"
+    return dataclass(frozen=True)(cls)
+
+
+@_parameter_fields
+class NodeConfig:
+    """A complete, validated parameter set: one field per parameter of PARAMS (typed, default
+    and help from its ParamSpec; field names are parameter names with '.' -> '_'), frozen.
+
+    Build with `NodeConfig.from_params({name: value})` (range- and cross-checked) or
+    `NodeConfig(field=value, ...)`; change with `replace({name: value})`."""
 
     def get(self, param_name: str) -> Any:
         return getattr(self, _field_name(param_name))
@@ -475,8 +473,8 @@ class NodeConfig:
         if self.points_decimation not in (1, 2, 4):
             raise ValueError(f"points_decimation={self.points_decimation} is not allowed: "
                              "expected 1, 2 or 4")
-        if self.sgbm_p1 and self.sgbm_p2 and self.sgbm_p2 <= self.sgbm_p1:
-            raise ValueError(f"sgbm.p2={self.sgbm_p2} must be larger than sgbm.p1={self.sgbm_p1}")
+        sgbm_penalties(self.sgbm_p1, self.sgbm_p2, self.sgbm_block_size,
+                       1 if self.sgbm_grayscale else 3)
 
     def sync_tolerance_s(self) -> float:
         """The synchroniser's stamp tolerance: approximate_sync_tolerance_seconds, or with 0
@@ -495,11 +493,6 @@ class NodeConfig:
             raise ValueError("weights_path is empty but backend is psmnet: " + WEIGHTS_HINT)
         if self.backend == "onnx" and not self.onnx_path.strip():
             raise ValueError("onnx_path is empty but backend is onnx: " + ONNX_HINT)
-
-
-def field_names() -> list[str]:
-    """NodeConfig field names, in declaration order (for tools that print the config)."""
-    return [f.name for f in fields(NodeConfig)]
 
 
 def _yaml_scalar(value: Any) -> str:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from stereo_depth_ros.benchmark.worker import stat as bench_stat
 from stereo_depth_ros.tools import bench
 
 
@@ -57,7 +58,7 @@ def test_bench_bad_arguments():
 
 
 def test_stat_and_table():
-    stat = bench._stat([3.0, 1.0, 2.0, 4.0])
+    stat = bench_stat([3.0, 1.0, 2.0, 4.0])
     assert stat["median_s"] == 2.5 and stat["min_s"] == 1.0 and stat["max_s"] == 4.0
     assert stat["spread_pct"] == pytest.approx(120.0)
     report = {"results": [{"size": "8x8", "config": "fast", "median_s": 1.0, "min_s": 1.0,

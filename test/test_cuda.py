@@ -165,7 +165,7 @@ def test_pipeline_on_cuda_matches_the_host_pipeline(kitti_weights, sample_pairs)
     the host path gives (exact engine on both sides)."""
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
     from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
-    from stereo_depth_ros.tools.bench import raw_calibration
+    from stereo_depth_ros.benchmark.inputs import raw_calibration
     left, right = sample_pairs["kitti2015_000046"]
     calibration = raw_calibration(left.shape[1], left.shape[0])
     cuda = PsmnetBackend(kitti_weights, device="cuda", engine="exact")

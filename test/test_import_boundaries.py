@@ -25,6 +25,7 @@ PURE_MODULES = [
     "stereo_depth_ros.tools.train", "stereo_depth_ros.tools.kitti2bag",
     "stereo_depth_ros.tools.replay", "stereo_depth_ros.tools.dump",
     "stereo_depth_ros.tools.bench", "stereo_depth_ros.tools.export",
+    "stereo_depth_ros.benchmark.runner", "stereo_depth_ros.core.stage_clock",
     "stereo_depth_ros.backends.onnx", "stereo_depth_ros.core.onnx_metadata",
 ]
 ROS_MODULES = ("rclpy", "sensor_msgs", "stereo_msgs", "std_msgs", "message_filters",

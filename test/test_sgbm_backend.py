@@ -149,3 +149,18 @@ def test_update_while_computing_from_another_thread(scene):
         backend.update(block_size=block_size)
     thread.join()
     assert not errors
+
+
+def test_option_defaults_are_the_parameter_specs():
+    """SGBM's defaults are the sgbm.* parameters'; BM's stereo_image_proc's (StereoBM's -1 for
+    disp12_max_diff, which stereo_image_proc sets for SGBM only)."""
+    from dataclasses import asdict
+
+    from stereo_depth_ros.backends.bm import BmParams
+    from stereo_depth_ros.config import SPECS
+    for option, value in asdict(SgbmParams()).items():
+        assert (value or 0) == SPECS[f"sgbm.{option}"].default, option
+    assert asdict(BmParams()) == {
+        "min_disparity": 0, "num_disparities": 64, "block_size": 15, "pre_filter_size": 9,
+        "pre_filter_cap": 31, "texture_threshold": 10, "uniqueness_ratio": 15,
+        "speckle_window_size": 100, "speckle_range": 4, "disp12_max_diff": -1}

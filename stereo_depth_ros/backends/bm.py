@@ -1,19 +1,24 @@
 """OpenCV block matching (StereoBM): stereo_image_proc's `stereo_algorithm: 0`.
 
 Matches on luma (BT.601) with a sum-of-absolute-differences window, as stereo_image_proc's
-DisparityNode does. Parameters (px unless noted; OpenCV names in brackets):
+DisparityNode does. Options (px unless noted; OpenCV names in brackets), each checked against
+the node parameter that sets it (`config.BM_PARAMETERS`: sgbm.* for those block matching shares
+with SGBM, prefilter_size and texture_threshold), plus StereoBM's own window and cap limits;
+the defaults are stereo_image_proc's (`config.SIP_ALIASES`, and PARAMS for its names kept here):
 - min_disparity [minDisparity]: smallest disparity searched (may be negative).
-- num_disparities [numDisparities]: size of the search range, a positive multiple of 16; the
-  searched range is [min_disparity, min_disparity + num_disparities).
-- block_size [blockSize]: odd SAD window side, 5..255 (and not larger than the image).
-- pre_filter_size [preFilterSize]: odd normalisation window, 5..255.
-- pre_filter_cap [preFilterCap]: bound on the normalised pixel values, 1..63.
+- num_disparities [numDisparities]: size of the search range, a multiple of 16; the searched
+  range is [min_disparity, min_disparity + num_disparities).
+- block_size [blockSize]: odd SAD window side, in StereoBM's WINDOW_RANGE (and not larger than
+  the image).
+- pre_filter_size [preFilterSize]: odd normalisation window, in WINDOW_RANGE.
+- pre_filter_cap [preFilterCap]: bound on the normalised pixel values, in PRE_FILTER_CAP_RANGE.
 - texture_threshold [textureThreshold]: a window whose texture (sum of |x-derivative|) does not
   exceed this is invalid; 0 = keep all.
 - uniqueness_ratio [uniquenessRatio]: margin in % by which the best SAD must beat the next best.
 - speckle_window_size [speckleWindowSize], speckle_range [speckleRange]: speckle filter, as in
   SGBM (0 = off).
-- disp12_max_diff [disp12MaxDiff]: left-right check tolerance in whole px, negative = off.
+- disp12_max_diff [disp12MaxDiff]: left-right check tolerance in whole px, negative = off
+  (default -1: stereo_image_proc's disp12_max_diff is SGBM-only and leaves StereoBM's -1).
 
 Output: disparity = OpenCV's fixed-point value / 16 as float32, NaN where OpenCV marks a pixel
 invalid (below min_disparity: the unsearchable left band, low texture, not unique, speckles).
@@ -21,57 +26,71 @@ invalid (below min_disparity: the unsearchable left band, low texture, not uniqu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
 from stereo_depth_ros.backends.base import to_mono
-from stereo_depth_ros.backends.opencv_matcher import OpenCvMatcherBackend
+from stereo_depth_ros.backends.opencv_matcher import OpenCvMatcherBackend, plain_value
+from stereo_depth_ros.config import BM_PARAMETERS, SIP_ALIASES, SPECS, ParamSpec
 
-WINDOW_RANGE = (5, 255)
+_PARAMETER = {option: name for name, option in BM_PARAMETERS.items()}
+"""BM option -> the node parameter that sets it."""
+_SIP_DEFAULTS = {BM_PARAMETERS[alias.target]: alias.spec.type(alias.spec.default)
+                 for alias in SIP_ALIASES if alias.target in BM_PARAMETERS}
+"""BM option -> stereo_image_proc's default for it (its DisparityNode parameter's)."""
+WINDOW_RANGE = (int(SPECS["prefilter_size"].min_value), int(SPECS["prefilter_size"].max_value))
+"""StereoBM's odd window sides, SAD and pre-filter alike (the prefilter_size parameter's range)."""
 PRE_FILTER_CAP_RANGE = (1, 63)
+"""StereoBM's preFilterCap limits (SGBM's go to 127: sgbm.pre_filter_cap's range)."""
 
 
-def _odd_in(name: str, value: int, limits: tuple[int, int]) -> None:
-    low, high = limits
-    if not low <= value <= high or value % 2 == 0:
-        raise ValueError(f"BM {name} must be odd and in [{low}, {high}], got {value}")
+def _spec(option: str) -> ParamSpec:
+    return SPECS[_PARAMETER[option]]
+
+
+def _default(option: str) -> int:
+    if option == "disp12_max_diff":
+        return -1                       # StereoBM's own: stereo_image_proc does not set it
+    return int(_SIP_DEFAULTS.get(option, _spec(option).default))
 
 
 @dataclass(frozen=True)
 class BmParams:
-    """Validated StereoBM parameters (see the module docstring for meanings and ranges)."""
+    """Validated StereoBM options (see the module docstring for meanings, defaults and ranges);
+    a bad value raises ValueError naming the option or parameter, the value and the limits."""
 
-    min_disparity: int = 0
-    num_disparities: int = 64
-    block_size: int = 15
-    pre_filter_size: int = 9
-    pre_filter_cap: int = 31
-    texture_threshold: int = 10
-    uniqueness_ratio: int = 15
-    speckle_window_size: int = 100
-    speckle_range: int = 4
-    disp12_max_diff: int = -1
+    min_disparity: int = _default("min_disparity")
+    num_disparities: int = _default("num_disparities")
+    block_size: int = _default("block_size")
+    pre_filter_size: int = _default("pre_filter_size")
+    pre_filter_cap: int = _default("pre_filter_cap")
+    texture_threshold: int = _default("texture_threshold")
+    uniqueness_ratio: int = _default("uniqueness_ratio")
+    speckle_window_size: int = _default("speckle_window_size")
+    speckle_range: int = _default("speckle_range")
+    disp12_max_diff: int = _default("disp12_max_diff")
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"BM {name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.num_disparities <= 0 or self.num_disparities % 16:
-            raise ValueError("BM num_disparities must be a positive multiple of 16, got "
-                             f"{self.num_disparities}")
-        _odd_in("block_size", self.block_size, WINDOW_RANGE)
-        _odd_in("pre_filter_size", self.pre_filter_size, WINDOW_RANGE)
+        for option in fields(self):
+            value = plain_value(getattr(self, option.name))
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"BM {option.name} must be an integer, got {value!r}")
+            if option.name not in ("block_size", "pre_filter_cap"):   # StereoBM's own limits
+                try:
+                    _spec(option.name).check(value)
+                except ValueError as error:
+                    raise ValueError(f"BM {option.name}: {error}") from None
+            object.__setattr__(self, option.name, value)
+        low, high = WINDOW_RANGE
+        if not low <= self.block_size <= high or self.block_size % 2 == 0:
+            raise ValueError(f"BM block_size must be odd and in [{low}, {high}], got "
+                             f"{self.block_size}")
         low, high = PRE_FILTER_CAP_RANGE
         if not low <= self.pre_filter_cap <= high:
             raise ValueError(f"BM pre_filter_cap must be in [{low}, {high}], got "
                              f"{self.pre_filter_cap}")
-        for name in ("texture_threshold", "uniqueness_ratio", "speckle_window_size",
-                     "speckle_range"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"BM {name} must be >= 0, got {getattr(self, name)}")
 
 
 class BmBackend(OpenCvMatcherBackend):

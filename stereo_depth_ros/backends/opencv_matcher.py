@@ -19,6 +19,18 @@ import numpy as np
 from stereo_depth_ros.backends.base import DisparityResult, validate_pair
 
 
+def plain_value(value: object) -> object:
+    """numpy scalars as Python's, and integral floats as int, so that an option's
+    `config.ParamSpec.check` sees the types the node's parameters have."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
 class OpenCvMatcherBackend:
     """Base of SgbmBackend and BmBackend: compute() takes a rectified uint8 pair, (H, W, 3) RGB
     or (H, W) mono, and returns DisparityResult(disparity (H, W) float32 px, NaN invalid,

@@ -30,8 +30,10 @@ import torch
 
 from stereo_depth_ros.backends.base import PSMNET_DELTA_D_PX, DisparityResult, validate_pair
 from stereo_depth_ros.backends.engine_choice import EngineChoice, choose_cpu_engine
+from stereo_depth_ros.backends.engine import PsmnetEngine
 from stereo_depth_ros.config import DEVICE_PATTERN, ENGINES, PRECISIONS
 from stereo_depth_ros.core.padding import InputPadder
+from stereo_depth_ros.core.stage_clock import StageClock
 from stereo_depth_ros.models import (OFFICIAL_PREPROCESSING, PsmnetPreprocessing, build_psmnet,
                                      load_checkpoint)
 from stereo_depth_ros.models.psmnet import SIZE_MULTIPLE, VARIANTS
@@ -104,7 +106,7 @@ def _autocast_dtype(precision: str) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class ReferenceRunner:
+class ReferenceRunner(PsmnetEngine):
     """The reference model behind the engines' interface, with per-stage timings.
 
     forward_with_confidence(left, right, timings=None, with_confidence=True) runs the model's
@@ -132,7 +134,7 @@ class ReferenceRunner:
         model = self.model
         model._check_input(left, right)
         size = (left.shape[2], left.shape[3])
-        marks = _StageClock(timings, left.device)
+        marks = StageClock(timings, left.device)
         with torch.inference_mode(), self._autocast(left.device):
             features = model.extract_features(left, right)
             marks.mark("features")
@@ -146,25 +148,6 @@ class ReferenceRunner:
                                    with_uncertainty=with_uncertainty)
             marks.mark("regression")
         return result
-
-
-class _StageClock:
-    """Adds wall seconds per stage to `timings` (synchronizing CUDA at each mark); no-op if
-    None."""
-
-    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
-        self.timings = timings
-        self.device = device
-        self.last = time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        if self.timings is None:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
-        self.last = now
 
 
 class PsmnetBackend:
@@ -183,6 +166,10 @@ class PsmnetBackend:
     engine: see the module docstring. "exact" needs precision "fp32"; on the CPU "fast" does too
         (it chooses its own arithmetic).
     cuda_graphs: the CUDA engines capture their forward as a CUDA graph per input size.
+    arithmetic: the CPU fast engine's arithmetic, "fp32", "bf16" or "int8" (`FastPSMNet`);
+        None = chosen by the CPU (or by precision "bf16"). The benchmark's fast-fp32/-int8.
+    compile: the CUDA fast engine runs through `torch.compile(mode="reduce-overhead")` instead
+        of its own graph capture (compiles for a minute or more). The benchmark's fast-compile.
 
     min_disparity: start of the published window (stereo_image_proc's min_disparity): smaller
         disparities become NaN; 0 = all.
@@ -206,7 +193,8 @@ class PsmnetBackend:
                  align_corners: bool = True,
                  preprocessing: PsmnetPreprocessing = OFFICIAL_PREPROCESSING,
                  engine: str = "reference", cuda_graphs: bool = True,
-                 min_disparity: float = 0.0) -> None:
+                 min_disparity: float = 0.0, arithmetic: str | None = None,
+                 compile: bool = False) -> None:
         if model not in VARIANTS:
             raise ValueError(f"model must be one of {', '.join(VARIANTS)}, got {model!r}")
         if (isinstance(max_disparity, bool) or not isinstance(max_disparity, (int, np.integer))
@@ -237,7 +225,8 @@ class PsmnetBackend:
             self.weights_path = Path(weights_path)
             load_checkpoint(self.model, self.weights_path)
         self.model.to(self.device).eval()
-        self.runner = self._make_runner(engine, autocast_dtype, cuda_graphs)
+        self.runner: PsmnetEngine | None = self._make_runner(
+            engine, autocast_dtype, cuda_graphs, arithmetic=arithmetic, compile=compile)
 
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(preprocessing.mean, device=self.device).view(shape)
@@ -245,18 +234,28 @@ class PsmnetBackend:
         self._staging: torch.Tensor | None = None
         self._lock = threading.Lock()
 
-    def _make_runner(self, engine: str, autocast_dtype: torch.dtype | None, cuda_graphs: bool):
+    def _make_runner(self, engine: str, autocast_dtype: torch.dtype | None, cuda_graphs: bool,
+                     *, arithmetic: str | None, compile: bool) -> PsmnetEngine:
+        on_cuda = self.device.type == "cuda"
+        if arithmetic is not None and (on_cuda or engine != "fast"):
+            raise ValueError(f"arithmetic={arithmetic!r} chooses the CPU fast engine's "
+                             f"arithmetic: it needs engine='fast' on the CPU (got engine="
+                             f"{engine!r} on {self.device})")
+        if compile and not (on_cuda and engine == "fast"):
+            raise ValueError(f"compile=True is for the CUDA fast engine: it needs engine='fast' "
+                             f"on CUDA (got engine={engine!r} on {self.device})")
         if engine == "reference":
             return ReferenceRunner(self.model, autocast_dtype)
-        if self.device.type == "cuda":
+        if on_cuda:
             from stereo_depth_ros.models.fused.cuda import CudaPSMNet
             fast_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return CudaPSMNet(self.model, mode=engine, fast_dtype=fast_dtype,
-                              cuda_graphs=cuda_graphs)
+                              cuda_graphs=cuda_graphs, fuse_relu=not compile, compile=compile)
         from stereo_depth_ros.models.fused import FastPSMNet
-        arithmetic = "bf16" if self.precision == "bf16" else None
-        if self.engine_choice is not None and engine == "fast":
-            arithmetic = self.engine_choice.arithmetic
+        if arithmetic is None:
+            arithmetic = "bf16" if self.precision == "bf16" else None
+            if self.engine_choice is not None and engine == "fast":
+                arithmetic = self.engine_choice.arithmetic
         return FastPSMNet.from_model(self.model, mode=engine, arithmetic=arithmetic)
 
     def describe(self) -> str:
@@ -353,7 +352,7 @@ class PsmnetBackend:
             start = time.perf_counter()
             left_t, right_t, padder = self.normalize(left, right)
             if timings is not None:
-                self._synchronize()
+                self.synchronize()
                 timings["preprocess"] = timings.get("preprocess", 0.0) + \
                     time.perf_counter() - start
             with torch.inference_mode():
@@ -400,6 +399,8 @@ class PsmnetBackend:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _synchronize(self) -> None:
+    def synchronize(self) -> None:
+        """Wait for the work queued on the backend's device (nothing to wait for on the CPU):
+        for timing `preprocess` or the engine (`runner`) from outside."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

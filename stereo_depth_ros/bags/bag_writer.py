@@ -235,6 +235,13 @@ def write_bag(frames: list[FramePair], out: str | Path, *, storage: str = "mcap"
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
+    return _summary(out, storage, frames, frame_id, sink, edges, stamps, calibrations)
+
+
+def _summary(out: Path, storage: str, frames: list[FramePair], frame_id: str, sink: _BagSink,
+             edges: list[StaticTransform], stamps: list[int], calibrations: _Calibrations
+             ) -> dict:
+    """`write_bag`'s summary of the bag it wrote."""
     return {
         "bag": str(out),
         "storage": storage,

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from stereo_depth_ros.core.disparity_io import colorize
+from stereo_depth_ros.core.geometry import depth_to_points
 
 MAX_DEPTH_MM = 65535
 
@@ -120,14 +121,9 @@ def make_montage(left_rgb: np.ndarray | None, disparity_bgr: np.ndarray, depth_b
 
 
 def points_from_depth(depth_m: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 points in the optical frame from depth and a 3x3 K (NaN where invalid)."""
-    depth = np.asarray(depth_m, dtype=np.float32)
-    height, width = depth.shape
-    fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
-    u = np.arange(width, dtype=np.float32)[None, :]
-    v = np.arange(height, dtype=np.float32)[:, None]
-    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-    return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1).astype(np.float32)
+    """(H, W, 3) float32 points in the optical frame from depth and a 3x3 K (NaN where invalid):
+    `core.geometry.depth_to_points` with K's fx, fy, cx, cy."""
+    return depth_to_points(depth_m, k[0, 0], k[1, 1], k[0, 2], k[1, 2])
 
 
 @dataclass

@@ -183,6 +183,39 @@ def translation_keys_for(left_key: str, right_key: str) -> tuple[str | None, str
     return None, None
 
 
+def _choose_baseline(p_left: np.ndarray, p_right: np.ndarray, label: str,
+                     translation_baseline_m: float | None, baseline_source: str,
+                     baseline_m: float | None, notes: list[str]) -> float:
+    """The baseline (m) `rectified_stereo_calibration` uses, with a note in `notes` when it is
+    not the P difference; CalibrationFileError when it is not positive."""
+    fx = p_left[0, 0]
+    projection_baseline = (p_left[0, 3] - p_right[0, 3]) / fx
+    if baseline_m is not None:
+        chosen = float(baseline_m)
+        notes.append(f"baseline {chosen:.4f} m given explicitly (P difference: "
+                     f"{projection_baseline:.4f} m)")
+    elif baseline_source == "translation":
+        if translation_baseline_m is None:
+            raise CalibrationFileError(f"{label}: baseline_source='translation' but the file "
+                                       "has no camera translations (T_xx)")
+        chosen = float(translation_baseline_m)
+    else:
+        chosen = float(projection_baseline)
+        if (baseline_source == "auto" and translation_baseline_m is not None
+                and translation_baseline_m > 0
+                and abs(projection_baseline - translation_baseline_m)
+                > BASELINE_TOLERANCE * translation_baseline_m):
+            chosen = float(translation_baseline_m)
+            notes.append(
+                f"baseline from the P difference ({projection_baseline:.4f} m) disagrees with the "
+                f"camera translations ({translation_baseline_m:.4f} m); using the translations")
+    if not (np.isfinite(chosen) and chosen > 0):
+        raise CalibrationFileError(
+            f"{label}: baseline must be positive (got {chosen:.6g} m from P_left[0,3]="
+            f"{p_left[0, 3]:.6g}, P_right[0,3]={p_right[0, 3]:.6g}); are left and right swapped?")
+    return chosen
+
+
 def rectified_stereo_calibration(p_left: np.ndarray, p_right: np.ndarray, width: int, height: int,
                                  *, translation_baseline_m: float | None = None,
                                  baseline_source: str = "auto", baseline_m: float | None = None,
@@ -214,30 +247,8 @@ def rectified_stereo_calibration(p_left: np.ndarray, p_right: np.ndarray, width:
             f"(fx {fx} vs {p_right[0, 0]}, fy {fy} vs {p_right[1, 1]}, cy {p_left[1, 2]} vs "
             f"{p_right[1, 2]})")
     notes: list[str] = []
-    projection_baseline = (p_left[0, 3] - p_right[0, 3]) / fx
-    if baseline_m is not None:
-        chosen = float(baseline_m)
-        notes.append(f"baseline {chosen:.4f} m given explicitly (P difference: "
-                     f"{projection_baseline:.4f} m)")
-    elif baseline_source == "translation":
-        if translation_baseline_m is None:
-            raise CalibrationFileError(f"{label}: baseline_source='translation' but the file "
-                                       "has no camera translations (T_xx)")
-        chosen = float(translation_baseline_m)
-    else:
-        chosen = float(projection_baseline)
-        if (baseline_source == "auto" and translation_baseline_m is not None
-                and translation_baseline_m > 0
-                and abs(projection_baseline - translation_baseline_m)
-                > BASELINE_TOLERANCE * translation_baseline_m):
-            chosen = float(translation_baseline_m)
-            notes.append(
-                f"baseline from the P difference ({projection_baseline:.4f} m) disagrees with the "
-                f"camera translations ({translation_baseline_m:.4f} m); using the translations")
-    if not (np.isfinite(chosen) and chosen > 0):
-        raise CalibrationFileError(
-            f"{label}: baseline must be positive (got {chosen:.6g} m from P_left[0,3]="
-            f"{p_left[0, 3]:.6g}, P_right[0,3]={p_right[0, 3]:.6g}); are left and right swapped?")
+    chosen = _choose_baseline(p_left, p_right, label, translation_baseline_m, baseline_source,
+                              baseline_m, notes)
     if rect_size is not None:
         rect_w, rect_h = rect_size
         if abs(rect_w - width) > SIZE_TOLERANCE_PX or abs(rect_h - height) > SIZE_TOLERANCE_PX:

@@ -132,6 +132,23 @@ def _to_uint8(image: np.ndarray, rng: np.random.Generator, noise_std: float) -> 
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
+def _left_disparity(layers: list[_Layer], u: np.ndarray, v: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(disparity (H, W) float64 px of the layer each left pixel sees, matchable bool mask).
+
+    A left pixel is matchable when its point lies inside the right image and the right view
+    sees the same layer there (otherwise it is half-occluded)."""
+    index, _ = _nearest_layer(layers, u, v, "left")
+    disparity = np.empty(u.shape, dtype=np.float64)
+    for i, layer in enumerate(layers):
+        hit = index == i
+        disparity[hit] = np.broadcast_to(layer.disparity_at(v), u.shape)[hit]
+    u_right = u - disparity
+    index_right, _ = _nearest_layer(layers, u_right, v, "right")
+    width = u.shape[1]
+    return disparity, (u_right >= 0) & (u_right <= width - 1) & (index_right == index)
+
+
 def make_scene(height: int = 120, width: int = 160, *, background_disparity: float = 6.5,
                background_slope: float = 0.0, foreground_disparity: float | None = 17.25,
                foreground_box: tuple[float, float, float, float] | None = None,
@@ -179,17 +196,8 @@ def make_scene(height: int = 120, width: int = 160, *, background_disparity: flo
     left = _render(layers, u, v, "left", texture_cell_px)
     right = _render(layers, u, v, "right", texture_cell_px)
 
-    index, _ = _nearest_layer(layers, u, v, "left")
-    disparity = np.empty((height, width), dtype=np.float64)
-    for i, layer in enumerate(layers):
-        hit = index == i
-        disparity[hit] = np.broadcast_to(layer.disparity_at(v), u.shape)[hit]
+    disparity, matchable = _left_disparity(layers, u, v)
     depth = fx * baseline_m / (disparity - cx_offset)
-    # A left pixel is matchable when its point lies inside the right image and the right view
-    # sees the same layer there (otherwise it is half-occluded).
-    u_right = u - disparity
-    index_right, _ = _nearest_layer(layers, u_right, v, "right")
-    matchable = (u_right >= 0) & (u_right <= width - 1) & (index_right == index)
     ground_truth = np.where(matchable, disparity, np.nan).astype(np.float32)
     return SyntheticScene(left=_to_uint8(left, rng, noise_std),
                           right=_to_uint8(right, rng, noise_std), disparity=ground_truth,

@@ -9,8 +9,8 @@ from stereo_depth_ros.data.samples import (
 
 DATASET_NAMES = ("kitti2015", "kitti2012", "middlebury", "eth3d", "sceneflow", "synthetic")
 
-__all__ = ["DATASET_NAMES", "DatasetError", "StereoDataset", "StereoSample", "index_by_frame_id",
-           "make_dataset", "pair_by_frame_id"]
+__all__ = ["DATASET_NAMES", "DatasetError", "StereoDataset", "StereoSample",
+           "dataset_from_options", "index_by_frame_id", "make_dataset", "pair_by_frame_id"]
 
 
 def make_dataset(name: str, root: str | Path | None = None, **options) -> StereoDataset:
@@ -40,3 +40,27 @@ def make_dataset(name: str, root: str | Path | None = None, **options) -> Stereo
         return Eth3d(root, **options)
     from stereo_depth_ros.data.sceneflow import SceneFlow
     return SceneFlow(root, **options)
+
+
+def dataset_from_options(options, *, seed: int, size: tuple[int, int], max_disparity: float,
+                         error: type[Exception] = DatasetError) -> StereoDataset:
+    """The dataset a tool's dataset options select (`tools._cli.add_dataset_arguments`: any
+    object with `dataset`, `root`, `split`, `gt_root`, `subset`, `passes` and `count`).
+
+    seed, size (height, width) and max_disparity (px) configure synthetic scenes; a missing
+    root for a dataset on disk raises `error` (the caller's user-error class).
+    """
+    if options.dataset == "synthetic":
+        height, width = size
+        return make_dataset("synthetic", count=options.count, seed=seed, height=height,
+                            width=width, max_disparity=max_disparity)
+    if options.root is None:
+        raise error(f"--root is required for --dataset {options.dataset}")
+    extra: dict = {}
+    if options.dataset in ("kitti2015", "kitti2012"):
+        extra["split"] = options.split
+    elif options.dataset == "sceneflow":
+        extra.update(passes=options.passes, subset=options.subset)
+    elif options.dataset in ("middlebury", "eth3d") and options.gt_root is not None:
+        extra["gt_root"] = options.gt_root
+    return make_dataset(options.dataset, options.root, **extra)

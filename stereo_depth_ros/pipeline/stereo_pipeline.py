@@ -21,15 +21,16 @@ import numpy as np
 
 from stereo_depth_ros import drop_reasons
 from stereo_depth_ros.backends.base import InputSizeError
+from stereo_depth_ros.config import RECTIFY_MODES
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
+from stereo_depth_ros.core.stage_clock import StageClock
 from stereo_depth_ros.core.uncertainty import depth_std, trusted
 from stereo_depth_ros.drop_reasons import FrameDropped
 
 LOG = logging.getLogger(__name__)
 
-RECTIFY_MODES = ("auto", "true", "false")
 DEVICE_CACHE_ENTRIES = 16
 STAGES = ("auto", "host", "device")
 
@@ -282,7 +283,7 @@ class StereoPipeline:
         options = self.options
         backend = self.backend
         dev = backend.device
-        clock = _DeviceClock(dev)
+        clock = StageClock({}, dev, synchronize=False, total=True)
         left_t, right_t = backend.upload(left, right)
         clock.mark("upload")
         if self._needs_rectifying(calibration):
@@ -333,44 +334,8 @@ class StereoPipeline:
         clock.mark("download")
         return FrameResult(disparity=host["disparity"], confidence=host["confidence"],
                            depth_m=host["depth"], points=host["points"], left=host["left"],
-                           rig=rig, timings_s=clock.timings(), uncertainty_px=host["sigma"],
+                           rig=rig, timings_s=clock.finish(), uncertainty_px=host["sigma"],
                            depth_std_m=host["sigma_z"], **self._result_base())
-
-
-class _DeviceClock:
-    """Stage times on a torch device: CUDA events (read after the frame's final wait), or host
-    time on the CPU."""
-
-    def __init__(self, device) -> None:
-        import torch
-        self._cuda = device.type == "cuda"
-        self._torch = torch
-        self._start = time.perf_counter()
-        self._marks: list[tuple[str, object]] = []
-        self._first = self._event()
-
-    def _event(self):
-        if self._cuda:
-            event = self._torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        self._marks.append((stage, self._event()))
-
-    def timings(self) -> dict[str, float]:
-        if self._cuda and self._marks:
-            self._marks[-1][1].synchronize()
-        result, previous = {}, self._first
-        for stage, event in self._marks:
-            if self._cuda:
-                result[stage] = previous.elapsed_time(event) / 1000.0
-            else:
-                result[stage] = event - previous
-            previous = event
-        result["total"] = time.perf_counter() - self._start
-        return result
 
 
 def _as_calibration(calibration):

@@ -23,10 +23,30 @@ class ParamsFileError(ValueError):
     """A `--params-file` that is missing, unreadable or not a ROS 2 parameter YAML file."""
 
 
-def _ros_sections(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    from stereo_depth_ros.tools._cli import split_ros_args
+ROS_ARGS_START, ROS_ARGS_END = "--ros-args", "--"
 
-    return split_ros_args(args)
+
+def split_ros_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the tool's own arguments, the ROS arguments with their --ros-args flags).
+
+    ROS arguments are the `--ros-args` sections, each up to `--` or the end. Unlike rclpy's
+    remove_ros_args, a tool argument that looks like a ROS 1 style remap (`--remap FROM:=TO`)
+    stays the tool's: it is neither dropped nor applied to the node.
+    """
+    own: list[str] = []
+    ros: list[str] = []
+    inside = False
+    for token in args:
+        if token == ROS_ARGS_START:
+            inside = True
+            ros.append(token)
+        elif inside and token == ROS_ARGS_END:
+            inside = False
+        elif inside:
+            ros.append(token)
+        else:
+            own.append(token)
+    return own, ros
 
 
 def params_files(ros_args: Sequence[str]) -> list[Path]:
@@ -136,7 +156,7 @@ def node_main(run: Callable[[list[str] | None], int], args: list[str] | None, *,
     sys.argv). specs: the parameters `--help` lists (default every config.PARAMS).
     """
     argv = list(sys.argv if args is None else args)
-    own, ros = _ros_sections(argv[1:])
+    own, ros = split_ros_args(argv[1:])
     if any(flag in own for flag in HELP_FLAGS):
         print(node_help(prog, description, specs), flush=True)
         return 0

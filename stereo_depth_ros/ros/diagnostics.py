@@ -60,10 +60,6 @@ class PipelineStats:
         self._rate_mark = (clock(), 0, 0)
         self._rates = (0.0, 0.0)
 
-    def message_in(self, topic: str) -> None:
-        with self._lock:
-            self.messages_in[topic] = self.messages_in.get(topic, 0) + 1
-
     def pair_in(self) -> None:
         with self._lock:
             self.pairs_in += 1

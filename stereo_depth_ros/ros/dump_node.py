@@ -17,6 +17,7 @@ import numpy as np
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.core.dump_files import FrameData, points_from_depth, write_frame
+from stereo_depth_ros.core.geometry import disparity_to_depth
 from stereo_depth_ros.core.stamps import ns_to_sec_nanosec, stamp_to_ns
 
 LOG = logging.getLogger(__name__)
@@ -37,33 +38,24 @@ def disparity_from_message(msg) -> np.ndarray:
 
 
 def depth_from_disparity_message(msg, disparity: np.ndarray) -> np.ndarray:
-    """Z = f * T / d as stereo_msgs/DisparityImage defines it (NaN for d <= 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.float32(msg.f * msg.t) / disparity
-    depth[~np.isfinite(depth) | (disparity <= 0)] = np.nan
-    return depth.astype(np.float32)
-
-
-def depth_from_image_message(msg) -> np.ndarray:
-    """A REP 118 depth image -> (H, W) float32 metres, NaN invalid (32FC1 metres, or 16UC1
-    millimetres with 0 invalid)."""
-    from stereo_depth_ros.ros.image_conversion import image_to_numpy
-
-    values = np.array(image_to_numpy(msg), dtype=np.float32)
-    if msg.encoding in ("16UC1", "mono16"):
-        values = np.where(values > 0, values / np.float32(1000.0), np.float32(np.nan))
-    return values.astype(np.float32)
+    """Z = f * T / d as stereo_msgs/DisparityImage defines it (`core.geometry.disparity_to_depth`;
+    the published disparity already includes the cx offset): NaN for d <= 0, and everywhere
+    when the message has no focal length or baseline."""
+    if not (msg.f > 0 and msg.t > 0):
+        return np.full(np.shape(disparity), np.nan, dtype=np.float32)
+    return disparity_to_depth(disparity, msg.f, msg.t)
 
 
 def frame_from_messages(stamp_ns: int, parts: dict) -> FrameData:
     """Arrays of one frame from the messages received for it (keys: the topic constants)."""
     from stereo_depth_ros.ros.image_conversion import image_to_numpy, to_matcher_input
-    from stereo_depth_ros.ros.messages import pointcloud2_to_numpy, unpack_rgb
+    from stereo_depth_ros.ros.messages import (depth_image_metres, pointcloud2_to_numpy,
+                                               unpack_rgb)
 
     disparity_msg = parts[DISPARITY]
     disparity = disparity_from_message(disparity_msg)
     if DEPTH in parts:
-        depth = depth_from_image_message(parts[DEPTH])
+        depth = depth_image_metres(parts[DEPTH])
     else:
         depth = depth_from_disparity_message(disparity_msg, disparity)
     left = None

@@ -1,8 +1,9 @@
 """Argparse and process helpers shared by the console tools, defined once.
 
-Only the stdlib is imported at module level: the dataset readers are imported when a dataset
-option group is built, and rclpy only inside `ros_session()`, so tools that never touch ROS
-(evaluate, train, infer) import this module without ROS installed.
+Only the stdlib (and ros.command_line, which imports no more) is imported at module level: the
+dataset readers are imported when a dataset option group is built, and rclpy only inside
+`ros_session()`, so tools that never touch ROS (evaluate, train, infer) import this module
+without ROS installed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from stereo_depth_ros.ros.command_line import split_ros_args
 
 
 # --------------------------------------------------------------------------- running a tool
@@ -273,56 +276,14 @@ def add_dataset_arguments(
 
 def dataset_from_args(args: argparse.Namespace, *, seed: int, size: tuple[int, int],
                       max_disparity: float, error: type[Exception]):
-    """The dataset that `add_dataset_arguments` options select.
+    """The dataset that `add_dataset_arguments` options select (`data.dataset_from_options`)."""
+    from stereo_depth_ros.data import dataset_from_options
 
-    seed, size (height, width) and max_disparity (px) configure synthetic scenes; a missing
-    --root for a dataset on disk raises `error` (the calling tool's user-error class).
-    """
-    from stereo_depth_ros.data import make_dataset
-
-    if args.dataset == "synthetic":
-        height, width = size
-        return make_dataset("synthetic", count=args.count, seed=seed, height=height,
-                            width=width, max_disparity=max_disparity)
-    if args.root is None:
-        raise error(f"--root is required for --dataset {args.dataset}")
-    options: dict = {}
-    if args.dataset in ("kitti2015", "kitti2012"):
-        options["split"] = args.split
-    elif args.dataset == "sceneflow":
-        options.update(passes=args.passes, subset=args.subset)
-    elif args.dataset in ("middlebury", "eth3d") and args.gt_root is not None:
-        options["gt_root"] = args.gt_root
-    return make_dataset(args.dataset, args.root, **options)
+    return dataset_from_options(args, seed=seed, size=size, max_disparity=max_disparity,
+                                error=error)
 
 
 # --------------------------------------------------------------------------- ROS processes
-
-ROS_ARGS_START, ROS_ARGS_END = "--ros-args", "--"
-
-
-def split_ros_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the tool's own arguments, the ROS arguments with their --ros-args flags).
-
-    ROS arguments are the `--ros-args` sections, each up to `--` or the end. Unlike rclpy's
-    remove_ros_args, a tool argument that looks like a ROS 1 style remap (`--remap FROM:=TO`)
-    stays the tool's: it is neither dropped nor applied to the node.
-    """
-    own: list[str] = []
-    ros: list[str] = []
-    inside = False
-    for token in args:
-        if token == ROS_ARGS_START:
-            inside = True
-            ros.append(token)
-        elif inside and token == ROS_ARGS_END:
-            inside = False
-        elif inside:
-            ros.append(token)
-        else:
-            own.append(token)
-    return own, ros
-
 
 def parse_ros_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv` (None: sys.argv[1:]) without its ROS arguments (--ros-args sections)."""

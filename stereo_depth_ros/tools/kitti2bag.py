@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "translations ('translation') or P unless T disagrees ('auto')")
     parser.add_argument("--baseline-m", type=float, default=None,
                         help="override the baseline (metres)")
+    _add_output_options(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT if it is an existing bag folder")
+    parser.add_argument("--summary-json", type=Path, default=None,
+                        help="also write the summary as JSON here")
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """--compress, and the raw drives' sensors besides the cameras (--lidar, --oxts)."""
     parser.add_argument("--compress", choices=("jpeg", "png"), default=None,
                         help="write the images as image_transport \"compressed\" "
                              "(sensor_msgs/CompressedImage on left|right/image_raw/compressed; "
@@ -113,11 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "sensor_msgs/Imu on <ns>/oxts/imu and NavSatFix on "
                              f"<ns>/oxts/gps/fix (frame {topics.IMU_FRAME}; imu -> Velodyne "
                              "from calib_imu_to_velo.txt on /tf_static)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT if it is an existing bag folder")
-    parser.add_argument("--summary-json", type=Path, default=None,
-                        help="also write the summary as JSON here")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

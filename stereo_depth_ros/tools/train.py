@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train or fine-tune PSMNet with the official recipe, on one "
         "device or data-parallel under torchrun.", formatter_class=_HelpFormatter)
+    _add_data_arguments(parser)
+    _add_recipe_arguments(parser)
+    _add_model_arguments(parser)
+    _add_run_arguments(parser)
+    return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     size = hxw_size("256x512")
     data = parser.add_argument_group("data")
     add_dataset_arguments(data, size_type=size, size_default=None,
@@ -93,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", type=int, help="data loader processes per training process "
                       "(default: 4 on CUDA, 0 on CPU)")
     data.add_argument("--cache", action="store_true", help="keep decoded samples in memory")
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     recipe = parser.add_argument_group("recipe (defaults: --preset's values, else the "
                                        "historical defaults shown)")
     recipe.add_argument("--preset", choices=tuple(PRESETS), default=None,
@@ -115,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--lr-drop-factor", type=float, default=None, help="default 0.1")
     recipe.add_argument("--adam-betas", type=float, nargs=2, metavar=("BETA1", "BETA2"),
                         default=None, help="Adam betas (default 0.9 0.999)")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", type=spec_type("model"), default="stackhourglass",
                        help="PSMNet variant: stackhourglass or basic")
@@ -127,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, each "
                        "process then uses cuda:LOCAL_RANK)")
     model.add_argument("--seed", type=int, default=0, help="torch seed (init, crops, order)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Scale and precision, output."""
     scale = parser.add_argument_group("scale and precision")
     scale.add_argument("--accumulate", type=int, default=1,
                        help="micro-batches per process and step (gradient accumulation; "
@@ -156,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "pairs/s, write no checkpoint")
     run.add_argument("--benchmark-warmup", type=int, default=2, metavar="N",
                      help="steps before the --benchmark-steps are timed")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,34 @@ def _no_sync(model: nn.Module, last: bool):
     return model.no_sync()
 
 
+def _backward_micro_batches(model: nn.Module, chunks, counts: list[int], global_count: float,
+                            autocast, context: DistContext, scaler):
+    """Forward and backward of each micro-batch of one step (gradients accumulate), each loss
+    weighted by its share of the global batch's masked pixels (see the module docstring).
+
+    Returns ([total, output 1, output 2, ...] pixel-weighted float64 on this process, the last
+    micro-batch's outputs, (its left, its gt))."""
+    reduced = None
+    for j, (left_j, right_j, gt_j, mask_j) in enumerate(chunks):
+        with _no_sync(model, j == len(chunks) - 1):
+            with autocast():
+                outputs = model(left_j, right_j)
+            if counts[j]:
+                terms = output_losses(outputs, gt_j, mask_j)
+                loss = weighted_sum(terms, loss_weights_for(outputs))
+                share = counts[j] / global_count
+            else:                        # no gt here, but DDP needs every gradient
+                terms = [output.new_zeros(()) for output in as_outputs(outputs)]
+                loss = sum(output.sum() for output in as_outputs(outputs)) * 0.0
+                share = 0.0
+            scale = share * context.world_size
+            backward_loss = loss if scale == 1.0 else loss * scale
+            (scaler.scale(backward_loss) if scaler is not None else backward_loss).backward()
+            values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).double()
+            reduced = values * share if reduced is None else reduced + values * share
+    return reduced, outputs, (left_j, gt_j)
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *,
                     device: torch.device, max_disparity: float, mask_mode: str,
                     max_iterations: int | None = None, precision=None,
@@ -110,26 +138,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             skipped += 1
             continue
         optimizer.zero_grad(set_to_none=True)
-        reduced = None                       # [total, output 1, output 2, ...], pixel-weighted
-        weights = ()
-        for j, (left_j, right_j, gt_j, mask_j) in enumerate(chunks):
-            with _no_sync(model, j == len(chunks) - 1):
-                with autocast():
-                    outputs = model(left_j, right_j)
-                weights = loss_weights_for(outputs)
-                if counts[j]:
-                    terms = output_losses(outputs, gt_j, mask_j)
-                    loss = weighted_sum(terms, weights)
-                    share = counts[j] / float(global_count[0])
-                else:                        # no gt here, but DDP needs every gradient
-                    terms = [output.new_zeros(()) for output in as_outputs(outputs)]
-                    loss = sum(output.sum() for output in as_outputs(outputs)) * 0.0
-                    share = 0.0
-                scale = share * context.world_size
-                backward_loss = loss if scale == 1.0 else loss * scale
-                (scaler.scale(backward_loss) if scaler is not None else backward_loss).backward()
-                values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).double()
-                reduced = values * share if reduced is None else reduced + values * share
+        reduced, outputs, (left_j, gt_j) = _backward_micro_batches(
+            model, chunks, counts, float(global_count[0]), autocast, context, scaler)
         all_reduce_sum(reduced, context)
         step_loss = float(reduced[0])
         if not math.isfinite(step_loss):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from stereo_depth_ros.data import dataset_from_options
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
-from stereo_depth_ros.tools._cli import dataset_from_args
 from stereo_depth_ros.training import distributed
 from stereo_depth_ros.training.checkpoint import TrainingState, resume_from, save_checkpoint
 from stereo_depth_ros.training.data import (RandomCropDataset, check_batchnorm_trainable,
@@ -144,9 +145,45 @@ def _train(args, recipe, overridden, context, device, precision, stdout, stderr,
            build_model) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed % 2**32)
+    dataset = dataset_from_options(args, seed=args.scene_seed, size=args.size or args.crop,
+                                   max_disparity=float(args.max_disparity),
+                                   error=TrainingError)
+    train_indices, val_indices = _split_dataset(args, dataset)
+    per_process, micro = _check_split(args, context.world_size)
+    if recipe.dataset is not None and recipe.dataset != args.dataset:
+        stderr.write(f"{PROG}: note: the {recipe.name} preset is the recipe for "
+                     f"{recipe.dataset}, training on {args.dataset}\n")
+    net = _Network.build(args, build_model, device, context, precision)
+    shards = context.world_size * args.accumulate
+    batches, order_info = _batches(args, dataset, train_indices, per_process, context, device,
+                                   net, stderr)
+    stderr.write(f"{PROG}: {describe_recipe(recipe, overridden)}\n")
+    stderr.write(f"{PROG}: {net.variant} max_disparity {args.max_disparity} on {device}; "
+                 f"{len(train_indices)} training / {len(val_indices)} validation samples, "
+                 f"{len(batches)} iterations per epoch, epochs {net.first_epoch}..{args.epochs}\n")
+    _describe_processes(args, context, precision, shards, per_process, micro, stderr)
+    monitor = _Monitor(args, context, resumed_step=net.state.step if args.resume else None,
+                       stderr=stderr)
+    try:
+        monitor.json.write("start", prog=PROG, recipe=recipe.name, overridden=list(overridden),
+                           values=recipe.values(), dataset=args.dataset, model=net.variant,
+                           device=str(device), world_size=context.world_size,
+                           accumulate=args.accumulate, precision=args.precision,
+                           sync_bn=bool(args.sync_bn), first_epoch=net.first_epoch,
+                           last_epoch=args.epochs, step=net.state.step, order=order_info,
+                           train_samples=len(train_indices), val_samples=len(val_indices),
+                           iterations_per_epoch=len(batches))
+        loop = _Loop(args, context, device, precision, net.trained, net.model, net.optimizer,
+                     net.scaler, batches, mask_mode_for(args.dataset), monitor, stdout, stderr)
+        if args.benchmark_steps:
+            return loop.benchmark(net.first_epoch, net.state.step)
+        return loop.epochs(net.first_epoch, net.state, order_info, dataset, val_indices)
+    finally:
+        monitor.close()
 
-    dataset = dataset_from_args(args, seed=args.scene_seed, size=args.size or args.crop,
-                                max_disparity=float(args.max_disparity), error=TrainingError)
+
+def _split_dataset(args: argparse.Namespace, dataset) -> tuple[list[int], list[int]]:
+    """(training, validation) sample indices: the last --val-count samples by name validate."""
     total = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     if args.val_count >= total:
         raise TrainingError(f"--val-count {args.val_count} leaves no training samples out of "
@@ -158,57 +195,77 @@ def _train(args, recipe, overridden, context, device, precision, stdout, stderr,
     if len(train_indices) < args.batch_size:
         raise TrainingError(f"{len(train_indices)} training samples cannot fill a batch of "
                             f"{args.batch_size}")
-    per_process, micro = _check_split(args, context.world_size)
-    if recipe.dataset is not None and recipe.dataset != args.dataset:
-        stderr.write(f"{PROG}: note: the {recipe.name} preset is the recipe for "
-                     f"{recipe.dataset}, training on {args.dataset}\n")
+    return train_indices, val_indices
 
-    model = build_model(args.model, max_disparity=args.max_disparity).to(device)
-    variant = str(getattr(model, "variant", args.model))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas))
-    scaler = precision.make_scaler()
-    first_epoch = 1
-    state = TrainingState()
-    if args.init is not None:
-        load_checkpoint(model, args.init)
-    if args.resume is not None:
-        finished, state = resume_from(args.resume, model, optimizer)
-        first_epoch = finished + 1
-        if first_epoch > args.epochs and not args.benchmark_steps:
-            raise TrainingError(f"{args.resume} already finished epoch {first_epoch - 1}; raise "
-                                f"--epochs above it to continue")
-        if scaler is not None and state.scaler:
-            scaler.load_state_dict(state.scaler)
-    if args.sync_bn and context.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    trained = model
-    if context.enabled:
-        trained = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
 
+@dataclass
+class _Network:
+    """The model as trained (`trained`: DDP-wrapped when distributed), its optimiser and
+    gradient scaler, and where the run starts (`first_epoch`, the resumed `state`)."""
+
+    model: nn.Module
+    trained: nn.Module
+    variant: str
+    optimizer: torch.optim.Optimizer
+    scaler: object
+    first_epoch: int
+    state: TrainingState
+
+    @classmethod
+    def build(cls, args, build_model, device, context, precision) -> _Network:
+        """Built, --init loaded or --resume'd, SyncBatchNorm and DDP as asked."""
+        model = build_model(args.model, max_disparity=args.max_disparity).to(device)
+        variant = str(getattr(model, "variant", args.model))
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
+                                     betas=tuple(args.adam_betas))
+        scaler = precision.make_scaler()
+        first_epoch = 1
+        state = TrainingState()
+        if args.init is not None:
+            load_checkpoint(model, args.init)
+        if args.resume is not None:
+            finished, state = resume_from(args.resume, model, optimizer)
+            first_epoch = finished + 1
+            if first_epoch > args.epochs and not args.benchmark_steps:
+                raise TrainingError(f"{args.resume} already finished epoch {first_epoch - 1}; "
+                                    f"raise --epochs above it to continue")
+            if scaler is not None and state.scaler:
+                scaler.load_state_dict(state.scaler)
+        if args.sync_bn and context.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = model
+        if context.enabled:
+            trained = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        return cls(model, trained, variant, optimizer, scaler, first_epoch, state)
+
+
+def _batches(args, dataset, train_indices, per_process, context, device, net: _Network,
+             stderr) -> tuple[TrainBatches, dict]:
+    """The training batches of this process and the sample order's description (kept in
+    checkpoints; a resumed run with the same order continues its random state)."""
     shards = context.world_size * args.accumulate
     sampling = GENERATOR_ORDER if shards == 1 else EPOCH_SEEDED_ORDER
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     crops = RandomCropDataset(dataset, args.crop, indices=train_indices, cache=args.cache,
                               seed=args.seed if sampling == EPOCH_SEEDED_ORDER else None)
     batches = TrainBatches(crops, batch_size=per_process, world_size=context.world_size,
-                           rank=context.rank, seed=args.seed, first_epoch=first_epoch,
+                           rank=context.rank, seed=args.seed, first_epoch=net.first_epoch,
                            order=sampling, workers=workers, pin_memory=device.type == "cuda")
     order_info = {"order": sampling, "seed": int(args.seed), "batch_size": int(args.batch_size),
                   "shards": int(shards)}
     if args.resume is not None:
-        if state.order and state.order != order_info:
+        if net.state.order and net.state.order != order_info:
             stderr.write(f"{PROG}: note: {args.resume} was trained with sample order "
-                         f"{state.order}, this run uses {order_info}: the epochs from here on "
-                         "see a different order than the interrupted run would have\n")
-        elif state.rng is not None:
-            batches.load_rng_state(state.rng)
-    mask_mode = mask_mode_for(args.dataset)
+                         f"{net.state.order}, this run uses {order_info}: the epochs from here "
+                         "on see a different order than the interrupted run would have\n")
+        elif net.state.rng is not None:
+            batches.load_rng_state(net.state.rng)
+    return batches, order_info
 
-    stderr.write(f"{PROG}: {describe_recipe(recipe, overridden)}\n")
-    stderr.write(f"{PROG}: {variant} max_disparity {args.max_disparity} on {device}; "
-                 f"{len(train_indices)} training / {len(val_indices)} validation samples, "
-                 f"{len(batches)} iterations per epoch, epochs {first_epoch}..{args.epochs}\n")
+
+def _describe_processes(args, context, precision, shards, per_process, micro, stderr) -> None:
+    """The start-up notes on processes, micro-batches, BatchNorm and precision."""
     if shards > 1 or context.enabled:
         norm = "synchronised over all processes" if args.sync_bn and context.enabled else \
             f"per micro-batch of {micro}"
@@ -220,25 +277,6 @@ def _train(args, recipe, overridden, context, device, precision, stdout, stderr,
         stderr.write(f"{PROG}: note: --sync-bn has no effect in one process\n")
     if precision.note():
         stderr.write(f"{PROG}: note: {precision.note()}\n")
-
-    monitor = _Monitor(args, context, resumed_step=state.step if args.resume else None,
-                       stderr=stderr)
-    try:
-        monitor.json.write("start", prog=PROG, recipe=recipe.name, overridden=list(overridden),
-                           values=recipe.values(), dataset=args.dataset, model=variant,
-                           device=str(device), world_size=context.world_size,
-                           accumulate=args.accumulate, precision=args.precision,
-                           sync_bn=bool(args.sync_bn), first_epoch=first_epoch,
-                           last_epoch=args.epochs, step=state.step, order=order_info,
-                           train_samples=len(train_indices), val_samples=len(val_indices),
-                           iterations_per_epoch=len(batches))
-        loop = _Loop(args, context, device, precision, trained, model, optimizer, scaler,
-                     batches, mask_mode, monitor, stdout, stderr)
-        if args.benchmark_steps:
-            return loop.benchmark(first_epoch, state.step)
-        return loop.epochs(first_epoch, state, order_info, dataset, val_indices)
-    finally:
-        monitor.close()
 
 
 class _Monitor:
@@ -271,6 +309,7 @@ class _Loop:
         self.optimizer, self.scaler, self.batches = optimizer, scaler, batches
         self.mask_mode, self.monitor = mask_mode, monitor
         self.stdout, self.stderr = stdout, stderr
+        self.step = 0                     # optimiser steps so far (set by `epochs`)
 
     def _set_epoch(self, epoch: int) -> float:
         args = self.args
@@ -305,78 +344,95 @@ class _Loop:
 
     def epochs(self, first_epoch: int, state: TrainingState, order_info: dict, dataset,
                val_indices: list[int]) -> dict:
-        args, context, monitor = self.args, self.context, self.monitor
+        args, monitor = self.args, self.monitor
         total_steps = (args.epochs - first_epoch + 1) * len(self.batches)
         progress = ProgressReporter(self.stderr, quiet=args.quiet, total_steps=total_steps)
         history = []
         checkpoint = None
-        step = state.step
+        self.step = state.step
         for epoch in range(first_epoch, args.epochs + 1):
             lr = self._set_epoch(epoch)
             progress.start_epoch(epoch, lr)
             example = [None]
-
-            def on_step(record, epoch=epoch, lr=lr) -> None:
-                nonlocal step
-                step += 1
-                progress.step(record.iteration, len(self.batches), record)
-                rate = record.pairs / record.seconds if record.seconds > 0 else math.nan
-                monitor.json.write("step", epoch=epoch, step=step, iteration=record.iteration,
-                                   loss=record.loss, output_losses=record.output_losses, lr=lr,
-                                   pairs=record.pairs, seconds=record.seconds, pairs_per_s=rate)
-                if monitor.board is not None:
-                    monitor.board.scalars(step, {
-                        "loss/total": record.loss, "lr": lr, "throughput/pairs_per_s": rate,
-                        **{f"loss/output{i + 1}": value
-                           for i, value in enumerate(record.output_losses)}})
-                example[0] = record.example
-
-            stats = self._train_epoch(on_step)
+            stats = self._train_epoch(self._step_logger(progress, epoch, lr, example))
             replicas = self._check_replicas(epoch)
             record = {"epoch": epoch, "lr": lr, "train_loss": stats.mean_loss,
                       "iterations": stats.iterations, "seconds": stats.seconds,
                       "losses": stats.losses, "output_losses": stats.output_losses,
-                      "step": step, "pairs_per_s": stats.pairs_per_second}
+                      "step": self.step, "pairs_per_s": stats.pairs_per_second}
             val_metrics = None
             if val_indices and args.val_every and (epoch % args.val_every == 0
                                                    or epoch == args.epochs):
-                val_metrics = self._validate(dataset, val_indices, step)
+                val_metrics = self._validate(dataset, val_indices, self.step)
                 record["val"] = val_metrics
             if monitor.board is not None and example[0] is not None:
                 left, prediction, gt = example[0]
-                monitor.board.pair_images(step, "train", denormalize_image(left),
+                monitor.board.pair_images(self.step, "train", denormalize_image(left),
                                           prediction.float().cpu().numpy(),
                                           gt.float().cpu().numpy(), args.max_disparity)
             history.append(record)
-            line = (f"epoch {epoch}/{args.epochs} lr {lr:g} train_loss {stats.mean_loss:.4f} "
-                    f"({stats.iterations} it, {stats.seconds:.1f} s, "
-                    f"{stats.pairs_per_second:.2f} pairs/s)")
-            if val_metrics:
-                line += " val " + " ".join(f"{k} {v:.3f}" for k, v in val_metrics.items())
-            self.stdout.write(line + "\n")
-            self.stdout.flush()
-            if context.is_main:
-                training = TrainingState(
-                    step=step, order=order_info, rng=self.batches.rng_state(),
-                    precision=args.precision, world_size=context.world_size,
-                    accumulate=args.accumulate,
-                    scaler=self.scaler.state_dict() if self.scaler is not None else None)
-                saved = {"epoch": epoch, "train_loss": stats.mean_loss,
-                         "val_metrics": val_metrics, "training": training.to_dict()}
-                checkpoint = save_checkpoint(args.out / "last.tar", self.model, self.optimizer,
-                                             **saved)
-                if epoch % args.save_every == 0 or epoch == args.epochs:
-                    checkpoint = save_checkpoint(args.out / f"checkpoint_{epoch}.tar",
-                                                 self.model, self.optimizer, **saved)
-            monitor.json.write("epoch", epoch=epoch, step=step, lr=lr,
+            self._print_epoch(epoch, lr, stats, val_metrics)
+            checkpoint = self._save(epoch, stats, val_metrics, order_info) or checkpoint
+            monitor.json.write("epoch", epoch=epoch, step=self.step, lr=lr,
                                train_loss=stats.mean_loss, output_losses=stats.output_losses,
                                iterations=stats.iterations, skipped=stats.skipped,
                                seconds=stats.seconds, pairs_per_s=stats.pairs_per_second,
                                val=val_metrics, replicas=replicas, checkpoint=checkpoint)
             if monitor.board is not None:
                 monitor.board.flush()
-            distributed.barrier(context)
-        return {"epochs": history, "checkpoint": checkpoint, "step": step, "model": self.model}
+            distributed.barrier(self.context)
+        return {"epochs": history, "checkpoint": checkpoint, "step": self.step,
+                "model": self.model}
+
+    def _step_logger(self, progress: ProgressReporter, epoch: int, lr: float, example: list):
+        """train_one_epoch's on_step: counts the step, reports progress, logs it (JSON,
+        TensorBoard) and keeps the step's example in `example[0]`."""
+        monitor = self.monitor
+
+        def on_step(record) -> None:
+            self.step += 1
+            progress.step(record.iteration, len(self.batches), record)
+            rate = record.pairs / record.seconds if record.seconds > 0 else math.nan
+            monitor.json.write("step", epoch=epoch, step=self.step, iteration=record.iteration,
+                               loss=record.loss, output_losses=record.output_losses, lr=lr,
+                               pairs=record.pairs, seconds=record.seconds, pairs_per_s=rate)
+            if monitor.board is not None:
+                monitor.board.scalars(self.step, {
+                    "loss/total": record.loss, "lr": lr, "throughput/pairs_per_s": rate,
+                    **{f"loss/output{i + 1}": value
+                       for i, value in enumerate(record.output_losses)}})
+            example[0] = record.example
+
+        return on_step
+
+    def _print_epoch(self, epoch: int, lr: float, stats: EpochStats,
+                     val_metrics: dict | None) -> None:
+        line = (f"epoch {epoch}/{self.args.epochs} lr {lr:g} train_loss {stats.mean_loss:.4f} "
+                f"({stats.iterations} it, {stats.seconds:.1f} s, "
+                f"{stats.pairs_per_second:.2f} pairs/s)")
+        if val_metrics:
+            line += " val " + " ".join(f"{k} {v:.3f}" for k, v in val_metrics.items())
+        self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def _save(self, epoch: int, stats: EpochStats, val_metrics: dict | None,
+              order_info: dict):
+        """Rank 0: last.tar every epoch, checkpoint_<epoch>.tar every --save-every and at the
+        end; the path written last (None on the other ranks)."""
+        args, context = self.args, self.context
+        if not context.is_main:
+            return None
+        training = TrainingState(
+            step=self.step, order=order_info, rng=self.batches.rng_state(),
+            precision=args.precision, world_size=context.world_size, accumulate=args.accumulate,
+            scaler=self.scaler.state_dict() if self.scaler is not None else None)
+        saved = {"epoch": epoch, "train_loss": stats.mean_loss, "val_metrics": val_metrics,
+                 "training": training.to_dict()}
+        checkpoint = save_checkpoint(args.out / "last.tar", self.model, self.optimizer, **saved)
+        if epoch % args.save_every == 0 or epoch == args.epochs:
+            checkpoint = save_checkpoint(args.out / f"checkpoint_{epoch}.tar", self.model,
+                                         self.optimizer, **saved)
+        return checkpoint
 
     def _validate(self, dataset, val_indices: list[int], step: int) -> dict:
         first = []

@@ -26,7 +26,6 @@ Usage:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -34,6 +33,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from stereo_depth_ros.backends.engine import PsmnetEngine
+from stereo_depth_ros.core.stage_clock import StageClock
 from stereo_depth_ros.models.fused import cpu_features
 from stereo_depth_ros.models.fused.classifier import ClassifierHead, SingleOutputConv3d
 from stereo_depth_ros.models.fused.cost_conv import ImplicitCostConv
@@ -150,26 +151,11 @@ class Hourglass(NamedTuple):
         return self.conv6(post), pre, post
 
 
-class _Timer:
-    """Accumulates wall time per stage into a dict when one is given."""
-
-    def __init__(self, timings: dict[str, float] | None) -> None:
-        self.timings = timings
-        self.last = time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        if self.timings is None:
-            return
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
-        self.last = now
-
-
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32,
            "reference": torch.float32}
 
 
-class FastPSMNet:
+class FastPSMNet(PsmnetEngine):
     """Inference-only PSMNet computing the reference model's output faster on a CPU.
 
     Build with `FastPSMNet.from_model(model, mode=...)` or `FastPSMNet(state_dict, variant=...)`.
@@ -424,7 +410,7 @@ class FastPSMNet:
         """
         self._check_input(left, right)
         size = (left.shape[2], left.shape[3])
-        timer = _Timer(timings)
+        timer = StageClock(timings)
         with torch.inference_mode():
             left_f, right_f = self.extract_features(left.float(), right.float())
             timer.mark("features")

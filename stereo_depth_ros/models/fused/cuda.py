@@ -28,13 +28,14 @@ Usage:
 from __future__ import annotations
 
 import copy
-import time
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
+from stereo_depth_ros.backends.engine import PsmnetEngine
+from stereo_depth_ros.core.stage_clock import StageClock
 from stereo_depth_ros.models.cost_volume import build_concat_volume
 from stereo_depth_ros.models.fused.folding import fold_batchnorm_
 from stereo_depth_ros.models.fused.cost_conv import ImplicitCostConv
@@ -160,7 +161,7 @@ def _cloned(outputs: tuple) -> tuple:
     return tuple(None if t is None else t.clone() for t in outputs)
 
 
-class CudaPSMNet:
+class CudaPSMNet(PsmnetEngine):
     """Inference-only PSMNet for CUDA; computes the reference model's output (see the module
     docstring for what changes).
 
@@ -285,7 +286,7 @@ class CudaPSMNet:
         synchronizes the device once, after the forward).
         """
         self.network._check_input(left, right)
-        start = time.perf_counter()
+        clock = StageClock(timings, self.device)
         left = left.to(self.device, torch.float32, non_blocking=True)
         right = right.to(self.device, torch.float32, non_blocking=True)
         exact = self.mode == "exact"
@@ -299,10 +300,7 @@ class CudaPSMNet:
                 result = self._forward(left, right, with_confidence, with_uncertainty)
             else:
                 result = _cloned(self._replay(left, right, with_confidence, with_uncertainty))
-        if timings is not None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            timings["network"] = timings.get("network", 0.0) + time.perf_counter() - start
+        clock.mark("network")
         return result
 
     def _replay(self, left: torch.Tensor, right: torch.Tensor, with_confidence: bool,

@@ -8,15 +8,8 @@ import warnings
 
 import torch
 
-from stereo_depth_ros.models.fused import cpu_features
 from stereo_depth_ros.models.fused.onednn import (CHANNELS_LAST_2D, CHANNELS_LAST_3D,
                                                   FoldedConv)
-
-
-def int8_available() -> bool:
-    """True where oneDNN's int8 convolutions are fast and exact enough: torch has the ops and the
-    CPU has VNNI (without it oneDNN's u8s8 path saturates 16-bit sums; see cpu_features)."""
-    return cpu_features.detect().int8_vnni
 
 
 class QuantizedActivation:
