@@ -255,9 +255,10 @@ PARAMS: tuple[ParamSpec, ...] = (
           "(sensor_msgs/Image on left|right/image_raw) or compressed (sensor_msgs/CompressedImage "
           "JPEG/PNG on left|right/image_raw/compressed)", choices=IMAGE_TRANSPORTS,
           read_only=True),
-    _spec("use_system_default_qos", False, "subscribe with the middleware's default QoS "
-          "(with Fast DDS a reader's default is best effort) instead of sensor-data QoS (best effort, keep last queue_size); single policies of "
-          "any topic can also be set with qos_overrides.<topic>.subscription|publisher.<policy>",
+    _spec("use_system_default_qos", False, "subscribe with the middleware's default QoS (with "
+          "Fast DDS a reader's default is best effort) instead of sensor-data QoS (best effort, "
+          "keep last queue_size); single policies of any topic can also be set with "
+          "qos_overrides.<topic>.subscription|publisher.<policy>",
           read_only=True),
     _spec("diagnostics_period_seconds", 1.0, "period of the /diagnostics status (s)",
           min_value=0.1, max_value=60.0, read_only=True),

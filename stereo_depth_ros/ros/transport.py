@@ -2,8 +2,9 @@
 
 QoS: the inputs are sensor data (best effort, keep last `queue_size`, volatile), the outputs are
 processed data (reliable, keep last 1, volatile); `use_system_default_qos` gives the inputs
-the middleware's default QoS (a DDS reader's default reliability is best effort). Every subscription and publisher takes ROS's `qos_overrides.<topic>.<subscription|
-publisher>.<policy>` parameters (rclpy's QoSOverridingOptions), so a camera or a consumer with
+the middleware's default QoS (a DDS reader's default reliability is best effort). Every
+subscription and publisher takes ROS's `qos_overrides.<topic>.<subscription|publisher>.<policy>`
+parameters (rclpy's QoSOverridingOptions), so a camera or a consumer with
 other QoS needs no code change.
 
 Large frames: stock Fast DDS moves data through a 512 KiB shared-memory segment; a best-effort
