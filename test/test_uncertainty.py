@@ -241,3 +241,23 @@ def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_g
     for name in ("disparity", "uncertainty_px", "depth_m", "depth_std_m"):
         np.testing.assert_allclose(getattr(device, name), getattr(host, name), rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.25])
+def test_device_mask_is_the_host_mask_at_every_scale(scale):
+    """pipeline.device.trusted keeps exactly core.uncertainty.trusted's pixels, the limit at
+    full resolution included."""
+    from stereo_depth_ros.pipeline import device as ops
+
+    rng = np.random.default_rng(11)
+    disparity = rng.uniform(-2.0, 40.0, (32, 48)).astype(np.float32)
+    sigma = rng.uniform(0.1, 4.0, (32, 48)).astype(np.float32)
+    confidence = rng.uniform(0.0, 1.0, (32, 48)).astype(np.float32)
+    options = PipelineOptions(input_scale=scale, confidence_threshold=0.2,
+                              max_relative_uncertainty=0.06)
+    keep = trusted(disparity, confidence, sigma, confidence_threshold=0.2,
+                   max_relative_uncertainty=0.06, cx_offset=1.5, input_scale=scale)
+    assert 0.05 < keep.mean() < 0.95
+    kept, _ = ops.trusted(torch.from_numpy(disparity), torch.from_numpy(confidence),
+                          torch.from_numpy(sigma), options, 1.5)
+    np.testing.assert_array_equal(np.isfinite(kept.numpy()), keep)
