@@ -227,9 +227,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("max_relative_uncertainty", 0.06, "pixels whose relative depth uncertainty sigma_Z/Z "
           "(= sigma_d / disparity, first order) is above this become invalid in every output; "
           "the limit is at full resolution: below input_scale 1 the matcher's sigma_d (its "
-          "own px) is compared with the disparity in full-resolution px, so the same pixels "
-          "pass at every scale; 0 = keep all (backends without uncertainty, e.g. sgbm, ignore "
-          "it); the default is measured (README, Which depth to trust)",
+          "own px) is compared with the disparity in full-resolution px, so about the same "
+          "share of pixels passes at every scale; 0 = keep all (backends without "
+          "uncertainty, e.g. sgbm, ignore it); the default is measured (README, Which depth "
+          "to trust)",
           min_value=0.0, max_value=1.0),
     _spec("fattening_filter", True, "invalidate the band of foreground depth a network spreads "
           "into textureless background (sky, blank walls) beside an object's left edge: "
