@@ -232,9 +232,18 @@ PARAMS: tuple[ParamSpec, ...] = (
           min_value=0.0, max_value=1.0),
     _spec("max_relative_uncertainty", 0.06, "pixels whose relative depth uncertainty sigma_Z/Z "
           "(= sigma_d / disparity, first order) is above this become invalid in every output; "
-          "0 = keep all (backends without uncertainty, e.g. sgbm, ignore it); the default is "
-          "measured (README, Which depth to trust)",
+          "the limit is at full resolution: below input_scale 1 the matcher's sigma_d (its "
+          "own px) is compared with the disparity in full-resolution px, so about the same "
+          "share of pixels passes at every scale; 0 = keep all (backends without "
+          "uncertainty, e.g. sgbm, ignore it); the default is measured (README, Which depth "
+          "to trust)",
           min_value=0.0, max_value=1.0),
+    _spec("fattening_filter", True, "invalidate the band of foreground depth a network spreads "
+          "into textureless background (sky, blank walls) beside an object's left edge: "
+          "textureless pixels within one foreground disparity of a disparity edge that lies in "
+          "textureless image; part of the uncertainty mask: applies only with "
+          "max_relative_uncertainty > 0; false = off (backends without uncertainty, e.g. "
+          "sgbm, ignore it; README, Which depth to trust)"),
     _spec("use_color", True, "add packed rgb (from the rectified left image) to points2"),
     _spec("points_depth_std", False, "add a float32 depth_std field (sigma_Z, metres, NaN "
           "invalid) to points2; backends without uncertainty (sgbm) leave it out"),

@@ -94,6 +94,20 @@ def test_write_frame_files_read_back(tmp_path, ply):
     assert entry["valid_fraction"] == pytest.approx(valid.mean())
 
 
+def test_write_frame_writes_depth_uncertainty_when_given(tmp_path):
+    frame, _ = synthetic_frame()
+    assert "depth_uncertainty_npy" not in write_frame(tmp_path, 0, frame)["files"]
+    sigma = np.where(np.isfinite(frame.depth_m), np.float32(0.3), np.float32(np.nan))
+    sigma[4, 12] = 0.5
+    frame.depth_std_m = sigma
+    entry = write_frame(tmp_path, 1, frame)
+    assert entry["files"]["depth_uncertainty_npy"] == "000001_depth_uncertainty.npy"
+    written = np.load(tmp_path / "000001_depth_uncertainty.npy")
+    assert written.dtype == np.float32
+    np.testing.assert_array_equal(written, sigma)
+    assert entry["depth_std_median_m"] == pytest.approx(0.3)
+
+
 def test_write_ply_rejects_mismatched_colours(tmp_path):
     with pytest.raises(ValueError, match="colours"):
         write_ply(tmp_path / "x.ply", np.zeros((4, 3)), np.zeros((3, 3), np.uint8))
@@ -123,7 +137,8 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         with NodeProcess(argv=argv) as dump:
             pubs = {name: ros.publisher(msg_type, f"/cam/{name}") for name, msg_type in (
                 ("disparity", DisparityImage), ("depth/image_rect", Image),
-                ("points2", PointCloud2), ("matcher/left/image_rect", Image))}
+                ("points2", PointCloud2), ("matcher/left/image_rect", Image),
+                ("depth/uncertainty", Image))}
             for pub in pubs.values():
                 wait_for_subscribers(pub)
             left = np.zeros((40, 64, 3), dtype=np.uint8)
@@ -137,6 +152,9 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
                 pubs["points2"].publish(make_pointcloud2(
                     depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy), header, left))
                 pubs["depth/image_rect"].publish(make_float_image(depth, header))
+                # sigma_Z = Z^2 sigma_d / (f B) with sigma_d = 0.25 px
+                pubs["depth/uncertainty"].publish(make_float_image(
+                    depth * depth * np.float32(0.25 / (rig.fx * rig.baseline_m)), header))
                 pubs["disparity"].publish(make_disparity_image(disparity, header, rig, 0, 64,
                                                                1 / 16))
             assert dump.wait_exit(60) == 0, dump.output()
@@ -144,13 +162,18 @@ def test_dump_cli_writes_frames_from_topics(tmp_path):
         ros.close()
     summary = json.loads((out / "summary.json").read_text())
     assert [f["stamp_ns"] for f in summary["frames"]] == [100 * 10**9, 101 * 10**9]
-    assert summary["frames"][0]["topics"] == ["depth/image_rect", "disparity",
-                                              "matcher/left/image_rect",
+    assert summary["frames"][0]["topics"] == ["depth/image_rect", "depth/uncertainty",
+                                              "disparity", "matcher/left/image_rect",
                                               "points2"]
     for index, expected_depth in ((0, 5.0), (1, 10.0)):
         depth = np.load(out / f"{index:06d}_depth.npy")
         assert np.isnan(depth[:, :4]).all()
         np.testing.assert_allclose(depth[:, 4:], expected_depth, rtol=1e-6)
+        sigma = np.load(out / f"{index:06d}_depth_uncertainty.npy")
+        assert sigma.dtype == np.float32 and np.isnan(sigma[:, :4]).all()
+        np.testing.assert_allclose(sigma[:, 4:], expected_depth ** 2 * 0.25 / 50.0, rtol=1e-5)
+        assert summary["frames"][index]["depth_std_median_m"] == pytest.approx(
+            expected_depth ** 2 * 0.25 / 50.0, rel=1e-5)
         mm = cv2.imread(str(out / f"{index:06d}_depth_mm.png"), cv2.IMREAD_UNCHANGED)
         assert (mm[:, 4:] == expected_depth * 1000).all() and (mm[:, :4] == 0).all()
         xyz, rgb = read_ply(out / f"{index:06d}_points.ply")

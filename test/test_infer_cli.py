@@ -194,6 +194,13 @@ def test_psmnet_with_real_weights_on_a_real_crop(repo_root, kitti_weights, kitti
     np.testing.assert_allclose(sigma_masked[kept], sigma[kept], atol=1e-4)
     if limit > 0:
         assert not kept[sigma / disparity > limit].any()
+    # exactly the limit's pixels less the fattening filter's (both on by default)
+    from stereo_depth_ros.core.fattening import fattened
+    from stereo_depth_ros.core.image_io import read_image_rgb
+    from stereo_depth_ros.core.uncertainty import trusted
+    assert SPECS["confidence_threshold"].default == 0 and SPECS["fattening_filter"].default
+    expected = trusted(disparity, None, sigma, max_relative_uncertainty=limit)
+    np.testing.assert_array_equal(kept, expected & ~fattened(read_image_rgb(left), disparity))
     assert 0.3 < kept.mean() < 1.0          # the defaults mask some of this road crop, not all
 
 

@@ -143,6 +143,20 @@ def test_mask_keeps_exactly_the_pixels_within_both_limits():
                    cx_offset=10.0).sum() == 5
 
 
+def test_the_limit_is_at_full_resolution_by_count_at_three_scales():
+    """input_scale * sigma_d / d <= limit: sigma_d (matcher px) stays ~1 px as the scale drops
+    while the disparity shrinks, so the limit compares it with the full-resolution disparity."""
+    disparity = np.full((4, 5), 20.0, np.float32)
+    sigma = np.repeat(np.array([0.2, 0.6, 1.0, 3.0], np.float32)[:, None], 5, axis=1)
+    # sigma / d: 0.01, 0.03, 0.05, 0.15; times the scale, against 0.04
+    kept = {scale: int(trusted(disparity, None, sigma, max_relative_uncertainty=0.04,
+                               input_scale=scale).sum()) for scale in (1.0, 0.5, 0.25)}
+    assert kept == {1.0: 10, 0.5: 15, 0.25: 20}
+    # the offset still comes off the disparity first: d - 10 = 10 doubles every ratio
+    assert trusted(disparity, None, sigma, max_relative_uncertainty=0.04, cx_offset=10.0,
+                   input_scale=0.5).sum() == 10
+
+
 class _KnownBackend:
     """A backend returning fixed disparity, confidence and sigma_d (px)."""
 
@@ -165,7 +179,8 @@ def test_pipeline_masks_every_output_and_carries_sigma_through_input_scale():
     height, width = 8, 12
     disparity = np.full((height, width), 10.0, np.float32)
     sigma = np.full((height, width), 0.2, np.float32)
-    sigma[:, :3] = 1.0                                        # relative 0.1 on 3 columns
+    sigma[:, :3] = 1.2                 # relative 0.12 on 3 columns: 0.06 at full resolution
+    sigma[:, 3] = 0.8                  # relative 0.08, 0.04 at full resolution: kept
     confidence = np.full((height, width), 0.9, np.float32)
     confidence[:2] = 0.1                                      # 2 low-confidence rows
     backend = _KnownBackend(disparity, confidence, sigma)
@@ -186,8 +201,9 @@ def test_pipeline_masks_every_output_and_carries_sigma_through_input_scale():
     # the scaled rig: f = 200 px at input_scale 0.5, Z = 200 * 0.2 / 10 = 4 m
     assert masked.rig.fx == pytest.approx(200.0)
     np.testing.assert_allclose(masked.depth_m[~dropped], 4.0, rtol=1e-6)
-    np.testing.assert_allclose(masked.depth_std_m[~dropped], 4.0 ** 2 * 0.2 / (200.0 * 0.2),
-                               rtol=1e-5)
+    # sigma_Z = Z^2 sigma_d / (f B), with the matcher's sigma_d (0.8 px on column 3)
+    np.testing.assert_allclose(masked.depth_std_m[~dropped],
+                               4.0 ** 2 * sigma[~dropped] / (200.0 * 0.2), rtol=1e-5)
 
 
 # ------------------------------------------------------------------ calibration statistics
@@ -217,7 +233,7 @@ def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_g
                     width=256, height=128)
     raw = backend.compute(left, right)
     limit = float(np.median(raw.uncertainty / raw.disparity))    # masks about half the pixels
-    options = PipelineOptions(max_relative_uncertainty=limit)
+    options = PipelineOptions(max_relative_uncertainty=limit, fattening_filter=True)
     host = StereoPipeline(backend, options, stages="host").process(left, right, rig)
     device = StereoPipeline(backend, options, stages="device").process(left, right, rig)
     dropped = np.isnan(host.disparity)
@@ -225,3 +241,23 @@ def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_g
     for name in ("disparity", "uncertainty_px", "depth_m", "depth_std_m"):
         np.testing.assert_allclose(getattr(device, name), getattr(host, name), rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.25])
+def test_device_mask_is_the_host_mask_at_every_scale(scale):
+    """pipeline.device.trusted keeps exactly core.uncertainty.trusted's pixels, the limit at
+    full resolution included."""
+    from stereo_depth_ros.pipeline import device as ops
+
+    rng = np.random.default_rng(11)
+    disparity = rng.uniform(-2.0, 40.0, (32, 48)).astype(np.float32)
+    sigma = rng.uniform(0.1, 4.0, (32, 48)).astype(np.float32)
+    confidence = rng.uniform(0.0, 1.0, (32, 48)).astype(np.float32)
+    options = PipelineOptions(input_scale=scale, confidence_threshold=0.2,
+                              max_relative_uncertainty=0.06)
+    keep = trusted(disparity, confidence, sigma, confidence_threshold=0.2,
+                   max_relative_uncertainty=0.06, cx_offset=1.5, input_scale=scale)
+    assert 0.05 < keep.mean() < 0.95
+    kept, _ = ops.trusted(torch.from_numpy(disparity), torch.from_numpy(confidence),
+                          torch.from_numpy(sigma), options, 1.5)
+    np.testing.assert_array_equal(np.isfinite(kept.numpy()), keep)

@@ -51,11 +51,13 @@ def test_default_mask_meets_its_targets_on_pairs_with_ground_truth(script, outpu
     from stereo_depth_ros.core.uncertainty import mask_tradeoff
     totals = {"known": 0, "kept": 0, "bad_2_kept": 0}
     unmasked = dict(totals)
+    assert SPECS["fattening_filter"].default is True      # applied with the limit, as the node
     for out in outputs:
         for target, (t, r) in ((totals, (threshold, limit)), (unmasked, (0.0, 0.0))):
             counts = mask_tradeoff(out["disparity"], out["confidence"], out["sigma"], out["gt"],
                                    confidence_threshold=t, max_relative_uncertainty=r,
-                                   cx_offset=out["cx_offset"])
+                                   cx_offset=out["cx_offset"],
+                                   withheld=out["withheld"] if r > 0 else None)
             for key in target:
                 target[key] += counts[key]
     assert unmasked["kept"] == unmasked["known"]      # 0 and 0 publish everything
@@ -65,3 +67,10 @@ def test_default_mask_meets_its_targets_on_pairs_with_ground_truth(script, outpu
     # the mask removes the worse pixels: bad-2 among the kept is below the unmasked rate
     assert totals["bad_2_kept"] / totals["kept"] < unmasked["bad_2_kept"] / unmasked["kept"]
     assert np.isfinite(density)
+
+
+def test_truth_interval_is_the_range_inside_each_matcher_pixel(script):
+    truth = np.array([[1, 2, 5, 5], [3, 4, 5, np.nan]], np.float32)
+    interval = script.truth_interval(truth, 2)
+    np.testing.assert_array_equal(interval[0, 0], [1, 4])
+    assert np.isnan(interval[0, 1]).all()            # one unknown pixel: unknown

@@ -68,9 +68,11 @@ def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti
     assert sigma_msg.header == depth_msg.header and sigma_msg.header.frame_id == FRAME
     depth, sigma_z = as_array(depth_msg), as_array(sigma_msg)
     expected = _offline(kitti_weights, left, right, rig)
-    # the mask: exactly the pixels whose sigma_d / d exceeds the limit are gone, in both
+    # the mask: exactly the pixels whose sigma_d / d exceeds the limit, or in a fattened band
+    # (fattening_filter, on by default), are gone, in both
+    from stereo_depth_ros.core.fattening import fattened
     relative = expected.uncertainty_px / (expected.disparity - rig.cx_offset)
-    dropped = relative > LIMIT
+    dropped = (relative > LIMIT) | fattened(expected.left, expected.disparity, rig.cx_offset)
     assert 0.02 < dropped.mean() < 0.9, dropped.mean()
     np.testing.assert_array_equal(np.isnan(depth), dropped)
     np.testing.assert_array_equal(np.isnan(sigma_z), dropped)

@@ -1,7 +1,8 @@
 """The files `stereo_depth_dump` writes per frame (numpy/cv2 only): colour disparity and depth
-PNGs, 16-bit millimetre depth PNG, float32 depth .npy, PLY point cloud and a labelled montage,
-plus the summary entry of the frame. The ROS side that assembles frames from the node's topics is
-`ros.dump_node`; the command line is `tools.dump`.
+PNGs, 16-bit millimetre depth PNG, float32 depth .npy (and depth uncertainty .npy where it is
+published), PLY point cloud and a labelled montage, plus the summary entry of the frame. The
+ROS side that assembles frames from the node's topics is `ros.dump_node`; the command line is
+`tools.dump`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class FrameData:
     points: np.ndarray | None = None       # (H, W, 3) float32 m, NaN invalid
     colors: np.ndarray | None = None       # (H, W, 3) uint8 RGB for the points
     left_rgb: np.ndarray | None = None     # (H, W, 3) uint8 RGB or (H, W) mono
+    depth_std_m: np.ndarray | None = None  # (H, W) float32 sigma_Z m (depth/uncertainty), NaN
 
 
 def write_frame(out_dir: Path, index: int, frame: FrameData, ply: str = "binary") -> dict:
@@ -152,6 +154,9 @@ def write_frame(out_dir: Path, index: int, frame: FrameData, ply: str = "binary"
     cv2.imwrite(str(paths["disparity_png"]), disparity_bgr)
     cv2.imwrite(str(paths["depth_mm_png"]), depth_to_mm_png(frame.depth_m))
     np.save(paths["depth_npy"], np.asarray(frame.depth_m, dtype=np.float32))
+    if frame.depth_std_m is not None:
+        paths["depth_uncertainty_npy"] = out_dir / f"{prefix}_depth_uncertainty.npy"
+        np.save(paths["depth_uncertainty_npy"], np.asarray(frame.depth_std_m, dtype=np.float32))
     valid = np.isfinite(frame.depth_m) & (frame.depth_m > 0)
     depth_valid = frame.depth_m[valid]
     stats = {"valid_fraction": float(valid.mean()) if valid.size else 0.0}
@@ -160,6 +165,10 @@ def write_frame(out_dir: Path, index: int, frame: FrameData, ply: str = "binary"
         stats.update(depth_min_m=float(depth_valid.min()), depth_p5_m=float(p5),
                      depth_median_m=float(p50), depth_p95_m=float(p95),
                      depth_max_m=float(depth_valid.max()))
+    if frame.depth_std_m is not None:
+        std_valid = np.asarray(frame.depth_std_m)[np.isfinite(frame.depth_std_m)]
+        if std_valid.size:
+            stats["depth_std_median_m"] = float(np.median(std_valid))
     disparity_valid = frame.disparity[np.isfinite(frame.disparity)]
     if disparity_valid.size:
         stats.update(disparity_min_px=float(disparity_valid.min()),

@@ -9,6 +9,15 @@ skewed towards far depths and this underestimates it for large sigma_d / d):
 
 The relative uncertainty sigma_Z / Z therefore needs no metric calibration: it is the disparity
 uncertainty over the (offset-corrected) disparity. Pure numpy.
+
+The mask's limit on it is stated at the camera's full resolution. The matcher's sigma_d stays
+about 1 px in its own pixels whatever the input_scale s, while disparities shrink with s, so the
+physical sigma_Z / Z of a pixel grows as 1 / s; a fixed limit would then keep fewer pixels at
+every step down of the scale (the rate governor changes it at run time). `trusted` therefore
+compares sigma_d in the matcher's pixels with the disparity in full-resolution pixels,
+s * sigma_d / (d - cx_offset) <= limit: it keeps the pixels matched as reliably as at full
+resolution, and the coarser depth's larger spread (up to limit / s) is what `depth_std`
+publishes. At s = 1 both are sigma_Z / Z.
 """
 
 from __future__ import annotations
@@ -51,19 +60,25 @@ def relative_uncertainty(disparity: np.ndarray, sigma_px: np.ndarray,
 
 def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray | None,
             *, confidence_threshold: float = 0.0, max_relative_uncertainty: float = 0.0,
-            cx_offset: float = 0.0) -> np.ndarray | None:
+            cx_offset: float = 0.0, input_scale: float = 1.0) -> np.ndarray | None:
     """The pixels to keep: (H, W) bool, or None when neither limit applies (keep everything).
 
+    disparity, sigma_px, cx_offset: at the matcher's resolution (px).
     confidence_threshold: keep confidence >= it (0 = off; ignored without a confidence).
-    max_relative_uncertainty: keep sigma_d / (d - cx_offset) <= it (0 = off; ignored without
-    sigma_d). A pixel must pass both limits that apply.
+    max_relative_uncertainty: the limit at full resolution (module docstring): keep
+    input_scale * sigma_d <= it * (d - cx_offset), i.e. sigma_d / (d - cx_offset) <= it at
+    input_scale 1 (0 = off; ignored without sigma_d). A pixel must pass both limits that apply.
+    input_scale: the scale the matcher ran at, in (0, 1].
     """
     keep = None
     if confidence is not None and confidence_threshold > 0:
         keep = np.asarray(confidence) >= confidence_threshold
     if sigma_px is not None and max_relative_uncertainty > 0:
-        ratio = relative_uncertainty(disparity, sigma_px, cx_offset)
-        within = ratio <= max_relative_uncertainty
+        adjusted = np.asarray(disparity, dtype=np.float32) - np.float32(cx_offset)
+        sigma = np.asarray(sigma_px, dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            within = (adjusted > 0) & (sigma * np.float32(input_scale)
+                                       <= adjusted * np.float32(max_relative_uncertainty))
         keep = within if keep is None else keep & within
     return keep
 
@@ -98,16 +113,30 @@ def calibration_stats(disparity: np.ndarray, sigma_px: np.ndarray, ground_truth:
 
 def mask_tradeoff(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray,
                   ground_truth: np.ndarray, *, confidence_threshold: float,
-                  max_relative_uncertainty: float, cx_offset: float = 0.0
+                  max_relative_uncertainty: float, cx_offset: float = 0.0,
+                  input_scale: float = 1.0, withheld: np.ndarray | None = None
                   ) -> dict[str, float]:
     """What a mask keeps on one pair with ground truth: {"known" (pixels with ground truth and
     a disparity), "kept" (of those, published), "bad_2_kept" (pixels with error > 2 px among the
-    kept ones)} as counts, so that pairs can be summed."""
+    kept ones)} as counts, so that pairs can be summed.
+
+    At input_scale s < 1 the arrays are at the matcher's resolution and ground_truth may be
+    (H, W) or (H, W, 2): the lowest and highest full-resolution truth (px at full resolution)
+    inside each matcher pixel; the error is then the distance of d / s from that interval, in
+    full-resolution px. withheld: (H, W) bool of pixels another test withholds (e.g.
+    core.fattening), or None."""
     d = np.asarray(disparity, dtype=np.float32)
     g = np.asarray(ground_truth, dtype=np.float32)
-    known = np.isfinite(d) & np.isfinite(g)
+    low, high = (g[..., 0], g[..., 1]) if g.ndim == 3 else (g, g)
+    known = np.isfinite(d) & np.isfinite(low) & np.isfinite(high)
     keep = trusted(d, confidence, sigma_px, confidence_threshold=confidence_threshold,
-                   max_relative_uncertainty=max_relative_uncertainty, cx_offset=cx_offset)
+                   max_relative_uncertainty=max_relative_uncertainty, cx_offset=cx_offset,
+                   input_scale=input_scale)
     kept = known if keep is None else known & keep
-    bad = kept & (np.abs(np.where(known, d - g, 0.0)) > 2.0)
+    if withheld is not None:
+        kept &= ~withheld
+    full = np.where(known, d / np.float32(input_scale), 0.0)
+    error = np.maximum(np.where(known, low, 0.0) - full, 0.0) + np.maximum(
+        full - np.where(known, high, 0.0), 0.0)
+    bad = kept & (error > 2.0)
     return {"known": int(known.sum()), "kept": int(kept.sum()), "bad_2_kept": int(bad.sum())}

@@ -115,23 +115,72 @@ def depth_from_disparity(disparity: torch.Tensor, rig: StereoRig) -> torch.Tenso
 
 
 def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
-            sigma: torch.Tensor | None, options, cx_offset: float
+            sigma: torch.Tensor | None, options, cx_offset: float,
+            withheld: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """core.uncertainty.trusted on tensors, applied: (disparity, sigma) with NaN where a pixel
-    fails options.confidence_threshold or options.max_relative_uncertainty (0 = off)."""
+    fails options.confidence_threshold or options.max_relative_uncertainty (0 = off; the limit
+    at full resolution, compared with options.input_scale * sigma), or is in `withheld`
+    ((H, W) bool tensor, e.g. `fattened`, or None)."""
     keep = None
     if confidence is not None and options.confidence_threshold > 0:
         keep = confidence >= options.confidence_threshold
     if sigma is not None and options.max_relative_uncertainty > 0:
         adjusted = disparity - float(np.float32(cx_offset))
-        within = (adjusted > 0) & (sigma <= options.max_relative_uncertainty * adjusted)
+        scale = float(np.float32(options.input_scale))
+        limit = float(np.float32(options.max_relative_uncertainty))
+        within = (adjusted > 0) & (sigma * scale <= adjusted * limit)
         keep = within if keep is None else keep & within
+    if withheld is not None:
+        keep = ~withheld if keep is None else keep & ~withheld
     nan = torch.full_like(disparity, float("nan"))
     if keep is not None:
         disparity = torch.where(keep, disparity, nan)
     if sigma is not None:
         sigma = torch.where(torch.isfinite(disparity), sigma, nan)
     return disparity, sigma
+
+
+def texture_sum(left: torch.Tensor, radius: int) -> torch.Tensor:
+    """core.fattening.texture_sum on a (H, W[, 3]) uint8 tensor: (H, W) int64, exactly."""
+    grey = left.to(torch.int64)
+    grey = grey.sum(dim=2) if grey.dim() == 3 else grey * 3
+    padded = torch.nn.functional.pad(grey[None, None].double(), (1, 1, 1, 1),
+                                     mode="replicate")[0, 0].to(torch.int64)
+    gradient = ((padded[1:-1, 2:] - padded[1:-1, :-2]).abs()
+                + (padded[2:, 1:-1] - padded[:-2, 1:-1]).abs())
+    size = 2 * radius + 1
+    padded = torch.nn.functional.pad(gradient[None, None].double(), (radius,) * 4,
+                                     mode="replicate")[0, 0].to(torch.int64)
+    integral = torch.zeros((padded.shape[0] + 1, padded.shape[1] + 1), dtype=torch.int64,
+                           device=left.device)
+    integral[1:, 1:] = padded.cumsum(0).cumsum(1)
+    return (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
+            + integral[:-size, :-size])
+
+
+def fattened(left: torch.Tensor, disparity: torch.Tensor, cx_offset: float) -> torch.Tensor:
+    """core.fattening.fattened on tensors (the same integers and float32 comparisons): (H, W)
+    bool tensor of the pixels of a fattened band."""
+    from stereo_depth_ros.core import fattening as rule
+
+    radius = rule.TEXTURE_RADIUS_PX
+    limit = int(round(rule.TEXTURE_THRESHOLD * 3 * (2 * radius + 1) ** 2))
+    flat = texture_sum(left, radius) < limit
+    d = torch.nan_to_num(disparity.float(), nan=0.0)
+    k = rule.JUMP_SPAN_PX
+    padded = torch.cat([d[:, :1].expand(-1, k), d, d[:, -1:].expand(-1, k)], dim=1)
+    right = padded[:, 2 * k:]
+    edge = flat & (right - padded[:, :-2 * k] > float(np.float32(rule.JUMP_PX)))
+    reach = right - float(np.float32(cx_offset))
+    height, width = d.shape
+    columns = torch.arange(width, device=d.device).expand(height, width)
+    marker = torch.where(edge | ~flat, columns, torch.full_like(columns, -1))
+    last = torch.cummax(marker, dim=1).values
+    source = last.clamp(min=0)
+    from_edge = (last >= 0) & torch.gather(edge, 1, source)
+    within = (columns - source) <= torch.gather(reach, 1, source)
+    return flat & from_edge & within
 
 
 def clip_depth(depth: torch.Tensor, min_m: float | None, max_m: float | None) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The per-frame path from a raw stereo pair to disparity, depth and points; no ROS.
 
-    rectify (maps built once per calibration) -> input_scale -> backend -> confidence threshold
-    and relative-uncertainty limit -> depth (and its first-order sigma) -> depth limits -> points
+    rectify (maps built once per calibration) -> input_scale -> backend -> confidence threshold,
+    relative-uncertainty limit and fattening filter -> depth (and its first-order sigma) -> depth
+    limits -> points
 
 The node, `stereo_depth_infer`, `stereo_depth_eval`, `stereo_depth_bench` and the demo all run this
 object, so what is benchmarked and evaluated is what the robot runs. With a backend on CUDA the
@@ -23,6 +24,7 @@ from stereo_depth_ros import drop_reasons
 from stereo_depth_ros.backends.base import InputSizeError
 from stereo_depth_ros.config import RECTIFY_MODES
 from stereo_depth_ros.core.camera import StereoRig
+from stereo_depth_ros.core.fattening import fattened
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
 from stereo_depth_ros.core.stage_clock import StageClock
@@ -45,7 +47,12 @@ class PipelineOptions:
     confidence_threshold: pixels whose confidence is below this become invalid in every output
         (0 = keep all; backends without confidence ignore it).
     max_relative_uncertainty: pixels whose sigma_Z / Z (= sigma_d / (d - cx_offset)) is above
-        this become invalid in every output (0 = keep all; backends without sigma ignore it).
+        this become invalid in every output (0 = keep all; backends without sigma ignore it);
+        the limit is at full resolution: input_scale * sigma_d / (d - cx_offset) is compared
+        (core.uncertainty).
+    fattening_filter: withhold the band of foreground disparity spread into textureless
+        background beside a depth edge (core.fattening); part of the uncertainty mask: it
+        applies only with max_relative_uncertainty > 0 and a backend that gives sigma_d.
     min_depth_m, max_depth_m: depth outside these limits becomes NaN (0 = no limit).
     """
 
@@ -53,6 +60,7 @@ class PipelineOptions:
     input_scale: float = 1.0
     confidence_threshold: float = 0.0
     max_relative_uncertainty: float = 0.0
+    fattening_filter: bool = False
     min_depth_m: float = 0.0
     max_depth_m: float = 0.0
 
@@ -67,6 +75,11 @@ class PipelineOptions:
     def from_config(cls, config) -> PipelineOptions:
         """The options a `config.NodeConfig` (or anything with these attributes) asks for."""
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def filters_fattening(self, sigma) -> bool:
+        """The fattening filter applies to a frame whose backend gave `sigma` (or None)."""
+        return (sigma is not None and self.fattening_filter
+                and self.max_relative_uncertainty > 0)
 
     @property
     def depth_limits(self) -> tuple[float | None, float | None]:
@@ -240,10 +253,14 @@ class StereoPipeline:
                                f"input {left.shape}")
         confidence = result.confidence
         sigma = getattr(result, "uncertainty", None)
+        cx_offset = rig.cx_offset if rig is not None else 0.0
         keep = trusted(disparity, confidence, sigma,
                        confidence_threshold=options.confidence_threshold,
                        max_relative_uncertainty=options.max_relative_uncertainty,
-                       cx_offset=rig.cx_offset if rig is not None else 0.0)
+                       cx_offset=cx_offset, input_scale=options.input_scale)
+        if options.filters_fattening(sigma):
+            band = fattened(left, disparity, cx_offset)
+            keep = ~band if keep is None else keep & ~band
         if keep is not None:
             disparity[~keep] = np.nan
         if sigma is not None:
@@ -311,8 +328,10 @@ class StereoPipeline:
         disparity, confidence = outputs[0], outputs[1]
         sigma = outputs[2] if with_sigma else None
         clock.mark("match")
-        disparity, sigma = ops.trusted(disparity, confidence, sigma, options,
-                                       rig.cx_offset if rig is not None else 0.0)
+        cx_offset = rig.cx_offset if rig is not None else 0.0
+        band = (ops.fattened(left_t, disparity, cx_offset)
+                if options.filters_fattening(sigma) else None)
+        disparity, sigma = ops.trusted(disparity, confidence, sigma, options, cx_offset, band)
         depth_t = points_t = sigma_z = None
         if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_t = ops.depth_from_disparity(disparity, rig)

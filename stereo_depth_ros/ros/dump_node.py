@@ -2,9 +2,9 @@
 outputs, groups them by header stamp into frames and writes each with `core.dump_files`.
 
 Subscribed (relative names, so a namespace or ROS remapping applies): `disparity` (required),
-and when they are published `depth/image_rect`, `depth/camera_info`, `points2`,
-`left/image_rect`; /diagnostics for the summary. rclpy and the message packages are imported
-when a `Dumper` is built, so this module imports without ROS.
+and when they are published `depth/image_rect`, `depth/uncertainty`, `depth/camera_info`,
+`points2`, `left/image_rect`; /diagnostics for the summary. rclpy and the message packages
+are imported when a `Dumper` is built, so this module imports without ROS.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ LOG = logging.getLogger(__name__)
 DISPARITY, DEPTH, DEPTH_INFO, POINTS = (topics.DISPARITY, topics.DEPTH, topics.DEPTH_INFO,
                                         topics.POINTS)
 LEFT = topics.LEFT_RECT
-OPTIONAL_TOPICS = (DEPTH, DEPTH_INFO, POINTS, LEFT)
+DEPTH_UNCERTAINTY = topics.DEPTH_UNCERTAINTY
+OPTIONAL_TOPICS = (DEPTH, DEPTH_INFO, POINTS, LEFT, DEPTH_UNCERTAINTY)
 
 
 def disparity_from_message(msg) -> np.ndarray:
@@ -75,7 +76,9 @@ def frame_from_messages(stamp_ns: int, parts: dict) -> FrameData:
     if points is not None and colors is None and left is not None \
             and left.shape[:2] == points.shape[:2]:
         colors = left if left.ndim == 3 else np.repeat(left[:, :, None], 3, axis=2)
-    return FrameData(stamp_ns, disparity, depth, points, colors, left)
+    depth_std = (depth_image_metres(parts[DEPTH_UNCERTAINTY])
+                 if DEPTH_UNCERTAINTY in parts else None)
+    return FrameData(stamp_ns, disparity, depth, points, colors, left, depth_std)
 
 
 class Dumper:
@@ -98,7 +101,7 @@ class Dumper:
                                       start_parameter_services=False)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         types = {DISPARITY: DisparityImage, DEPTH: Image, DEPTH_INFO: CameraInfo,
-                 POINTS: PointCloud2, LEFT: Image}
+                 POINTS: PointCloud2, LEFT: Image, DEPTH_UNCERTAINTY: Image}
         self.counts = {topic: 0 for topic in types}
         self.resolved = {}
         for topic, msg_type in types.items():

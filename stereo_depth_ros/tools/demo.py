@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="node input_scale (default 0.5: ~2-4 s per PSMNet frame on 2 cores)")
     parser.add_argument("--max-relative-uncertainty", type=spec_type("max_relative_uncertainty"),
                         default=SPECS["max_relative_uncertainty"].default,
-                        help="the node's default mask (sigma_Z/Z limit; 0 = publish every pixel)")
+                        help="the node's default mask (sigma_Z/Z limit at full resolution, "
+                             "so it keeps the same pixels at --input-scale 0.5; 0 = publish "
+                             "every pixel)")
     parser.add_argument("--frames", type=int, default=None,
                         help="number of frames (default all 6: 5 DrivingStereo + 1 KITTI 2015)")
     parser.add_argument("--weights", type=Path, default=None,

@@ -4,8 +4,8 @@
 
 Subscribes (relative names, so `--namespace` or ROS remapping applies) to `disparity`
 (stereo_msgs/DisparityImage, required), and when they are published also `depth/image_rect`,
-`depth/camera_info`, `points2` and `matcher/left/image_rect`; /diagnostics is recorded for the
-summary.
+`depth/uncertainty`, `depth/camera_info`, `points2` and `matcher/left/image_rect`;
+/diagnostics is recorded for the summary.
 The parts of one frame are matched by header stamp; a frame is written when every output topic
 that has a publisher has arrived, or `--grace` s after its disparity. Per frame (NNNNNN = index):
 
@@ -14,6 +14,8 @@ that has a publisher has arrived, or `--grace` s after its disparity. Per frame 
 * `NNNNNN_depth_mm.png`   depth as 16-bit PNG in millimetres, 0 = invalid or beyond 65.535 m
                           (the OpenNI / depth_image_proc 16UC1 convention);
 * `NNNNNN_depth.npy`      depth as float32 metres, NaN = invalid (REP 118);
+* `NNNNNN_depth_uncertainty.npy`  sigma_Z as float32 metres, NaN = invalid, when the node
+                          publishes `depth/uncertainty` (PSMNet; README "Which depth to trust");
 * `NNNNNN_points.ply`     the valid points with colour: `x y z` float32 metres in the left optical
                           frame (x right, y down, z forward) and `red green blue` uchar;
                           binary little-endian by default, `--ply ascii` for text, `--ply none`

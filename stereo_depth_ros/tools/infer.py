@@ -11,9 +11,10 @@ OUT by extension: .npy (float32 (H, W) px, NaN invalid), .pfm (float32, invalid 
 .png (KITTI uint16: round(d * 256), 0 = invalid). Problems are reported in one line on stderr
 with exit status 1 (2 for command line syntax errors), without a traceback.
 
-The node's default depth mask applies (confidence_threshold and max_relative_uncertainty from
-config.py: masked pixels are NaN / invalid in OUT); `--confidence-threshold 0
---max-relative-uncertainty 0` keeps every pixel. `--uncertainty SIGMA.npy` writes sigma_d (px,
+The node's default depth mask applies (confidence_threshold, max_relative_uncertainty and
+fattening_filter from config.py: masked pixels are NaN / invalid in OUT); `--confidence-threshold
+0 --max-relative-uncertainty 0` keeps every pixel (the fattening filter is part of the
+uncertainty mask). `--uncertainty SIGMA.npy` writes sigma_d (px,
 float32 (H, W), NaN where OUT is invalid; PSMNet only).
 """
 
@@ -52,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_mask_arguments(group) -> None:
-    """--confidence-threshold and --max-relative-uncertainty, with the node parameters' defaults,
-    ranges and help (config.py)."""
+    """--confidence-threshold, --max-relative-uncertainty and --[no-]fattening-filter, with the
+    node parameters' defaults, ranges and help (config.py)."""
     from stereo_depth_ros.config import SPECS
     for name in ("confidence_threshold", "max_relative_uncertainty"):
         spec = SPECS[name]
         group.add_argument("--" + name.replace("_", "-"), type=float, default=spec.default,
                            metavar="X", help=f"{spec.help_line()} (default {spec.default:g})")
+    spec = SPECS["fattening_filter"]
+    group.add_argument("--fattening-filter", action=argparse.BooleanOptionalAction,
+                       default=spec.default,
+                       help=f"{spec.help_line()} (default {str(spec.default).lower()})")
 
 
 def _check_directory(path: Path, what: str) -> None:
@@ -111,7 +116,8 @@ def run(args: argparse.Namespace) -> None:
     backend = backend_from_args(args)
     loaded = time.perf_counter()
     options = PipelineOptions(confidence_threshold=args.confidence_threshold,
-                              max_relative_uncertainty=args.max_relative_uncertainty)
+                              max_relative_uncertainty=args.max_relative_uncertainty,
+                              fattening_filter=args.fattening_filter)
     pipeline = StereoPipeline(backend, options,
                               input_names=(str(args.left), str(args.right), ""))
     try:

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""What the default depth mask publishes on the real indoor and mixed sample pairs (no ground
+truth): the share of pixels kept with the relative-uncertainty limit alone and with the
+fattening filter too, per pair; the filter's cost in density where scenes have blank walls.
+
+    PYTHONPATH=$PWD python scripts/mask_density_samples.py [--sets oak-d,eth3d_lowres,...]
+        [--max-width 960] [--json OUT]
+
+Pairs: `data.shipped_samples` (assets/samples, each with its calibration), resized by a power of
+two to at most --max-width (Middlebury 2014's 2800 px pairs become 707 px, its usual quarter
+size), matched by PSMNet (released KITTI 2015 weights, `exact` engine, CPU) with everything
+published; the masks are then applied to the same outputs as the pipeline applies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SETS = ("oak-d", "middlebury_2014", "eth3d_lowres")
+
+
+def pair_row(pipeline, pair, max_width: int, limit: float) -> dict:
+    from stereo_depth_ros.core.fattening import fattened
+    from stereo_depth_ros.core.uncertainty import trusted
+    left, right, rig = pair.load(max_width)
+    result = pipeline.process(left, right, rig, points=False)
+    keep = trusted(result.disparity, result.confidence, result.uncertainty_px,
+                   max_relative_uncertainty=limit, cx_offset=rig.cx_offset)
+    band = fattened(result.left, result.disparity, rig.cx_offset)
+    return {"pair": pair.name, "size": f"{left.shape[1]}x{left.shape[0]}",
+            "limit_only_pct": 100.0 * float(keep.mean()),
+            "with_fattening_filter_pct": 100.0 * float((keep & ~band).mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stereo_depth_ros.config import SPECS
+    from stereo_depth_ros.data.shipped_samples import shipped_pairs
+    from stereo_depth_ros.tools._cli import find_default_weights
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from uncertainty_calibration import _pipeline
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"sample folders (default {','.join(SETS)})")
+    parser.add_argument("--max-width", type=int, default=960)
+    parser.add_argument("--assets", type=Path, default=Path("assets"))
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT")
+    args = parser.parse_args(argv)
+    weights = find_default_weights()
+    if weights is None or not Path(weights).is_file():
+        print("no PSMNet weights: run `make assets`", file=sys.stderr)
+        return 1
+    limit = SPECS["max_relative_uncertainty"].default
+    wanted = args.sets.split(",")
+    pairs = [p for p in shipped_pairs(args.assets / "samples") if p.name.split("/")[0] in wanted]
+    pipeline = _pipeline(weights, "exact")
+    rows = [pair_row(pipeline, pair, args.max_width, limit) for pair in pairs]
+    lines = [f"default limit {limit:g}; density = share of all pixels published", "",
+             "| pair | size | limit only % | with the fattening filter (default) % |",
+             "|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['pair']} | {row['size']} | {row['limit_only_pct']:.1f} | "
+                     f"{row['with_fattening_filter_pct']:.1f} |")
+    for name in wanted:
+        group = [r for r in rows if r["pair"].split("/")[0] == name]
+        if group:
+            lines.append(f"| {name} (mean of {len(group)}) | | "
+                         f"{np.mean([r['limit_only_pct'] for r in group]):.1f} | "
+                         f"{np.mean([r['with_fattening_filter_pct'] for r in group]):.1f} |")
+    print("\n".join(lines))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"limit": limit, "pairs": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
