@@ -301,27 +301,7 @@ class StereoPipeline:
         backend = self.backend
         dev = backend.device
         clock = StageClock({}, dev, synchronize=False, total=True)
-        left_t, right_t = backend.upload(left, right)
-        clock.mark("upload")
-        if self._needs_rectifying(calibration):
-            rectifier = self._rectifier_for(calibration)
-            remaps = self._device_stage("remap", lambda: tuple(
-                None if rectifier.fixed_point_maps(i) is None else ops.DeviceRemap(
-                    *rectifier.fixed_point_maps(i), (rectifier.height, rectifier.width), dev)
-                for i in (0, 1)))
-            if remaps[0] is not None:
-                left_t, right_t = remaps[0](left_t), remaps[1](right_t)
-        clock.mark("rectify")
-        rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
-        if options.input_scale != 1.0:
-            height, width = left_t.shape[:2]
-            size = self._scaled_size(width, height)
-            resize = self._device_stage(f"resize:{height}x{width}->{size}", lambda: (
-                ops.DeviceAreaResize((height, width), (size[1], size[0]), dev)))
-            left_t, right_t = resize(left_t), resize(right_t)
-            rig = rig.scaled_to(*size) if rig is not None else None
-        clock.mark("scale")
-        self._check_matcher_input(left_t.shape[1], left_t.shape[0])
+        left_t, right_t, rig = self._matcher_input_on_device(left, right, calibration, clock)
         with_sigma = bool(getattr(backend, "provides_uncertainty", False))
         outputs = backend.compute_tensors(left_t, right_t, with_uncertainty=True) \
             if with_sigma else backend.compute_tensors(left_t, right_t)
@@ -355,6 +335,34 @@ class StereoPipeline:
                            depth_m=host["depth"], points=host["points"], left=host["left"],
                            rig=rig, timings_s=clock.finish(), uncertainty_px=host["sigma"],
                            depth_std_m=host["sigma_z"], **self._result_base())
+
+    def _matcher_input_on_device(self, left, right, calibration, clock):
+        """Upload, rectify and scale on the backend's device: (left, right, rig at that size)."""
+        from stereo_depth_ros.pipeline import device as ops
+
+        options, dev = self.options, self.backend.device
+        left_t, right_t = self.backend.upload(left, right)
+        clock.mark("upload")
+        if self._needs_rectifying(calibration):
+            rectifier = self._rectifier_for(calibration)
+            remaps = self._device_stage("remap", lambda: tuple(
+                None if rectifier.fixed_point_maps(i) is None else ops.DeviceRemap(
+                    *rectifier.fixed_point_maps(i), (rectifier.height, rectifier.width), dev)
+                for i in (0, 1)))
+            if remaps[0] is not None:
+                left_t, right_t = remaps[0](left_t), remaps[1](right_t)
+        clock.mark("rectify")
+        rig = calibration.rig if isinstance(calibration, StereoCalibration) else calibration
+        if options.input_scale != 1.0:
+            height, width = left_t.shape[:2]
+            size = self._scaled_size(width, height)
+            resize = self._device_stage(f"resize:{height}x{width}->{size}", lambda: (
+                ops.DeviceAreaResize((height, width), (size[1], size[0]), dev)))
+            left_t, right_t = resize(left_t), resize(right_t)
+            rig = rig.scaled_to(*size) if rig is not None else None
+        clock.mark("scale")
+        self._check_matcher_input(left_t.shape[1], left_t.shape[0])
+        return left_t, right_t, rig
 
 
 def _as_calibration(calibration):
