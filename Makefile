@@ -35,11 +35,12 @@ test: venv assets
 PYTHON_OLDEST ?= $(firstword $(shell python3.10 -c "import sys; print(sys.executable)" 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python))
 VENV_OLDEST ?= .venv-oldest
 OLDEST_STAMP := $(VENV_OLDEST)/.installed
-OLDEST_TESTS := test/test_camera.py test/test_geometry.py test/test_rectify.py \
-	test/test_disparity_io.py test/test_image_io.py test/test_kitti_calib.py test/test_metrics.py \
-	test/test_synthetic.py test/test_datasets.py test/test_sgbm_backend.py test/test_pipeline.py \
-	test/test_image_encodings.py test/test_stamps.py test/test_fetch_assets.py \
-	test/test_input_health.py
+OLDEST_TESTS := test/core/test_camera.py test/core/test_geometry.py test/core/test_rectify.py \
+	test/core/test_disparity_io.py test/core/test_image_io.py test/core/test_kitti_calib.py \
+	test/core/test_metrics.py test/core/test_synthetic.py test/data/test_datasets.py \
+	test/backends/test_sgbm_backend.py test/pipeline/test_pipeline.py \
+	test/core/test_image_encodings.py test/core/test_stamps.py test/scripts/test_fetch_assets.py \
+	test/ros/test_input_health.py
 
 $(OLDEST_STAMP): requirements-oldest.txt
 	@test -n "$(PYTHON_OLDEST)" || { echo "test-oldest: no Python 3.10 found (set PYTHON_OLDEST)"; exit 1; }

@@ -1,6 +1,6 @@
 """The network pinned to the official implementation with the released KITTI 2015 weights on a
-real 256x512 crop (test/data/golden_real_weights, provenance in its README): max |Δ| <= 1e-2 px
-and mean <= 1e-3 px for the reference model and the exact engine; fast mode within its bounds.
+real 256x512 crop (test/reference/golden_real_weights, provenance in its README): max |Δ| <= 1e-2
+px and mean <= 1e-3 px for the reference model and the exact engine; fast mode within its bounds.
 Runs in every checkout (the data is in the repository; the weights come with `make assets`)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).parent / "data" / "golden_real_weights"
+DATA = Path(__file__).resolve().parents[1] / "reference" / "golden_real_weights"
 SHA256 = {
     "drivingstereo_crop_left.png":
         "cf68718582501276f081e752d49d9f409dfc40c6cef10ac6e90e945239af4fcd",

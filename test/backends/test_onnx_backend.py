@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-pytest.register_assert_rewrite("onnx_helpers")
-from onnx_helpers import TINY_SIZE  # noqa: E402
+pytest.register_assert_rewrite("helpers.tiny_onnx")
+from helpers.tiny_onnx import TINY_SIZE  # noqa: E402
 
 from stereo_depth_ros import drop_reasons  # noqa: E402
 from stereo_depth_ros.backends.base import InputSizeError  # noqa: E402
@@ -21,7 +21,7 @@ from stereo_depth_ros.config import NodeConfig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.drop_reasons import FrameDropped  # noqa: E402
 
-pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture
+pytest_plugins = ("helpers.tiny_onnx",)       # the tiny_export fixture
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -127,7 +127,7 @@ print(np.isfinite(result.depth_m).mean())
 @pytest.mark.slow
 def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_export, backend):
     pytest.importorskip("rclpy")
-    from ros_helpers import FRAME, OUTPUTS, Harness, NodeProcess, as_array, stereo_infos
+    from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, as_array, stereo_infos
 
     scene = make_scene(*TINY_SIZE, background_disparity=4.0, foreground_disparity=9.0,
                        texture_cell_px=2.0, seed=1)
@@ -176,7 +176,7 @@ def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_ex
 @pytest.mark.slow
 def test_a_warmup_size_the_file_does_not_fit_stops_the_node_at_start(tiny_export):
     pytest.importorskip("rclpy")
-    from ros_helpers import NodeProcess
+    from helpers.ros import NodeProcess
 
     args = ["-r", "__ns:=/onnx_warm", "-p", "backend:=onnx",
             "-p", f"onnx_path:={tiny_export.onnx_path}", "-p", "warmup_size:=1242x375"]

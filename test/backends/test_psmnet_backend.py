@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fused_helpers import CPU, needs_onednn_bf16
+from helpers.fused import CPU, needs_onednn_bf16
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.backends.psmnet import PsmnetBackend
 from stereo_depth_ros.models import CheckpointError

@@ -14,7 +14,7 @@ from stereo_depth_ros.config import SPECS
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "uncertainty_calibration.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "uncertainty_calibration.py"
 
 
 @pytest.fixture(scope="module")

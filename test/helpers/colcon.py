@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "stereo_depth_ros"
 PACKAGE_ITEMS = ("setup.py", "setup.cfg", "package.xml", "resource", PACKAGE, "launch", "config",
                  "README.md", "LICENSE")

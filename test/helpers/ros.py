@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULE = "stereo_depth_ros.ros.stereo_depth_node"
 DISCOVERY_TIMEOUT_S = 20.0
 

@@ -7,7 +7,7 @@ can compare several complete runs. It keeps what matters to data parallelism: Ba
 process, with running statistics), PSMNet's concatenation cost volume and its float32
 soft-argmin, and one output in train and eval mode (as PSMNet basic).
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 test/train_helpers.py \\
+    python -m torch.distributed.run --standalone --nproc_per_node=2 test/helpers/training.py \\
         --rank-weights DIR <stereo_depth_train options>
 
 writes, besides what stereo_depth_train writes on rank 0, every rank's final model state to

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_depth.launch.py"
 RVIZ_FILE = REPO_ROOT / "config" / "stereo_depth.rviz"
 NODE_FILE = REPO_ROOT / "stereo_depth_ros" / "ros" / "stereo_depth_node.py"

@@ -1,11 +1,12 @@
 """The launch files (plain, managed, KITTI replay) started through the real launch API, on the
 colcon-installed package.
 
-What `ros2 launch stereo_depth_ros <file> name:=value ...` does on a robot (test/launch_runner.py:
-ament index lookup, IncludeLaunchDescription, LaunchService), with the upstream `launch` and
-`launch_ros` (../shared/thirdparty/python; skipped with the reason where that is absent). Each test
-checks that the node came up with the launch arguments applied (read back from its parameter
-service, topics where the arguments put them) and that it publishes correct depth.
+What `ros2 launch stereo_depth_ros <file> name:=value ...` does on a robot
+(test/helpers/launch_runner.py: ament index lookup, IncludeLaunchDescription, LaunchService),
+with the upstream `launch` and `launch_ros` (../shared/thirdparty/python; skipped with the reason
+where that is absent). Each test checks that the node came up with the launch arguments applied
+(read back from its parameter service, topics where the arguments put them) and that it
+publishes correct depth.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from colcon_helpers import clean_env, installed, sourced  # noqa: E402
-from ros_helpers import (NodeProcess, RosTestContext, as_array, image_msg, stamp,  # noqa: E402
+from helpers.colcon import clean_env, installed, sourced  # noqa: E402
+from helpers.ros import (NodeProcess, RosTestContext, as_array, image_msg, stamp,  # noqa: E402
                          stereo_infos, wait_for, wait_for_subscribers)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
@@ -33,8 +34,8 @@ from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-RUNNER = Path(__file__).resolve().parent / "launch_runner.py"
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden_real_weights"
+RUNNER = Path(__file__).resolve().parents[1] / "helpers" / "launch_runner.py"
+GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "golden_real_weights"
 FRAME = "cam_left_optical"
 SIM_START_S = 1000      # sim time the test's /clock starts at: far from wall time
 FX, BASELINE_M = 200.0, 0.1
@@ -246,9 +247,9 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
 def test_kitti_replay_launch_plays_a_bag_into_the_node(install_space, tmp_path):
     """bag:=<stereo_depth_kitti2bag output> namespace:=kitti params_file:=<SGBM> loop:=true: the
     replay and the node share the namespace and sim time, and every frame's depth is right."""
-    from kitti_fixtures import BASELINE_M as KITTI_BASELINE_M
-    from kitti_fixtures import FX as KITTI_FX
-    from kitti_fixtures import LEFT_STAMPS, make_raw_drive
+    from helpers.kitti import BASELINE_M as KITTI_BASELINE_M
+    from helpers.kitti import FX as KITTI_FX
+    from helpers.kitti import LEFT_STAMPS, make_raw_drive
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
     from stereo_depth_ros.bags.bag_writer import convert
@@ -304,8 +305,8 @@ def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_
     import json
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from kitti_fixtures import make_lidar_drive
-    from test_live_eval import _expected_sgbm_errors, _frame_rows
+    from helpers.kitti import make_lidar_drive
+    from helpers.live_eval import expected_sgbm_errors, frame_rows
 
     scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), per_band=60)
     bag, out = tmp_path / "drive_bag", tmp_path / "lidar_out"
@@ -351,8 +352,8 @@ def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_
     assert "Traceback" not in launch.output() + evaluator.output()
     summary = json.loads((out / "depth_error_summary.json").read_text())
     assert "velodyne->camera_left_optical_frame" in summary["transform"]
-    expected = dict(zip(scene.left_stamps_ns, _expected_sgbm_errors(scene)))
-    rows = [r for r in _frame_rows(out) if r["group"] == "all" and r["outcome"] == "matched"]
+    expected = dict(zip(scene.left_stamps_ns, expected_sgbm_errors(scene)))
+    rows = [r for r in frame_rows(out) if r["group"] == "all" and r["outcome"] == "matched"]
     assert {int(r["depth_stamp_ns"]) for r in rows} == set(scene.left_stamps_ns)
     for row in rows:
         want = expected[int(row["depth_stamp_ns"])]
@@ -373,7 +374,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
     """Default autostart: launch_ros configures the lifecycle node and, once it is inactive,
     activates it; it then publishes correct depth."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_helpers import LifecycleClient
+    from helpers.ros import LifecycleClient
     from sensor_msgs.msg import Image
 
     scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
@@ -426,7 +427,7 @@ def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_s
     """autostart:=false: the node waits, unconfigured, for a lifecycle manager; configured by
     hand it stays inactive (nothing activates it behind the manager's back)."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_helpers import LifecycleClient, statuses_of
+    from helpers.ros import LifecycleClient, statuses_of
 
     ctx = RosTestContext("managed_manual_peer")
     launch = _managed_launch(install_space, tmp_path, "manual", autostart="false")

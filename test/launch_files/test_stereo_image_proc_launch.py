@@ -14,9 +14,9 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import NodeProcess, RosTestContext, wait_for  # noqa: E402
+from helpers.ros import NodeProcess, RosTestContext, wait_for  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO_ROOT / "launch" / "stereo_image_proc.launch.py"
 # stereo_image_proc.launch.py's arguments (image_pipeline rolling) that apply to this node.
 SIP_ARGUMENTS = {"approximate_sync", "avoid_point_cloud_padding", "use_color", "launch_image_proc",

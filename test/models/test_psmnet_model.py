@@ -18,7 +18,7 @@ from stereo_depth_ros.models.regression import disparity_regression, window_conf
 # on an AVX2-only CPU). The real-weights golden (test_golden_real_weights.py) keeps 1e-2.
 GOLDEN_MAX_PX = 5e-2
 GOLDEN_MEAN_PX = 1e-3
-OFFICIAL_KEYS = Path(__file__).parent / "data" / "psmnet_official" / \
+OFFICIAL_KEYS = Path(__file__).resolve().parents[1] / "reference" / "psmnet_official" / \
     "stackhourglass_state_dict_keys.json"
 
 

@@ -4,42 +4,17 @@ the torch stages are in test_pipeline_device.py."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
+from helpers.pipeline import BASELINE, FX, HEIGHT, WIDTH, make_calibration, textured_pair
 from stereo_depth_ros import drop_reasons
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.core.camera import StereoRig
-from stereo_depth_ros.core.rectify import CameraCalibration, Rectifier, StereoCalibration
+from stereo_depth_ros.core.rectify import Rectifier
 from stereo_depth_ros.core.synthetic import make_scene
 from stereo_depth_ros.drop_reasons import FrameDropped
 from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
-
-HEIGHT, WIDTH, FX, BASELINE = 120, 200, 150.0, 0.2
-
-
-def _calibration(distorted: bool = True, width: int = WIDTH,
-                 height: int = HEIGHT) -> StereoCalibration:
-    K = np.array([[FX, 0, width / 2 + 3.2], [0, FX, height / 2 - 1.7], [0, 0, 1.0]])
-    D = np.array([-0.3, 0.12, 0.0005, -0.001, -0.02]) if distorted else np.zeros(5)
-    angle = 0.004 if distorted else 0.0
-    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
-                  [-np.sin(angle), 0, np.cos(angle)]])
-    P_left = np.hstack([K, np.zeros((3, 1))])
-    P_right = np.hstack([K, np.array([[-FX * BASELINE], [0], [0]])])
-    return StereoCalibration(
-        left=CameraCalibration.create(K, D, R, P_left, name="left"),
-        right=CameraCalibration.create(K, D, R.T, P_right, name="right"),
-        rig=StereoRig.from_projection_matrices(P_left, P_right, width, height),
-        already_rectified=not distorted, frame_id="cam")
-
-
-def _textured_pair(shift: int = 8, height: int = HEIGHT, width: int = WIDTH):
-    rng = np.random.default_rng(1)
-    wide = cv2.GaussianBlur(rng.integers(0, 256, (height, width + shift, 3), np.uint8),
-                            (3, 3), 0.8)
-    return np.ascontiguousarray(wide[:, shift:]), np.ascontiguousarray(wide[:, :width])
 
 
 # ---------------------------------------------------------------------------- host path
@@ -79,9 +54,9 @@ def test_input_scale_scales_images_rig_and_disparity():
 
 def test_outputs_are_built_only_when_asked():
     sgbm = make_backend("sgbm", num_disparities=16)
-    left, right = _textured_pair()
+    left, right = textured_pair()
     pipeline = StereoPipeline(sgbm)
-    calibration = _calibration(distorted=False)
+    calibration = make_calibration(distorted=False)
     none = pipeline.process(left, right, calibration, depth=False, points=False)
     assert none.depth_m is None and none.points is None
     points_only = pipeline.process(left, right, calibration, depth=False, points=True)
@@ -92,20 +67,20 @@ def test_outputs_are_built_only_when_asked():
 
 def test_rectify_modes_and_maps_built_once_per_calibration():
     sgbm = make_backend("sgbm", num_disparities=16)
-    left, right = _textured_pair()
+    left, right = textured_pair()
     events = []
     pipeline = StereoPipeline(sgbm, on_event=events.append)
-    calibration = _calibration()
+    calibration = make_calibration()
     first = pipeline.process(left, right, calibration)
     pipeline.process(left, right, calibration)
     assert len(events) == 1 and "rectification maps built" in events[0]
     rectifier = Rectifier(calibration.left, calibration.right, WIDTH, HEIGHT)
     np.testing.assert_array_equal(first.left, rectifier.rectify_left(left))
-    pipeline.process(left, right, _calibration())                   # a new calibration
+    pipeline.process(left, right, make_calibration())                   # a new calibration
     assert len(events) == 2
     pipeline.options = PipelineOptions(rectify="false")
     assert pipeline.process(left, right, calibration).left is left
-    rectified = _calibration(distorted=False)
+    rectified = make_calibration(distorted=False)
     pipeline.options = PipelineOptions(rectify="auto")
     assert pipeline.process(left, right, rectified).left is left
     pipeline.options = PipelineOptions(rectify="true")
@@ -135,12 +110,12 @@ def test_depth_limits_keep_the_part_inside():
 ])
 def test_bad_pairs_are_dropped_with_a_reason(case, reason):
     sgbm = make_backend("sgbm", num_disparities=16 if case != "too_narrow" else 256)
-    left, right = _textured_pair()
-    calibration = _calibration(distorted=False)
+    left, right = textured_pair()
+    calibration = make_calibration(distorted=False)
     if case == "size_mismatch":
         right = right[:, :-2]
     elif case == "info_size":
-        calibration = _calibration(distorted=False, width=WIDTH + 10)
+        calibration = make_calibration(distorted=False, width=WIDTH + 10)
     with pytest.raises(FrameDropped) as caught:
         StereoPipeline(sgbm).process(left, right, calibration)
     assert caught.value.reason == reason

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.pipeline import BASELINE, FX, HEIGHT, WIDTH, make_calibration, textured_pair
 from stereo_depth_ros.backends import make_backend
 from stereo_depth_ros.core.rectify import Rectifier
 from stereo_depth_ros.core.synthetic import make_scene
 from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
 from stereo_depth_ros.pipeline import device as ops
-from test_pipeline import BASELINE, FX, HEIGHT, WIDTH, _calibration, _textured_pair
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def psmnet():
 # ---------------------------------------------------------------------------- device stages
 
 def test_device_remap_is_cv2_remap():
-    calibration = _calibration()
+    calibration = make_calibration()
     rectifier = Rectifier(calibration.left, calibration.right, WIDTH, HEIGHT)
     rng = np.random.default_rng(0)
     for shape in ((HEIGHT, WIDTH, 3), (HEIGHT, WIDTH)):
@@ -58,7 +58,7 @@ def test_device_area_resize_is_cv2_inter_area(scale):
 def test_device_depth_and_points_are_core_geometry():
     from stereo_depth_ros.core.geometry import (clip_depth, depth_to_points,
                                                 disparity_to_depth)
-    rig = _calibration().rig
+    rig = make_calibration().rig
     rng = np.random.default_rng(3)
     disparity = rng.uniform(-2, 40, (HEIGHT, WIDTH)).astype(np.float32)
     disparity[0, :5] = np.nan
@@ -78,8 +78,8 @@ def test_device_depth_and_points_are_core_geometry():
     PipelineOptions(input_scale=0.6, confidence_threshold=0.3, min_depth_m=1.0,
                     max_depth_m=20.0)], ids=["plain", "scaled-thresholded-clipped"])
 def test_device_stages_give_what_the_host_stages_give(psmnet, options):
-    left, right = _textured_pair()
-    calibration = _calibration()
+    left, right = textured_pair()
+    calibration = make_calibration()
     host = StereoPipeline(psmnet, options, stages="host").process(left, right, calibration)
     device = StereoPipeline(psmnet, options, stages="device").process(left, right, calibration)
     assert np.abs(host.left.astype(int) - device.left).max() <= 1

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from colcon_helpers import PACKAGE, clean_env, installed, sourced
-from ros_helpers import NodeProcess
+from helpers.colcon import PACKAGE, clean_env, installed, sourced
+from helpers.ros import NodeProcess
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_helpers import (FRAME, LIFECYCLE_MODULE, OUTPUTS, Harness, LifecycleClient,  # noqa: E402
+from helpers.ros import (FRAME, LIFECYCLE_MODULE, OUTPUTS, Harness, LifecycleClient,  # noqa: E402
                          NodeProcess, as_array, set_parameters, statuses_of, stereo_infos,
                          wait_for)
 

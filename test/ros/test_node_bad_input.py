@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, SYNC_VARIANTS, Harness, NodeProcess, image_msg,  # noqa: E402
+from helpers.ros import (FRAME, SYNC_VARIANTS, Harness, NodeProcess, image_msg,  # noqa: E402
                          stamp, stereo_infos, time_ns)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402

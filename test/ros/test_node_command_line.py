@@ -15,7 +15,7 @@ from stereo_depth_ros.config import PARAMS
 from stereo_depth_ros.ros.command_line import (ParamsFileError, check_params_file,
                                                params_files, parameter_table)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NODES = {"stereo_depth_node": "stereo_depth_ros.ros.stereo_depth_node",
          "stereo_depth_lifecycle_node": "stereo_depth_ros.ros.stereo_depth_lifecycle_node"}
 

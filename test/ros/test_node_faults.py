@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, Harness, NodeProcess, camera_info_msg, image_msg,  # noqa: E402
+from helpers.ros import (FRAME, Harness, NodeProcess, camera_info_msg, image_msg,  # noqa: E402
                          set_parameters, stamp, stereo_infos, wait_for)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402

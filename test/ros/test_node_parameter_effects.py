@@ -19,12 +19,12 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, OUTPUTS, Harness, InProcessNode, NodeProcess,  # noqa: E402
+from helpers.ros import (FRAME, OUTPUTS, Harness, InProcessNode, NodeProcess,  # noqa: E402
                          as_array, camera_info_msg, image_msg, set_parameters, stamp,
                          stamp_ns, statuses_of, stereo_infos, time_ns, wait_for)
+from helpers.samples import kitti_crop  # noqa: E402
 
 from stereo_depth_ros.backends.sgbm import SgbmBackend  # noqa: E402
-from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
 
@@ -238,7 +238,7 @@ def inproc():
 
 def _subscribe(h: Harness, name: str):
     """A collector on one of the node's outputs, once the node's publisher counts it."""
-    from ros_helpers import msg_type
+    from helpers.ros import msg_type
     collector = h.ctx.collect(msg_type(OUTPUTS[name]), f"{h.ns}/{name}")
     h.wait_status(lambda s: int(s.get(f"subscribers.{h.ns}/{name}", 0)) >= 1,
                   what=f"the node counting our {name} subscription")
@@ -577,26 +577,11 @@ PSM_MAX_DISPARITY = 64
 CONFIDENCE_THRESHOLD = 0.85
 
 
-def _kitti_crop(assets_dir):
-    """A 96x160 crop of the sample KITTI pair (RGB) and its rig."""
-    import json
-    samples = assets_dir / "samples" / "kitti2015"
-    calib = json.loads((samples / "stereo_calibration.json").read_text())
-    top, x0, height, width = 150, 600, 96, 160
-    left, right = (np.ascontiguousarray(cv2.imread(str(samples / f"kitti_000046_{side}.png"))
-                                        [top:top + height, x0:x0 + width, ::-1])
-                   for side in ("left", "right"))
-    rig = StereoRig(fx=calib["fx"], fy=calib["fy"], cx_left=calib["cx0"] - x0,
-                    cx_right=calib["cx1"] - x0, cy=calib["cy"] - top,
-                    baseline_m=calib["baseline_meters"], width=width, height=height)
-    return left, right, rig
-
-
 def test_psmnet_options_reach_the_model_confidence_masks_all_outputs(assets_dir, kitti_weights):
     """engine auto on the CPU runs the exact fused engine, max_disparity sets the searched range,
     and confidence_threshold invalidates the same pixels in disparity, depth and points2."""
     names = ["disparity", "disparity/confidence", "depth/image_rect", "points2"]
-    left, right, rig = _kitti_crop(assets_dir)
+    left, right, rig = kitti_crop(assets_dir)
     node = _start(["-r", "__ns:=/psm", "-p", "backend:=psmnet", "-p", f"weights_path:="
                    f"{kitti_weights}", "-p", "device:=cpu", "-p", "engine:=auto",
                    "-p", f"max_disparity:={PSM_MAX_DISPARITY}", "-p", "use_color:=false",

@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from kitti_fixtures import make_raw_drive  # noqa: E402
-from ros_helpers import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
+from helpers.kitti import make_raw_drive  # noqa: E402
+from helpers.ros import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
                          RosTestContext, as_array, camera_info_msg, image_msg, status_drops,
                          stereo_infos, wait_for, wait_for_publishers)
 

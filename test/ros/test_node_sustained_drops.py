@@ -22,14 +22,14 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, CompressedHarness, Harness, NodeProcess,  # noqa: E402
+from helpers.ros import (FRAME, CompressedHarness, Harness, NodeProcess,  # noqa: E402
                          image_msg, stamp, stereo_infos)
 
 from stereo_depth_ros import drop_reasons as reasons  # noqa: E402
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture (a small exported network)
+pytest_plugins = ("helpers.tiny_onnx",)       # the tiny_export fixture (a small exported network)
 
 WIDTH, HEIGHT = 640, 480
 PAIRS, WARMUP_PAIRS, CHUNK = 300, 20, 16

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (FRAME, Harness, NodeProcess, as_array, camera_info_msg,  # noqa: E402
+from helpers.ros import (FRAME, Harness, NodeProcess, as_array, camera_info_msg,  # noqa: E402
                          image_msg, set_parameters, stereo_infos)
 
 from stereo_depth_ros.config import SPECS  # noqa: E402

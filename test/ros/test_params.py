@@ -14,9 +14,9 @@ from stereo_depth_ros import config as cfg  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_node import StartupError  # noqa: E402
 
 pytestmark = pytest.mark.ros
-pytest_plugins = ("ros_helpers",)       # the make_node fixture
+pytest_plugins = ("helpers.ros",)       # the make_node fixture
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _set(node, name, value):

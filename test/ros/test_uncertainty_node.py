@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_helpers import (Harness, NodeProcess, as_array, image_msg,  # noqa: E402
+from helpers.ros import (Harness, NodeProcess, as_array, image_msg,  # noqa: E402
                          stereo_infos, wait_for)
-from test_node_parameter_effects import _kitti_crop  # noqa: E402
+from helpers.samples import kitti_crop  # noqa: E402
 
 from stereo_depth_ros import topics  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
@@ -44,7 +44,7 @@ def _offline(kitti_weights, left, right, rig):
 
 
 def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti_weights):
-    left, right, rig = _kitti_crop(assets_dir)
+    left, right, rig = kitti_crop(assets_dir)
     node = _start(["-r", "__ns:=/unc", "-p", "backend:=psmnet", "-p",
                    f"weights_path:={kitti_weights}", "-p", "device:=cpu", "-p", "engine:=exact",
                    "-p", "max_disparity:=64", "-p", "use_color:=false",

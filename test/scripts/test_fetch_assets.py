@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fetch_assets.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fetch_assets.py"
 
 
 @pytest.fixture()

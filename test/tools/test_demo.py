@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_helpers import REPO_ROOT, wait_for
+from helpers.ros import REPO_ROOT, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -173,7 +173,7 @@ def test_errors_are_clear_and_exit_1(argv, message, capsys):
 
 
 def test_module_entry_point_runs_without_traceback(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.run([sys.executable, "-m", "stereo_depth_ros.tools.evaluate", "--dataset",
                            "middlebury", "--root", str(tmp_path), "--backend", "sgbm"],
                           capture_output=True, text=True, env=env, timeout=120)
@@ -188,7 +188,7 @@ def test_module_entry_point_runs_without_traceback(tmp_path):
 def test_live_mode_bad_input_is_named_before_ros_starts(tmp_path, capsys):
     """`stereo_depth_eval --live` hands over to the live evaluator; a transform source that cannot
     be read is an error naming the file, before any ROS is started."""
-    from kitti_fixtures import make_raw_drive
+    from helpers.kitti import make_raw_drive
     from stereo_depth_ros.bags.bag_writer import convert
 
     assert main(["--live", "--kitti-calib", str(tmp_path)]) == 1

@@ -13,8 +13,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-pytest.register_assert_rewrite("onnx_helpers")
-from onnx_helpers import TINY_MAX_DISPARITY, TINY_PADDED, TINY_SIZE  # noqa: E402
+pytest.register_assert_rewrite("helpers.tiny_onnx")
+from helpers.tiny_onnx import TINY_MAX_DISPARITY, TINY_PADDED, TINY_SIZE  # noqa: E402
 
 from stereo_depth_ros.core.onnx_metadata import ExportMetadata  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
@@ -22,7 +22,7 @@ from stereo_depth_ros.models.checkpoint import OFFICIAL_PREPROCESSING  # noqa: E
 from stereo_depth_ros.models.cost_volume import build_concat_volume  # noqa: E402
 from stereo_depth_ros.models.onnx_export import gather_concat_volume  # noqa: E402
 
-pytest_plugins = ("onnx_helpers",)       # the tiny_export fixture
+pytest_plugins = ("helpers.tiny_onnx",)       # the tiny_export fixture
 
 
 @pytest.mark.parametrize("levels, width", [(1, 7), (5, 20), (12, 9), (48, 64)])

@@ -11,12 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from kitti_fixtures import (LIDAR_BASELINE_M, LIDAR_CX, LIDAR_CY, LIDAR_FX, lidar_k,
-                            make_lidar_drive)
+from helpers.kitti import lidar_k, make_lidar_drive
+from helpers.live_eval import expected_sgbm_errors, frame_rows
 from stereo_depth_ros.bags.bag_writer import convert
 
 pytestmark = pytest.mark.ros
@@ -34,48 +33,9 @@ def drive_and_bag(tmp_path_factory):
 
 
 def _evaluator(*args):
-    from ros_helpers import NodeProcess
+    from helpers.ros import NodeProcess
     return NodeProcess(argv=[sys.executable, "-m", "stereo_depth_ros.tools.evaluate", "--live",
                              *args])
-
-
-def _true_pixels(camera_points: np.ndarray, height: int, width: int):
-    """(row, col, depth) of the true camera-frame points inside the image (K only, by hand)."""
-    z = camera_points[:, 2]
-    u = LIDAR_FX * camera_points[:, 0] / np.where(z > 0, z, 1) + LIDAR_CX
-    v = LIDAR_FX * camera_points[:, 1] / np.where(z > 0, z, 1) + LIDAR_CY
-    col, row = np.floor(u + 0.5).astype(int), np.floor(v + 0.5).astype(int)
-    keep = (z > 0.1) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    return row[keep], col[keep], z[keep]
-
-
-def _expected_sgbm_errors(scene) -> list[dict]:
-    """SGBM (the node's parameters) run here on the drive's images; depth = fx B / d compared
-    with the plane depth at each LiDAR point's pixel."""
-    from stereo_depth_ros.backends import make_backend
-    backend = make_backend("sgbm", num_disparities=32, block_size=5)
-    height, width = scene.size
-    expected = []
-    for k, cam in enumerate(scene.camera_points):
-        left, right = (cv2.imread(str(scene.drive / f"image_0{i}" / "data" / f"{k:010d}.png"))
-                       [..., ::-1].copy() for i in (2, 3))
-        disparity = backend.compute(left, right).disparity
-        with np.errstate(divide="ignore"):
-            depth = LIDAR_FX * LIDAR_BASELINE_M / disparity
-        row, col, truth = _true_pixels(cam, height, width)
-        estimate = depth[row, col]
-        has = np.isfinite(estimate) & (estimate > 0)
-        error = np.abs(estimate[has] - truth[has])
-        expected.append({"compared": int(has.sum()), "in_image": len(truth),
-                         "mae_m": float(error.mean()),
-                         "rmse_m": float(np.sqrt(np.mean(error ** 2))),
-                         "over_1m_pct": float(100 * np.mean(error > 1.0))})
-    return expected
-
-
-def _frame_rows(out: Path) -> list[dict]:
-    with (out / "depth_error_frames.csv").open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def _statuses(arrays) -> dict[int, dict[str, dict[str, str]]]:
@@ -89,7 +49,7 @@ def _statuses(arrays) -> dict[int, dict[str, dict[str, str]]]:
 
 def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_helpers import NodeProcess, RosTestContext, wait_for_publishers
+    from helpers.ros import NodeProcess, RosTestContext, wait_for_publishers
 
     scene, bag = drive_and_bag
     out = tmp_path / "out"
@@ -123,10 +83,10 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
     assert counts["scans_received"] == 3 and counts["scans_evaluated"] == 3
     assert counts["scans_unmatched"] == 0 and counts["depth_frames_unmatched"] == 0
     assert "velodyne->camera_left_optical_frame" in summary["transform"]
-    rows = [r for r in _frame_rows(out) if r["group"] == "all"]
+    rows = [r for r in frame_rows(out) if r["group"] == "all"]
     assert [int(r["depth_stamp_ns"]) for r in rows] == scene.left_stamps_ns
     assert [int(r["scan_stamp_ns"]) for r in rows] == scene.scan_stamps_ns
-    expected = _expected_sgbm_errors(scene)
+    expected = expected_sgbm_errors(scene)
     for row, want in zip(rows, expected):
         assert int(row["in_image"]) == want["in_image"] == 240
         assert int(row["compared"]) == want["compared"]
@@ -164,7 +124,7 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
 
 def _cloud_msg(scan: np.ndarray, stamp_ns: int, frame_id: str):
     from sensor_msgs.msg import PointCloud2, PointField
-    from ros_helpers import stamp
+    from helpers.ros import stamp
     msg = PointCloud2()
     msg.header.stamp = stamp(stamp_ns // 10**9, stamp_ns % 10**9)
     msg.header.frame_id = frame_id
@@ -184,7 +144,7 @@ def test_oracle_depth_gives_zero_error_and_unmatched_scans_are_counted(drive_and
     and the results are still written."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from ros_helpers import (RosTestContext, camera_info_msg, image_msg, stamp, wait_for,
+    from helpers.ros import (RosTestContext, camera_info_msg, image_msg, stamp, wait_for,
                              wait_for_publishers, wait_for_subscribers)
 
     scene, _ = drive_and_bag
@@ -237,7 +197,7 @@ def test_oracle_depth_gives_zero_error_and_unmatched_scans_are_counted(drive_and
         "depth_frames_without_camera_info": 0}
     assert summary["transform"].startswith("KITTI calibration in")
     assert summary["motion_compensation"].startswith("none")
-    rows = [r for r in _frame_rows(out) if r["group"] == "all"]
+    rows = [r for r in frame_rows(out) if r["group"] == "all"]
     assert [int(r["compared"]) for r in rows] == [240, 240, 240]
     for row in rows:
         assert float(row["mae_m"]) < (5e-4 if row is rows[1] else 1e-5)   # mm rounding

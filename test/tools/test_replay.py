@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kitti_fixtures import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
-                            WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
-                            make_lidar_drive, make_raw_drive)
+from helpers.kitti import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
+                           WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
+                           make_lidar_drive, make_raw_drive)
 from stereo_depth_ros.bags.bag_writer import convert
 from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
@@ -219,7 +219,7 @@ def test_bad_input_errors(tmp_path, ros2_bag):
 def stereo_node():
     """stereo_depth_node with SGBM (32 disparities) as a subprocess, plus an in-test peer that
     collects its outputs (subscribed before any replay so the lazy outputs are published)."""
-    from ros_helpers import NodeProcess, RosTestContext, wait_for_publishers
+    from helpers.ros import NodeProcess, RosTestContext, wait_for_publishers
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
     from stereo_msgs.msg import DisparityImage
@@ -244,7 +244,7 @@ def stereo_node():
 
 
 def _replay(bag, tmp_path, *extra):
-    from ros_helpers import NodeProcess
+    from helpers.ros import NodeProcess
 
     stats = tmp_path / "stats.json"
     argv = [sys.executable, "-m", "stereo_depth_ros.tools.replay", str(bag), "--rate", "5",
@@ -424,7 +424,7 @@ def test_latched_topics_reach_late_subscribers_and_scans_are_not_frames(tmp_path
     from rclpy.context import Context
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo
-    from ros_helpers import RosTestContext, wait_for
+    from helpers.ros import RosTestContext, wait_for
 
     from stereo_depth_ros.ros.bag_player import Player
 

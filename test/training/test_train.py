@@ -173,7 +173,7 @@ def test_short_cpu_run_lowers_loss_resumes_and_checkpoint_loads(tmp_path, capsys
 def test_without_tensorboard_the_run_goes_on_with_a_hint(tmp_path, monkeypatch, capsys):
     """tensorboard is optional: where it is missing (`import tensorboard` fails, as on the GPU
     machine) training runs, says how to get the summaries, and still writes its JSON log."""
-    from train_helpers import build_tiny_stereo
+    from helpers.training import build_tiny_stereo
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)

@@ -1,6 +1,6 @@
 """stereo_depth_train data-parallel: two Gloo processes on the CPU under torchrun.
 
-Most runs train `train_helpers.TinyStereo` (BatchNorm, PSMNet's cost volume and float32
+Most runs train `helpers.training.TinyStereo` (BatchNorm, PSMNet's cost volume and float32
 soft-argmin, milliseconds per pair) through stereo_depth_train's own code
 (`training.runner.run(build_model=...)`): 6 synthetic 256x544 scenes, 4 for training (256x512
 crops) and 2 for validation, global batch 2 (one pair per process), 2 epochs of 2 steps: once
@@ -31,7 +31,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from train_helpers import TinyStereo, build_tiny_stereo
+from helpers.training import TinyStereo, build_tiny_stereo
 
 from stereo_depth_ros.data import make_dataset
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
@@ -163,7 +163,7 @@ def tiny(tmp_path_factory, repo_root):
     global batch ('single'), plus that run's runner.run result."""
     root = tmp_path_factory.mktemp("tiny")
     ddp, resumed, single = root / "ddp", root / "resumed", root / "single"
-    helper = str(repo_root / "test" / "train_helpers.py")
+    helper = str(repo_root / "test" / "helpers" / "training.py")
     for out, options in ((ddp, ()), (resumed, ("--resume", str(ddp / "checkpoint_1.tar")))):
         result = torchrun([helper, "--rank-weights", str(out), *TINY, "--epochs", "2",
                            "--out", str(out), *options], cwd=repo_root)

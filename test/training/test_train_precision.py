@@ -148,10 +148,10 @@ def test_fp16_without_cuda_is_refused(tmp_path, capsys):
 
 
 def test_the_tool_trains_and_validates_under_bf16_autocast(tmp_path):
-    """stereo_depth_train --precision bf16 (on train_helpers.TinyStereo): the convolutions of
+    """stereo_depth_train --precision bf16 (on helpers.training.TinyStereo): the convolutions of
     the training steps and of validation run in bfloat16, the disparities stay float32, the
     master weights float32."""
-    from train_helpers import build_tiny_stereo
+    from helpers.training import build_tiny_stereo
 
     seen = []
 

@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from train_helpers import build_tiny_stereo
+from helpers.training import build_tiny_stereo
 
 from stereo_depth_ros.tools import train
 from stereo_depth_ros.training import runner
@@ -38,7 +38,7 @@ def test_presets_hold_the_official_recipes():
 def test_the_preset_is_printed_at_start_and_overridden_values_win(tmp_path, capsys):
     """--preset kitti2015 with a shortened schedule: the start line names every value (the
     overridden ones marked), the lr drops after --lr-drop-epoch, and the JSON log records the
-    recipe. TinyStereo (train_helpers) keeps it to a second."""
+    recipe. TinyStereo (helpers.training) keeps it to a second."""
     args = train.build_parser().parse_args([
         "--preset", "kitti2015", "--dataset", "synthetic", "--count", "3", "--val-count", "1",
         "--epochs", "2", "--lr-drop-epoch", "1", "--batch-size", "2", "--max-disparity", "16",

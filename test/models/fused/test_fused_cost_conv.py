@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fused_helpers import needs_onednn_bf16, relative_error
+from helpers.fused import needs_onednn_bf16, relative_error
 from stereo_depth_ros.models.cost_volume import build_concat_volume
 from stereo_depth_ros.models.fused.cost_conv import ImplicitCostConv
 

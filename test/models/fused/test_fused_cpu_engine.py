@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fused_helpers import CPU, needs_int8, needs_onednn_bf16
+from helpers.fused import CPU, needs_int8, needs_onednn_bf16
 from stereo_depth_ros.models import build_psmnet, load_checkpoint
 from stereo_depth_ros.models.fused import ArithmeticPlan, FastPSMNet
 from stereo_depth_ros.models.fused.cpu import INT8_FEATURE_LAYERS

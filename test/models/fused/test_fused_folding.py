@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fused_helpers import load_bn, random_bn
+from helpers.fused import load_bn, random_bn
 from stereo_depth_ros.models.fused import folding
 from stereo_depth_ros.models.fused.onednn import FoldedConv, FoldedConvTranspose3d
 

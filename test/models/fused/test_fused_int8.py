@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fused_helpers import CL3, needs_int8
+from helpers.fused import CL3, needs_int8
 from stereo_depth_ros.models.fused import cpu_features, int8
 from stereo_depth_ros.models.fused.onednn import FoldedConv
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fused_helpers import CL3, needs_onednn_bf16, relative_error
+from helpers.fused import CL3, needs_onednn_bf16, relative_error
 from stereo_depth_ros.models.fused.onednn import FoldedConv, FoldedConvTranspose3d, onednn_conv
 
 
