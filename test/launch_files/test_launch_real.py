@@ -26,6 +26,7 @@ import yaml
 pytest.importorskip("rclpy")
 
 from helpers.colcon import clean_env, installed, sourced  # noqa: E402
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (NodeProcess, RosTestContext, as_array, image_msg, stamp,  # noqa: E402
                          stereo_infos, wait_for, wait_for_subscribers)
 
@@ -172,8 +173,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
     finally:
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
     assert "process has finished cleanly" in launch.output()
 
     assert depth_msg.header.frame_id == FRAME
@@ -230,8 +230,7 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
     finally:
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
 
     d = as_array(disparity_msg.image)
     valid = d >= disparity_msg.min_disparity
@@ -287,8 +286,7 @@ def test_kitti_replay_launch_plays_a_bag_into_the_node(install_space, tmp_path):
     finally:
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
     assert applied == {"use_sim_time": True, "backend": "sgbm"}
     for ns, msg in frames.items():
         z = as_array(msg)[10:-10, 48:-10]
@@ -348,8 +346,8 @@ def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_
         ctx.close()
         evaluator.stop()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output() + evaluator.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
+    assert_clean_exit(launch.output() + evaluator.output(), what="the launch and the evaluator")
     summary = json.loads((out / "depth_error_summary.json").read_text())
     assert "velodyne->camera_left_optical_frame" in summary["transform"]
     expected = dict(zip(scene.left_stamps_ns, expected_sgbm_errors(scene)))
@@ -412,8 +410,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
             lifecycle.close()
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
     assert "Failed to make transition" not in launch.output(), launch.output()
     assert status["lifecycle_state"] == "active" and status["backend_loads"] == "1"
     z = as_array(depth_msg)
@@ -455,8 +452,7 @@ def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_s
             lifecycle.close()
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
     assert "configured: backend=sgbm" in launch.output()
     assert "active: subscribed" not in launch.output()
 
@@ -513,8 +509,7 @@ def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_spa
     finally:
         ctx.close()
         code = launch.stop()
-    assert code == 0, launch.output()
-    assert "Traceback" not in launch.output(), launch.output()
+    assert_clean_exit(launch.output(), code, what="the launch")
     z = as_array(depth_msg)
     assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
                                                            rel=0.01)

@@ -24,6 +24,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, LIFECYCLE_MODULE, OUTPUTS, Harness, LifecycleClient,  # noqa: E402
                          NodeProcess, as_array, set_parameters, statuses_of, stereo_infos,
                          wait_for)
@@ -168,8 +169,7 @@ def test_configure_activate_deactivate_cleanup_shutdown(scene):
             if lifecycle is not None:
                 lifecycle.close()
             harness.close()
-    assert code == 0, node.output()
-    assert "Traceback" not in node.output(), node.output()
+    assert_clean_exit(node.output(), code)
     assert node.output().count("backend loaded: sgbm") == 2
 
 
@@ -227,8 +227,7 @@ def test_missing_weights_fail_configure_until_weights_path_is_fixed(kitti_weight
             if lifecycle is not None:
                 lifecycle.close()
             harness.close()
-    assert code == 0, node.output()
-    assert "Traceback" not in node.output(), node.output()
+    assert_clean_exit(node.output(), code)
 
 
 # ------------------------------------------------------------------------------ in process

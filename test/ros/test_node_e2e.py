@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, OUTPUTS, SYNC_VARIANTS, Harness, NodeProcess,  # noqa: E402
                          as_array, camera_info_msg, status_drops, stamp_ns, stereo_infos,
                          time_ns, wait_for)
@@ -50,8 +51,7 @@ def sgbm(request):
         finally:
             harness.close()
             code = node.stop()
-            assert code == 0, node.output()
-            assert "Traceback" not in node.output(), node.output()
+            assert_clean_exit(node.output(), code)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.kitti import make_raw_drive  # noqa: E402
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
                          RosTestContext, as_array, camera_info_msg, image_msg, status_drops,
                          stereo_infos, wait_for, wait_for_publishers)
@@ -49,7 +50,7 @@ def _stop(node: NodeProcess, harness: Harness | None) -> None:
     if harness is not None:
         harness.close()
     code = node.stop()
-    assert code == 0 and "Traceback" not in node.output(), node.output()
+    assert_clean_exit(node.output(), code)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, CompressedHarness, Harness, NodeProcess,  # noqa: E402
                          image_msg, stamp, stereo_infos)
 
@@ -98,8 +99,7 @@ class Stream:
     def close(self) -> None:
         self.harness.close()
         code = self.process.stop()
-        assert code == 0, self.process.output()
-        assert "Traceback" not in self.process.output(), self.process.output()
+        assert_clean_exit(self.process.output(), code)
 
 
 def sustain(stream: Stream, key: str, make_pair, pairs: int = PAIRS,

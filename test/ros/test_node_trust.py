@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, Harness, NodeProcess, as_array, camera_info_msg,  # noqa: E402
                          image_msg, set_parameters, stereo_infos)
 
@@ -52,8 +53,8 @@ def node():
     finally:
         if harness is not None:
             harness.close()
-        assert process.stop() == 0, process.output()
-        assert "Traceback" not in process.output(), process.output()
+        code = process.stop()
+        assert_clean_exit(process.output(), code)
 
 
 def infos(calibration, when):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.process import assert_clean_exit
 from stereo_depth_ros import config as cfg
 
 rclpy = pytest.importorskip("rclpy")
@@ -216,8 +217,8 @@ def _run(args: list[str]) -> tuple[NodeProcess, Harness]:
 
 def _close(node: NodeProcess, harness: Harness) -> None:
     harness.close()
-    assert node.stop() == 0, node.output()
-    assert "Traceback" not in node.output(), node.output()
+    code = node.stop()
+    assert_clean_exit(node.output(), code)
 
 
 def _later(when, delay_ns: int):

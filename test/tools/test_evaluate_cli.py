@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers.process import assert_clean_exit
 from stereo_depth_ros.core.disparity_io import write_kitti_png
 from stereo_depth_ros.core.geometry import resize_disparity
 from stereo_depth_ros.tools.evaluate import main
@@ -113,7 +114,7 @@ def test_missing_prediction_is_named_and_exits_1(tmp_path, capsys):
                  str(pred_dir)]) == 1
     err = capsys.readouterr().err
     assert "000004_10.png" in err and "1 of 3 predictions missing" in err
-    assert "Traceback" not in err
+    assert_clean_exit(err)
 
 
 def test_sgbm_on_synthetic_scenes_is_sensible(tmp_path, capsys):
@@ -169,7 +170,7 @@ def test_errors_are_clear_and_exit_1(argv, message, capsys):
     assert main(argv + ["--quiet"]) == 1
     err = capsys.readouterr().err
     assert message in err and err.startswith("stereo_depth_eval: error:")
-    assert "Traceback" not in err
+    assert_clean_exit(err)
 
 
 def test_module_entry_point_runs_without_traceback(tmp_path):
@@ -177,8 +178,8 @@ def test_module_entry_point_runs_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stereo_depth_ros.tools.evaluate", "--dataset",
                            "middlebury", "--root", str(tmp_path), "--backend", "sgbm"],
                           capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 1
-    assert "no scene folders" in proc.stderr and "Traceback" not in proc.stderr
+    assert_clean_exit(proc.stderr, proc.returncode, expected=1)
+    assert "no scene folders" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "stereo_depth_ros.tools.evaluate",
                            "--dataset", "synthetic"], capture_output=True, text=True, env=env,
                           timeout=120)
@@ -243,7 +244,7 @@ def test_ctrl_c_keeps_the_pairs_already_scored(tmp_path, capsys, monkeypatch):
     assert "synthetic: interrupted after 2 of 4 pairs" in captured.out
     assert captured.err.strip().splitlines()[-1] == (
         "stereo_depth_eval: interrupted (the pairs scored before it are reported above)")
-    assert "Traceback" not in captured.err
+    assert_clean_exit(captured.err)
     summary = json.loads((out / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["pairs_requested"] == 4

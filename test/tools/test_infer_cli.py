@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers.process import NONZERO, assert_clean_exit
 from stereo_depth_ros.backends.sgbm import SgbmBackend
 from stereo_depth_ros.core.disparity_io import read_disparity
 from stereo_depth_ros.core.synthetic import make_scene
@@ -107,8 +108,7 @@ def test_bad_arguments_exit_nonzero_with_a_clear_message(repo_root, pair, tmp_pa
             extra += [flag, value]
     args = [str(x) for item in options.items() for x in item] + extra
     result = run_cli(repo_root, *args)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert_clean_exit(result.stderr, result.returncode, expected=NONZERO)
     assert "stereo_depth_infer: error:" in result.stderr
     for needle in needles:
         assert needle in result.stderr, result.stderr
@@ -128,7 +128,7 @@ def test_psmnet_without_weights_says_where_to_get_them(pair, tmp_path):
          "--output", str(tmp_path / "o.npy")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**os.environ, "STEREO_DEPTH_ASSETS": str(tmp_path)})
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert_clean_exit(result.stderr, result.returncode, expected=NONZERO)
     assert "make assets" in result.stderr
     assert "pretrained_model_KITTI2015.tar" in result.stderr
     assert "--weights" in result.stderr
@@ -204,7 +204,7 @@ def test_psmnet_device_error_is_clear(repo_root, kitti_weights, kitti_crop, tmp_
     left, right = kitti_crop
     result = run_cli(repo_root, "--left", left, "--right", right, "--output",
                      tmp_path / "o.npy", "--weights", kitti_weights, "--device", "cuda")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert_clean_exit(result.stderr, result.returncode, expected=NONZERO)
     assert "CUDA" in result.stderr
 
 
@@ -214,5 +214,5 @@ def test_psmnet_rejects_a_non_checkpoint_file(repo_root, kitti_crop, tmp_path):
     fake.write_bytes(b"this is not a checkpoint")
     result = run_cli(repo_root, "--left", left, "--right", right, "--output",
                      tmp_path / "o.npy", "--weights", fake, "--device", "cpu")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert_clean_exit(result.stderr, result.returncode, expected=NONZERO)
     assert "weights.tar" in result.stderr

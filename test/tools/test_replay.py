@@ -13,6 +13,7 @@ import yaml
 from helpers.kitti import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
                            WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
                            make_lidar_drive, make_raw_drive)
+from helpers.process import assert_clean_exit
 from stereo_depth_ros.bags.bag_writer import convert
 from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
@@ -467,7 +468,7 @@ def test_latched_topics_reach_late_subscribers_and_scans_are_not_frames(tmp_path
 
 
 def _assert_one_line_error(text: str, *fragments: str) -> None:
-    assert "Traceback" not in text
+    assert_clean_exit(text)
     last = text.strip().splitlines()[-1]
     assert last.startswith("stereo_depth_replay: error: ")
     for fragment in fragments:
