@@ -127,7 +127,8 @@ print(np.isfinite(result.depth_m).mean())
 @pytest.mark.slow
 def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_export, backend):
     pytest.importorskip("rclpy")
-    from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, as_array, stereo_infos
+    from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess
+    from helpers.ros_messages import as_array, stereo_infos
 
     scene = make_scene(*TINY_SIZE, background_disparity=4.0, foreground_disparity=9.0,
                        texture_cell_px=2.0, seed=1)

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers.kitti import (LIDAR_BASELINE_M, LIDAR_FX, R_RECT_00, VELO_TO_CAM0_R, VELO_TO_CAM0_T,
-                           camera_from_velodyne, lidar_calib_texts, lidar_k, lidar_projections,
-                           lidar_scene_images, make_lidar_drive)
+from helpers.kitti_lidar import (LIDAR_BASELINE_M, LIDAR_FX, R_RECT_00, VELO_TO_CAM0_R,
+                                 VELO_TO_CAM0_T, camera_from_velodyne, lidar_calib_texts, lidar_k,
+                                 lidar_projections, lidar_scene_images, make_lidar_drive)
 from stereo_depth_ros.core.depth_error import BandedErrors, ErrorSums, RangeProfile, banded_errors
 from stereo_depth_ros.core.kitti_calib import (CalibrationFileError, load_velodyne_to_camera,
                                                parse_calib_text, rectified_camera_offset,

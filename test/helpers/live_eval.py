@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from helpers.kitti import LIDAR_BASELINE_M, LIDAR_CX, LIDAR_CY, LIDAR_FX
+from helpers.kitti_lidar import LIDAR_BASELINE_M, LIDAR_CX, LIDAR_CY, LIDAR_FX
 
 
 def true_pixels(camera_points: np.ndarray, height: int, width: int):

@@ -6,7 +6,10 @@
   publishers and `Collector`s (thread-safe message lists with waiting).
 - `wait_for`, `wait_for_subscribers`: polling with deadlines (discovery takes 0.1-3.6 s here),
   never fixed sleeps.
-- Message builders: `image_msg`, `camera_info_msg`, `stereo_infos`.
+- `Harness`: a node's inputs (publishers) and outputs (collectors, /diagnostics) on the test side.
+
+Message builders and readers are in helpers.ros_messages; nodes in this process, the parameter
+and lifecycle service clients in helpers.ros_nodes.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import pytest
+from helpers.ros_messages import image_msg, msg_type, stamp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULE = "stereo_depth_ros.ros.stereo_depth_node"
@@ -281,34 +283,6 @@ class RosTestContext(_SpunNode):
             msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE))
 
 
-# ---------------------------------------------------------------------------- in-process node
-@pytest.fixture
-def make_node():
-    """StereoDepthNode factory in its own rclpy context; everything is torn down afterwards."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.parameter import Parameter
-
-    from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
-
-    made = []
-
-    def factory(**overrides):
-        context = Context()
-        rclpy.init(context=context)
-        made.append((context, None))
-        params = [Parameter(name, value=value) for name, value in overrides.items()]
-        node = StereoDepthNode(context=context, parameter_overrides=params)
-        made[-1] = (context, node)
-        return node
-
-    yield factory
-    for context, node in made:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
-
-
 # ---------------------------------------------------------------------------- node harness
 FRAME = "stereo_left_optical_frame"
 OUTPUTS = {  # output topic -> "package/Type" (resolved lazily: no ROS import at collection)
@@ -320,34 +294,6 @@ OUTPUTS = {  # output topic -> "package/Type" (resolved lazily: no ROS import at
     "disparity/image_color": "sensor_msgs/Image",
     "disparity/confidence": "sensor_msgs/Image",
 }
-
-
-def msg_type(name: str):
-    """'sensor_msgs/Image' -> the rclpy message class."""
-    import importlib
-    package, type_name = name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), type_name)
-
-
-def as_array(image) -> np.ndarray:
-    """Array of a (dense) Image message as the node publishes them."""
-    dtype = np.float32 if image.encoding == "32FC1" else np.uint8
-    channels = {"bgr8": 3, "rgb8": 3}.get(image.encoding, 1)
-    values = np.frombuffer(image.data, dtype=dtype)
-    shape = (image.height, image.width) + ((channels,) if channels > 1 else ())
-    return values.reshape(shape)
-
-
-def time_ns(when) -> int:
-    return when.sec * 1_000_000_000 + when.nanosec
-
-
-def stamp_ns(msg) -> int:
-    return time_ns(msg.header.stamp)
-
-
-def status_drops(status: dict[str, str]) -> dict[str, int]:
-    return {k[len("dropped."):]: int(v) for k, v in status.items() if k.startswith("dropped.")}
 
 
 class Harness:
@@ -439,145 +385,3 @@ class CompressedHarness(Harness):
         self.pubs[:2] = [self.ctx.publisher(CompressedImage,
                                             f"{self.ns}/{side}/image_raw/compressed")
                          for side in ("left", "right")]
-
-
-# ---------------------------------------------------------------------------- message builders
-def stamp(sec: int, nanosec: int = 0):
-    from builtin_interfaces.msg import Time
-    return Time(sec=int(sec), nanosec=int(nanosec))
-
-
-def image_msg(array: np.ndarray, encoding: str, stamp_msg, frame_id: str = "",
-              pad: int = 0):
-    """Image message from an array, optionally with `pad` extra bytes per row (step padding)."""
-    from sensor_msgs.msg import Image
-    arr = np.ascontiguousarray(array)
-    height, width = arr.shape[:2]
-    row = arr.reshape(height, -1).view(np.uint8).reshape(height, -1)
-    if pad:
-        row = np.concatenate([row, np.full((height, pad), 0xAB, np.uint8)], axis=1)
-    msg = Image()
-    msg.header.stamp = stamp_msg
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = height, width
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(row.shape[1])
-    msg.data = row.tobytes()
-    return msg
-
-
-def camera_info_msg(K, D, R, P, width: int, height: int, stamp_msg, frame_id: str,
-                    distortion_model: str = "plumb_bob"):
-    from sensor_msgs.msg import CameraInfo
-    info = CameraInfo()
-    info.header.stamp = stamp_msg
-    info.header.frame_id = frame_id
-    info.width, info.height = int(width), int(height)
-    info.distortion_model = distortion_model
-    info.k = np.asarray(K, np.float64).ravel()
-    info.d = [float(v) for v in np.asarray(D, np.float64).ravel()]
-    info.r = np.asarray(R, np.float64).ravel()
-    info.p = np.asarray(P, np.float64).ravel()
-    return info
-
-
-def stereo_infos(rig, stamp_msg, frame_id: str = "left_camera_optical_frame"):
-    """Rectified CameraInfo pair of a StereoRig (D = 0, R = I, K = P[:3,:3], right Tx = -fx*B)."""
-    p_left, p_right = rig.projection_matrices()
-    left = camera_info_msg(p_left[:, :3], np.zeros(5), np.eye(3), p_left, rig.width,
-                           rig.height, stamp_msg, frame_id)
-    right = camera_info_msg(p_right[:, :3], np.zeros(5), np.eye(3), p_right, rig.width,
-                            rig.height, stamp_msg, frame_id.replace("left", "right"))
-    return left, right
-
-
-# ---------------------------------------------------------------------------- parameters, statuses
-def set_parameters(peer_node, node_fqn: str, values: dict, timeout: float = 20.0) -> list:
-    """Set parameters of a running node through its set_parameters service, in the given order
-    (rclpy applies them one by one); returns the SetParametersResult of each."""
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-    client = peer_node.create_client(SetParameters, f"{node_fqn}/set_parameters")
-    try:
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise AssertionError(f"{node_fqn}/set_parameters not available after {timeout} s")
-        request = SetParameters.Request(parameters=[
-            Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
-        future = client.call_async(request)
-        wait_for(future.done, timeout, what=f"setting {', '.join(values)}")
-        return list(future.result().results)
-    finally:
-        peer_node.destroy_client(client)
-
-
-def statuses_of(diagnostics: Collector, hardware_id: str) -> list[tuple[int, dict[str, str]]]:
-    """(header stamp ns, {key: value}) of every /diagnostics status a node published, in order."""
-    from stereo_depth_ros.ros.diagnostics import key_values_to_dict
-    return [(stamp_ns(array), key_values_to_dict(status))
-            for array in diagnostics.snapshot() for status in array.status
-            if status.hardware_id == hardware_id]
-
-
-class InProcessNode(_SpunNode):
-    """StereoDepthNode in this process (its own rclpy context, executor thread and worker), for
-    tests that put a test double behind it (a backend that raises) or watch what it builds."""
-
-    def __init__(self, namespace: str, parameters: dict) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.parameter import Parameter
-        from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
-
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = None
-        try:
-            self.node = StereoDepthNode(
-                context=self.context, namespace=namespace,
-                parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        except BaseException:
-            rclpy.try_shutdown(context=self.context)
-            raise
-        self._start_spinning()
-
-
-# ---------------------------------------------------------------------------- lifecycle
-LIFECYCLE_MODULE = "stereo_depth_ros.ros.stereo_depth_lifecycle_node"
-
-
-class LifecycleClient:
-    """Drives a managed node through its lifecycle services (what `ros2 lifecycle set` and
-    Nav2's lifecycle manager call): change_state by transition label, get_state."""
-
-    def __init__(self, peer_node, node_fqn: str, timeout: float = DISCOVERY_TIMEOUT_S) -> None:
-        from lifecycle_msgs.srv import ChangeState, GetState
-        self._node = peer_node
-        self.timeout = timeout
-        self._change = peer_node.create_client(ChangeState, f"{node_fqn}/change_state")
-        self._get = peer_node.create_client(GetState, f"{node_fqn}/get_state")
-        for client in (self._change, self._get):
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise AssertionError(f"{client.srv_name} not available after {timeout} s")
-
-    def _call(self, client, request, what: str, timeout: float | None):
-        future = client.call_async(request)
-        wait_for(future.done, timeout or self.timeout, what=what)
-        return future.result()
-
-    def change(self, transition: str, timeout: float | None = None) -> bool:
-        """Trigger a transition by label (configure, activate, deactivate, cleanup, shutdown);
-        True when the node reports success."""
-        from lifecycle_msgs.srv import ChangeState
-        request = ChangeState.Request()
-        request.transition.label = transition
-        return self._call(self._change, request, f"the {transition} transition",
-                          timeout).success
-
-    def state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-        return self._call(self._get, GetState.Request(), "get_state", None).current_state.label
-
-    def close(self) -> None:
-        self._node.destroy_client(self._change)
-        self._node.destroy_client(self._get)

@@ -27,8 +27,8 @@ pytest.importorskip("rclpy")
 
 from helpers.colcon import clean_env, installed, sourced  # noqa: E402
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (NodeProcess, RosTestContext, as_array, image_msg, stamp,  # noqa: E402
-                         stereo_infos, wait_for, wait_for_subscribers)
+from helpers.ros import NodeProcess, RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
+from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
@@ -303,7 +303,7 @@ def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_
     import json
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.kitti import make_lidar_drive
+    from helpers.kitti_lidar import make_lidar_drive
     from helpers.live_eval import expected_sgbm_errors, frame_rows
 
     scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), per_band=60)
@@ -372,7 +372,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
     """Default autostart: launch_ros configures the lifecycle node and, once it is inactive,
     activates it; it then publishes correct depth."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.ros import LifecycleClient
+    from helpers.ros_nodes import LifecycleClient
     from sensor_msgs.msg import Image
 
     scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
@@ -424,7 +424,8 @@ def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_s
     """autostart:=false: the node waits, unconfigured, for a lifecycle manager; configured by
     hand it stays inactive (nothing activates it behind the manager's back)."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.ros import LifecycleClient, statuses_of
+    from helpers.ros_messages import statuses_of
+    from helpers.ros_nodes import LifecycleClient
 
     ctx = RosTestContext("managed_manual_peer")
     launch = _managed_launch(install_space, tmp_path, "manual", autostart="false")

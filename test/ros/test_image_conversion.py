@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.ros import image_msg, stamp  # noqa: E402
+from helpers.ros_messages import image_msg, stamp  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from stereo_depth_ros.ros import image_conversion as ic  # noqa: E402
 

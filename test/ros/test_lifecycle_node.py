@@ -25,9 +25,9 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, LIFECYCLE_MODULE, OUTPUTS, Harness, LifecycleClient,  # noqa: E402
-                         NodeProcess, as_array, set_parameters, statuses_of, stereo_infos,
-                         wait_for)
+from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import as_array, statuses_of, stereo_infos  # noqa: E402
+from helpers.ros_nodes import LIFECYCLE_MODULE, LifecycleClient, set_parameters  # noqa: E402
 
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.ros import diagnostics  # noqa: E402

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, SYNC_VARIANTS, Harness, NodeProcess, image_msg,  # noqa: E402
-                         stamp, stereo_infos, time_ns)
+from helpers.ros import FRAME, SYNC_VARIANTS, Harness, NodeProcess  # noqa: E402
+from helpers.ros_messages import image_msg, stamp, stereo_infos, time_ns  # noqa: E402
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402

@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, OUTPUTS, SYNC_VARIANTS, Harness, NodeProcess,  # noqa: E402
-                         as_array, camera_info_msg, status_drops, stamp_ns, stereo_infos,
-                         time_ns, wait_for)
+from helpers.ros import FRAME, OUTPUTS, SYNC_VARIANTS, Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import (as_array, camera_info_msg, status_drops, stamp_ns,  # noqa: E402
+                                  stereo_infos, time_ns)
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402
@@ -358,7 +358,7 @@ def test_confidence_threshold_depth_limits_and_colour_switch_in_process(scene):
     from rclpy.parameter import Parameter
     from stereo_depth_ros.ros.messages import pointcloud2_to_numpy
     from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode
-    from helpers.ros import image_msg, stamp
+    from helpers.ros_messages import image_msg, stamp
 
     context = Context()
     rclpy.init(context=context)

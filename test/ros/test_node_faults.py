@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, Harness, NodeProcess, camera_info_msg, image_msg,  # noqa: E402
-                         set_parameters, stamp, stereo_infos, wait_for)
+from helpers.ros import FRAME, Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import camera_info_msg, image_msg, stamp, stereo_infos  # noqa: E402
+from helpers.ros_nodes import set_parameters  # noqa: E402
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402,E501

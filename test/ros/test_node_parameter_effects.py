@@ -20,9 +20,10 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, OUTPUTS, Harness, InProcessNode, NodeProcess,  # noqa: E402
-                         as_array, camera_info_msg, image_msg, set_parameters, stamp,
-                         stamp_ns, statuses_of, stereo_infos, time_ns, wait_for)
+from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import (as_array, camera_info_msg, image_msg, stamp,  # noqa: E402
+                                  stamp_ns, statuses_of, stereo_infos, time_ns)
+from helpers.ros_nodes import InProcessNode, set_parameters  # noqa: E402
 from helpers.samples import kitti_crop  # noqa: E402
 
 from stereo_depth_ros.backends.sgbm import SgbmBackend  # noqa: E402
@@ -238,7 +239,7 @@ def inproc():
 
 def _subscribe(h: Harness, name: str):
     """A collector on one of the node's outputs, once the node's publisher counts it."""
-    from helpers.ros import msg_type
+    from helpers.ros_messages import msg_type
     collector = h.ctx.collect(msg_type(OUTPUTS[name]), f"{h.ns}/{name}")
     h.wait_status(lambda s: int(s.get(f"subscribers.{h.ns}/{name}", 0)) >= 1,
                   what=f"the node counting our {name} subscription")

@@ -16,8 +16,9 @@ pytest.importorskip("rclpy")
 from helpers.kitti import make_raw_drive  # noqa: E402
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
-                         RosTestContext, as_array, camera_info_msg, image_msg, status_drops,
-                         stereo_infos, wait_for, wait_for_publishers)
+                         RosTestContext, wait_for, wait_for_publishers)
+from helpers.ros_messages import (as_array, camera_info_msg, image_msg, status_drops,  # noqa: E402
+                                  stereo_infos)
 
 from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 

@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, CompressedHarness, Harness, NodeProcess,  # noqa: E402
-                         image_msg, stamp, stereo_infos)
+from helpers.ros import FRAME, CompressedHarness, Harness, NodeProcess  # noqa: E402
+from helpers.ros_messages import image_msg, stamp, stereo_infos  # noqa: E402
 
 from stereo_depth_ros import drop_reasons as reasons  # noqa: E402
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402

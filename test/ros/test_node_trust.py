@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, Harness, NodeProcess, as_array, camera_info_msg,  # noqa: E402
-                         image_msg, set_parameters, stereo_infos)
+from helpers.ros import FRAME, Harness, NodeProcess  # noqa: E402
+from helpers.ros_messages import as_array, camera_info_msg, image_msg, stereo_infos  # noqa: E402
+from helpers.ros_nodes import set_parameters  # noqa: E402
 
 from stereo_depth_ros.config import SPECS  # noqa: E402
 from stereo_depth_ros.core.rectification_check import misaligned_calibration  # noqa: E402

@@ -14,7 +14,7 @@ from stereo_depth_ros import config as cfg  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_node import StartupError  # noqa: E402
 
 pytestmark = pytest.mark.ros
-pytest_plugins = ("helpers.ros",)       # the make_node fixture
+pytest_plugins = ("helpers.ros_nodes",)       # the make_node fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

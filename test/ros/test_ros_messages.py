@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.ros import camera_info_msg, stamp, stereo_infos  # noqa: E402
+from helpers.ros_messages import camera_info_msg, stamp, stereo_infos  # noqa: E402
 from sensor_msgs.msg import PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402

@@ -19,8 +19,9 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from helpers.ros import (FRAME, Harness, NodeProcess, as_array, image_msg,  # noqa: E402
-                         set_parameters, stamp, stereo_infos, time_ns)
+from helpers.ros import FRAME, Harness, NodeProcess  # noqa: E402
+from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos, time_ns  # noqa: E402
+from helpers.ros_nodes import set_parameters  # noqa: E402
 
 from stereo_depth_ros.backends.bm import BmBackend  # noqa: E402
 from stereo_depth_ros.backends.sgbm import SgbmBackend  # noqa: E402
@@ -28,7 +29,7 @@ from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode  # noqa: E402
 
-pytest_plugins = ("helpers.ros",)       # the make_node fixture
+pytest_plugins = ("helpers.ros_nodes",)       # the make_node fixture
 
 FX, BASELINE = 200.0, 0.1
 BACKGROUND_D, FOREGROUND_D = 14.0, 22.0

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.ros import (Harness, NodeProcess, as_array, image_msg,  # noqa: E402
-                         stereo_infos, wait_for)
+from helpers.ros import Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import as_array, image_msg, stereo_infos  # noqa: E402
 from helpers.samples import kitti_crop  # noqa: E402
 
 from stereo_depth_ros import topics  # noqa: E402

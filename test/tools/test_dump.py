@@ -103,7 +103,8 @@ def test_write_ply_rejects_mismatched_colours(tmp_path):
 @pytest.mark.ros
 def test_dump_cli_writes_frames_from_topics(tmp_path):
     """The CLI as a subprocess, fed by in-test publishers built with the node's own builders."""
-    from helpers.ros import NodeProcess, RosTestContext, stamp, wait_for_subscribers
+    from helpers.ros import NodeProcess, RosTestContext, wait_for_subscribers
+    from helpers.ros_messages import stamp
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
     from stereo_msgs.msg import DisparityImage
@@ -170,7 +171,8 @@ def test_dump_ends_when_the_stream_ends_before_max_frames(tmp_path, witness):
     is known either as a publisher the dump saw, or (a bag too short for the dump to discover
     its player) from the node's /diagnostics counting messages on that topic."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from helpers.ros import NodeProcess, RosTestContext, stamp, wait_for_subscribers
+    from helpers.ros import NodeProcess, RosTestContext, wait_for_subscribers
+    from helpers.ros_messages import stamp
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
     from stereo_msgs.msg import DisparityImage

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from helpers.kitti import (BASELINE_M, FX, LEFT_STAMPS, make_raw_drive, make_stereo_2012,
-                           make_stereo_2015, random_dot_pair, read_bag)
+                           make_stereo_2015, random_dot_pair)
+from helpers.kitti import read_bag
 from stereo_depth_ros.bags.bag_writer import convert
 from stereo_depth_ros.bags.kitti_layout import (DEFAULT_FRAME_ID, LayoutError, discover_frames,
                                                 parse_kitti_timestamp)
@@ -182,8 +183,8 @@ def test_raw_drive_with_lidar_and_oxts(tmp_path):
     from rosbags.highlevel import AnyReader
     from rosbags.interfaces import QosDurability
 
-    from helpers.kitti import (IMU_TO_VELO_R, IMU_TO_VELO_T, add_oxts, camera_from_velodyne,
-                               make_lidar_drive)
+    from helpers.kitti_lidar import (IMU_TO_VELO_R, IMU_TO_VELO_T, add_oxts, camera_from_velodyne,
+                                     make_lidar_drive)
     from stereo_depth_ros.core.transforms import (TransformTree, rotation_from_quaternion,
                                                   rotation_from_rpy,
                                                   static_transforms_from_message)
@@ -246,7 +247,7 @@ def test_raw_drive_with_lidar_and_oxts(tmp_path):
 
 
 def test_lidar_errors_name_the_missing_file(tmp_path, capsys):
-    from helpers.kitti import make_lidar_drive
+    from helpers.kitti_lidar import make_lidar_drive
 
     scene = make_lidar_drive(tmp_path / "kitti", n_frames=2, per_band=5)
     drive = scene.drive

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.kitti import lidar_k, make_lidar_drive
+from helpers.kitti_lidar import lidar_k, make_lidar_drive
 from helpers.live_eval import expected_sgbm_errors, frame_rows
 from stereo_depth_ros.bags.bag_writer import convert
 
@@ -124,7 +124,7 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
 
 def _cloud_msg(scan: np.ndarray, stamp_ns: int, frame_id: str):
     from sensor_msgs.msg import PointCloud2, PointField
-    from helpers.ros import stamp
+    from helpers.ros_messages import stamp
     msg = PointCloud2()
     msg.header.stamp = stamp(stamp_ns // 10**9, stamp_ns % 10**9)
     msg.header.frame_id = frame_id
@@ -144,8 +144,8 @@ def test_oracle_depth_gives_zero_error_and_unmatched_scans_are_counted(drive_and
     and the results are still written."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from helpers.ros import (RosTestContext, camera_info_msg, image_msg, stamp, wait_for,
-                             wait_for_publishers, wait_for_subscribers)
+    from helpers.ros import RosTestContext, wait_for, wait_for_publishers, wait_for_subscribers
+    from helpers.ros_messages import camera_info_msg, image_msg, stamp
 
     scene, _ = drive_and_bag
     height, width = scene.size

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers.kitti import (BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS,
-                           WRONG_BASELINE_M, camera_from_velodyne, make_kitti2bag_ros1,
-                           make_lidar_drive, make_raw_drive)
+from helpers.kitti import BASELINE_M, FX, LEFT_STAMPS, WRONG_BASELINE_M, make_raw_drive
+from helpers.kitti import KITTI2BAG_SCAN_OFFSET_NS, make_kitti2bag_ros1
+from helpers.kitti_lidar import camera_from_velodyne, make_lidar_drive
 from helpers.process import assert_clean_exit
 from stereo_depth_ros.bags.bag_writer import convert
 from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
