@@ -2,16 +2,12 @@
 
 One SGBM node per input synchroniser (in-package; the real message_filters, exact and
 approximate) serves the synthetic tests of this module (rectified pair with a cx offset, a
-distorted pair with rectifying rotations, live input_scale, latest-wins under a flood); a second
-node runs PSMNet with the real KITTI 2015 weights on a crop of a real KITTI pair.
+distorted pair with rectifying rotations, live input_scale, latest-wins under a flood). PSMNet
+with the real KITTI 2015 weights on a crop of a real KITTI pair: test_node_psmnet.py.
 """
 
 from __future__ import annotations
 
-import json
-import time
-
-import cv2
 import numpy as np
 import pytest
 
@@ -22,7 +18,6 @@ from helpers.ros import FRAME, OUTPUTS, SYNC_VARIANTS, Harness, NodeProcess, wai
 from helpers.ros_messages import (as_array, camera_info_msg, status_drops, stamp_ns,  # noqa: E402
                                   stereo_infos, time_ns)
 
-from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
 from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy, unpack_rgb  # noqa: E402
 
@@ -259,66 +254,6 @@ def test_diagnostics_report_rates_and_counts(sgbm):
     assert status["sync"] == sgbm.sync_variant.synchronizer
     assert f"sync={sgbm.sync_variant.synchronizer} " \
         f"{'approximate' if sgbm.sync_variant.approximate else 'exact'}" in sgbm.node.output()
-
-
-# ------------------------------------------------------------------------------ PSMNet
-def test_psmnet_on_a_real_kitti_crop(assets_dir, kitti_weights):
-    samples = assets_dir / "samples" / "kitti2015"
-    calib = json.loads((samples / "stereo_calibration.json").read_text())
-    left = cv2.imread(str(samples / "kitti_000046_left.png"))    # BGR
-    right = cv2.imread(str(samples / "kitti_000046_right.png"))
-    top, x0, height, width = left.shape[0] - 256, 400, 256, 320
-    left = np.ascontiguousarray(left[top:top + height, x0:x0 + width])
-    right = np.ascontiguousarray(right[top:top + height, x0:x0 + width])
-    rig = StereoRig(fx=calib["fx"], fy=calib["fy"], cx_left=calib["cx0"] - x0,
-                    cx_right=calib["cx1"] - x0, cy=calib["cy"] - top,
-                    baseline_m=calib["baseline_meters"], width=width, height=height)
-    # Its own namespace: the module's SGBM node is still running on the root topics.
-    args = ["-r", "__ns:=/psm", "-p", "backend:=psmnet", "-p", f"weights_path:={kitti_weights}",
-            "-p", "device:=cpu", "-p", "diagnostics_period_seconds:=0.5", "-p",
-            "input_scale:=1.0",
-            # everything published (no default mask): this test is about the network's output
-            "-p", "confidence_threshold:=0.0", "-p", "max_relative_uncertainty:=0.0"]
-    names = ["disparity", "disparity/confidence", "depth/image_rect"]
-    with NodeProcess(args) as node:
-        node.wait_for_output(r"ready: backend=psmnet", timeout=120.0)
-        harness = Harness(node, {n: OUTPUTS[n] for n in names}, namespace="/psm")
-        try:
-            harness.wait_until_connected(names)
-            when = harness.next_stamp()
-            left_info, right_info = stereo_infos(rig, when, FRAME)
-            started = time.monotonic()
-            harness.send(left, right, "bgr8", left_info, right_info, when)
-            out = harness.outputs_for(when, names, timeout=180.0)
-            elapsed = time.monotonic() - started
-            status = harness.wait_status(lambda s: int(s.get("pairs_published", 0)) >= 1)
-        finally:
-            harness.close()
-            code = node.stop()
-    assert code == 0, node.output()
-    disp = out["disparity"]
-    assert (disp.min_disparity, disp.max_disparity) == (0.0, 191.0)
-    assert disp.delta_d == pytest.approx(1.0 / 256.0)
-    assert disp.f == pytest.approx(calib["fx"]) and disp.t == pytest.approx(0.54)
-    d = as_array(disp.image)
-    valid = d >= disp.min_disparity
-    assert valid.mean() > 0.95
-    assert 5.0 < np.median(d[valid]) < 100.0  # a road scene: cars and road 5-60 m away
-    confidence = as_array(out["disparity/confidence"])
-    assert confidence.shape == d.shape
-    assert np.all((confidence >= 0) & (confidence <= 1)) and confidence.mean() > 0.3
-    # Cross-check against OpenCV SGBM on the same crop: most SGBM-valid pixels agree to 3 px.
-    from stereo_depth_ros.backends.sgbm import SgbmBackend
-    reference = SgbmBackend(num_disparities=128).compute(left[:, :, ::-1], right[:, :, ::-1])
-    ref = reference.disparity
-    both = np.isfinite(ref) & valid
-    assert both.mean() > 0.3
-    assert np.mean(np.abs(ref[both] - d[both]) < 3.0) > 0.7
-    depth = as_array(out["depth/image_rect"])
-    np.testing.assert_allclose(depth[valid & (d > 0)], disp.f * disp.t / d[valid & (d > 0)],
-                               rtol=1e-5)
-    print(f"\npsmnet 256x320 on CPU: pair in -> outputs {elapsed:.2f} s; infer p50 "
-          f"{status['latency_ms.infer.p50']} ms")
 
 
 # ------------------------------------------------------------- post-processing, in process

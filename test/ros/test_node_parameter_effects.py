@@ -3,9 +3,9 @@
 Real rclpy and Fast DDS. One SGBM node (a subprocess) serves rectify, depth limits, the SGBM
 search range and frame ids; a second one (diagnostics every 0.5 s) the reported rates and, with
 the first, the diagnostics period; a node on simulated time the input age. Synchronisation runs
-three nodes per synchroniser (exact, approximate 10 ms, approximate 2 ms). A node in this process
-(real DDS around it) holds the test doubles: a matcher that fails once, and spies on what is
-built. PSMNet runs with the released KITTI weights on one small real crop.
+three nodes per synchroniser (exact, approximate 10 ms, approximate 2 ms). The node in this
+process with its test doubles is in test_node_in_process.py; PSMNet's options with the released
+KITTI weights in test_node_psmnet.py.
 """
 
 from __future__ import annotations
@@ -13,30 +13,23 @@ from __future__ import annotations
 import statistics
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.process import assert_clean_exit  # noqa: E402
+from helpers.parameter_effects import (BACKGROUND, BACKGROUND_D, BACKGROUND_Z,  # noqa: E402
+                                       FOREGROUND, FOREGROUND_D, FOREGROUND_Z, send_pair, set_ok,
+                                       start_node, stop_node, two_plane_scene, valid_disparity)
 from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
 from helpers.ros_messages import (as_array, camera_info_msg, image_msg, stamp,  # noqa: E402
                                   stamp_ns, statuses_of, stereo_infos, time_ns)
-from helpers.ros_nodes import InProcessNode, set_parameters  # noqa: E402
-from helpers.samples import kitti_crop  # noqa: E402
 
-from stereo_depth_ros.backends.sgbm import SgbmBackend  # noqa: E402
-from stereo_depth_ros.core.synthetic import make_scene, make_unrectified_pair  # noqa: E402
+from stereo_depth_ros.core.synthetic import make_unrectified_pair  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-FX, BASELINE = 200.0, 0.1
-BACKGROUND_D, FOREGROUND_D = 14.0, 22.0        # px: depth 1.43 m and 0.91 m
-BACKGROUND_Z, FOREGROUND_Z = FX * BASELINE / BACKGROUND_D, FX * BASELINE / FOREGROUND_D
-FOREGROUND = (slice(38, 58), slice(50, 80))    # inside the box u 42.7-85.3, v 32-64
-BACKGROUND = (slice(72, 92), slice(44, 124))
 SGBM = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32", "-p", "sgbm.block_size:=5",
         "-p", "queue_size:=5"]
 ALL_OUTPUTS = [name for name in OUTPUTS if name != "disparity/confidence"]   # SGBM has none
@@ -45,60 +38,19 @@ DISPARITY_ONLY = {"disparity": OUTPUTS["disparity"]}
 
 @pytest.fixture(scope="module")
 def scene():
-    return make_scene(96, 128, background_disparity=BACKGROUND_D,
-                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE,
-                      texture_cell_px=2.0, seed=7)
-
-
-def _start(args: list[str], ready: str = r"ready: backend=sgbm",
-           timeout: float = 60.0) -> NodeProcess:
-    node = NodeProcess(args).start()
-    try:
-        node.wait_for_output(ready, timeout=timeout)
-    except BaseException:
-        node.stop()
-        raise
-    return node
-
-
-def _stop(node: NodeProcess, harness: Harness | None = None) -> None:
-    if harness is not None:
-        harness.close()
-    code = node.stop()
-    assert_clean_exit(node.output(), code)
+    return two_plane_scene()
 
 
 @pytest.fixture(scope="module")
 def sgbm():
-    node = _start(SGBM + ["-p", "diagnostics_period_seconds:=0.2"])
+    node = start_node(SGBM + ["-p", "diagnostics_period_seconds:=0.2"])
     harness = None
     try:
         harness = Harness(node)
         harness.wait_until_connected(ALL_OUTPUTS)
         yield harness
     finally:
-        _stop(node, harness)
-
-
-def send_pair(h: Harness, left, right, rig, names, frame: str = FRAME, encoding="rgb8",
-              image_frame: str = FRAME) -> dict:
-    """Publish one pair (stamped now) with the rectified infos of rig; its outputs by name."""
-    when = h.next_stamp()
-    left_info, right_info = stereo_infos(rig, when, frame)
-    h.send_msgs(image_msg(left, encoding, when, image_frame),
-                image_msg(right, encoding, when, image_frame), left_info, right_info)
-    return h.outputs_for(when, names)
-
-
-def set_ok(h: Harness, values: dict) -> None:
-    results = set_parameters(h.ctx.node, h.fqn, values)
-    assert all(r.successful for r in results), [r.reason for r in results]
-
-
-def valid_disparity(msg) -> np.ndarray:
-    """Disparity values of a DisparityImage with NaN where the message marks them invalid."""
-    d = as_array(msg.image).astype(np.float32)
-    return np.where(d >= msg.min_disparity, d, np.nan)
+        stop_node(node, harness)
 
 
 # ------------------------------------------------------------------------------ rectify
@@ -204,207 +156,6 @@ def test_outputs_carry_the_left_camera_info_frame_id(sgbm, scene):
     assert out["disparity"].image.header.frame_id == "camera_sensor_frame"
 
 
-# ------------------------------------------------------------------------------ in process
-class _FailsOnce:
-    """The node's matcher, except that the next compute() raises (a crashing matcher)."""
-
-    def __init__(self, backend) -> None:
-        self._backend = backend
-        self.calls = 0
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-    def compute(self, left, right):
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("matcher crashed on purpose")
-        return self._backend.compute(left, right)
-
-
-@pytest.fixture(scope="module")
-def inproc():
-    node = InProcessNode("/inproc", {"backend": "sgbm", "sgbm.num_disparities": 32,
-                                     "diagnostics_period_seconds": 0.2})
-    harness = None
-    try:
-        harness = Harness(node, outputs={}, namespace="/inproc")
-        harness.wait_until_connected([])
-        yield harness
-    finally:
-        if harness is not None:
-            harness.close()
-        node.close()
-
-
-def _subscribe(h: Harness, name: str):
-    """A collector on one of the node's outputs, once the node's publisher counts it."""
-    from helpers.ros_messages import msg_type
-    collector = h.ctx.collect(msg_type(OUTPUTS[name]), f"{h.ns}/{name}")
-    h.wait_status(lambda s: int(s.get(f"subscribers.{h.ns}/{name}", 0)) >= 1,
-                  what=f"the node counting our {name} subscription")
-    return collector
-
-
-def _unsubscribe(h: Harness, name: str, collector) -> None:
-    h.ctx.node.destroy_subscription(collector.subscription)
-    h.wait_status(lambda s: s.get(f"subscribers.{h.ns}/{name}") == "0",
-                  what=f"the node seeing our {name} subscription go")
-
-
-def test_outputs_are_built_only_for_topics_with_subscribers(inproc, scene, monkeypatch):
-    from stereo_depth_ros.ros import stereo_depth_core as node_module
-    node = inproc.node.node
-    calls, built = [], {"points2": 0, "depth": 0}
-    process = node._pipeline.process
-
-    def spy_process(*args, **kwargs):
-        result = process(*args, **kwargs)
-        calls.append((kwargs, result.depth_m is not None, result.points is not None))
-        return result
-
-    def counting(name, function):
-        def wrapper(*args, **kwargs):
-            built[name] += 1
-            return function(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(node._pipeline, "process", spy_process)
-    monkeypatch.setattr(node_module, "make_pointcloud2",
-                        counting("points2", node_module.make_pointcloud2))
-    monkeypatch.setattr(node_module, "make_depth_image",
-                        counting("depth", node_module.make_depth_image))
-    disparity = _subscribe(inproc, "disparity")
-    points = None
-    try:
-        status = inproc.latest_status()
-        assert status["subscribers./inproc/points2"] == "0"
-        assert status["subscribers./inproc/depth/image_rect"] == "0"
-        when = inproc.next_stamp()
-        inproc.send(scene.left, scene.right, "rgb8", *stereo_infos(scene.rig, when, FRAME), when)
-        disparity.wait_for_stamp(when)
-        # Only disparity is listened to: neither depth nor points computed nor built.
-        assert calls == [({"depth": False, "points": False}, False, False)]
-        assert built == {"points2": 0, "depth": 0}
-
-        points = _subscribe(inproc, "points2")
-        when = inproc.next_stamp()
-        inproc.send(scene.left, scene.right, "rgb8", *stereo_infos(scene.rig, when, FRAME), when)
-        cloud = pointcloud2_to_numpy(points.wait_for_stamp(when))
-        disparity.wait_for_stamp(when)
-        # points2 needs depth: both computed, the cloud built; the depth image still is not.
-        assert calls[1:] == [({"depth": True, "points": True}, True, True)]
-        assert built == {"points2": 1, "depth": 0}
-        assert np.nanmedian(cloud["z"][BACKGROUND]) == pytest.approx(BACKGROUND_Z, rel=0.02)
-    finally:
-        _unsubscribe(inproc, "disparity", disparity)
-        if points is not None:
-            _unsubscribe(inproc, "points2", points)
-
-
-def test_an_exception_in_the_worker_is_counted_logged_and_survived(inproc, scene):
-    from rcl_interfaces.msg import Log
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    node = inproc.node.node
-    # /rosout keeps the node's recent log lines (transient local): nothing is missed.
-    rosout = inproc.ctx.collect(Log, "/rosout", qos=QoSProfile(
-        depth=1000, reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    disparity = _subscribe(inproc, "disparity")
-    failing = _FailsOnce(node.backend)
-    before = inproc.latest_status()
-    node._pipeline.backend = failing
-    try:
-        bad = inproc.next_stamp()
-        inproc.send(scene.left, scene.right, "rgb8", *stereo_infos(scene.rig, bad, FRAME), bad)
-        status = inproc.wait_status(lambda s: int(s.get("dropped.processing_error", 0)) >= 1,
-                                    what="dropped.processing_error")
-        assert status["last_problem"] == ("processing_error: RuntimeError: matcher crashed on "
-                                          "purpose")
-        log = rosout.wait_for(lambda m: "processing failed" in m.msg, what="the error log line")
-        assert log.level == Log.ERROR and log.name == "inproc.stereo_depth_node"
-        assert log.msg == ("processing failed: RuntimeError: matcher crashed on purpose -> "
-                           "pair dropped (dropped.processing_error)")
-        good = inproc.next_stamp()                # the node keeps serving
-        inproc.send(scene.left, scene.right, "rgb8", *stereo_infos(scene.rig, good, FRAME), good)
-        d = valid_disparity(disparity.wait_for_stamp(good))
-        assert np.nanmedian(d[BACKGROUND]) == pytest.approx(BACKGROUND_D, abs=0.2)
-    finally:
-        node._pipeline.backend = failing._backend
-        inproc.ctx.node.destroy_subscription(rosout.subscription)
-        _unsubscribe(inproc, "disparity", disparity)
-    assert failing.calls == 2
-    assert all(stamp_ns(m) != time_ns(bad) for m in disparity.snapshot())
-    status = inproc.wait_status(lambda s: int(s["pairs_published"])
-                                >= int(before.get("pairs_published", 0)) + 1)
-    assert int(status["dropped.processing_error"]) == 1
-    assert int(status["pairs_in"]) - int(before["pairs_in"]) == 2
-
-
-SGBM_GETTERS = {  # option -> the cv2.StereoSGBM getter that reads it back
-    "min_disparity": "getMinDisparity", "num_disparities": "getNumDisparities",
-    "block_size": "getBlockSize", "uniqueness_ratio": "getUniquenessRatio",
-    "speckle_window_size": "getSpeckleWindowSize", "speckle_range": "getSpeckleRange",
-    "disp12_max_diff": "getDisp12MaxDiff", "pre_filter_cap": "getPreFilterCap",
-}
-
-
-def _matcher(backend) -> cv2.StereoSGBM:
-    """The cv2.StereoSGBM object compute() runs."""
-    return backend.matcher
-
-
-def _read_back(matcher) -> dict:
-    values = {name: getattr(matcher, getter)() for name, getter in SGBM_GETTERS.items()}
-    values.update(P1=matcher.getP1(), P2=matcher.getP2(), mode=matcher.getMode())
-    return values
-
-
-NON_DEFAULT = {"min_disparity": -8, "num_disparities": 48, "block_size": 7,
-               "uniqueness_ratio": 3, "speckle_window_size": 50, "speckle_range": 4,
-               "disp12_max_diff": -1, "pre_filter_cap": 31}
-
-
-def test_every_sgbm_option_is_set_on_the_opencv_matcher():
-    backend = SgbmBackend(num_disparities=32)
-    assert _read_back(_matcher(backend)) == {
-        "min_disparity": 0, "num_disparities": 32, "block_size": 5, "uniqueness_ratio": 10,
-        "speckle_window_size": 100, "speckle_range": 2, "disp12_max_diff": 1,
-        "pre_filter_cap": 63, "P1": 8 * 25, "P2": 32 * 25, "mode": cv2.STEREO_SGBM_MODE_SGBM}
-    # Colour matching: OpenCV's default penalties count three channels.
-    backend.update(**NON_DEFAULT, mode="hh", grayscale=False)
-    assert _read_back(_matcher(backend)) == {**NON_DEFAULT, "P1": 8 * 3 * 49,
-                                             "P2": 32 * 3 * 49, "mode": cv2.STEREO_SGBM_MODE_HH}
-    for mode, value in (("sgbm_3way", cv2.STEREO_SGBM_MODE_SGBM_3WAY),
-                        ("hh4", cv2.STEREO_SGBM_MODE_HH4)):
-        backend.update(p1=300, p2=5000, mode=mode)
-        assert _read_back(_matcher(backend)) == {**NON_DEFAULT, "P1": 300, "P2": 5000,
-                                                 "mode": value}
-
-
-def test_live_sgbm_parameters_reach_the_opencv_matcher_through_the_service(inproc):
-    node = inproc.node.node
-    original = {f"sgbm.{name}": node.config.get(f"sgbm.{name}") for name in
-                (*NON_DEFAULT, "mode", "grayscale", "p2", "p1")}
-    assert node._pipeline.backend is node.backend
-    try:
-        set_ok(inproc, {**{f"sgbm.{k}": v for k, v in NON_DEFAULT.items()},
-                        "sgbm.mode": "hh", "sgbm.grayscale": False})
-        assert _read_back(_matcher(node.backend)) == {
-            **NON_DEFAULT, "P1": 8 * 3 * 49, "P2": 32 * 3 * 49, "mode": cv2.STEREO_SGBM_MODE_HH}
-        set_ok(inproc, {"sgbm.p2": 5000, "sgbm.p1": 300, "sgbm.mode": "hh4"})
-        assert _read_back(_matcher(node.backend)) == {
-            **NON_DEFAULT, "P1": 300, "P2": 5000, "mode": cv2.STEREO_SGBM_MODE_HH4}
-        rejected = set_parameters(inproc.ctx.node, inproc.fqn, {"sgbm.block_size": 8})[0]
-        assert not rejected.successful
-        assert _matcher(node.backend).getBlockSize() == 7         # a refused value changes nothing
-    finally:
-        set_ok(inproc, {"sgbm.p1": 0, "sgbm.p2": 0})
-        set_ok(inproc, {name: value for name, value in original.items()
-                        if name not in ("sgbm.p1", "sgbm.p2")})
-    assert _read_back(_matcher(node.backend))["num_disparities"] == 32
-
-
 # ------------------------------------------------------------------------------ synchronisation
 SKEW_NS = 5_000_000                                    # right image and info 5 ms after the left
 INPUT_TOPICS = ("left/image_raw", "right/image_raw", "left/camera_info", "right/camera_info")
@@ -476,21 +227,21 @@ def test_approximate_sync_and_its_tolerance_decide_what_is_paired(synchronizer, 
                                        r"\(\+0\.005000 s; ")
     finally:
         for ns, node in nodes.items():
-            _stop(node, harnesses.get(ns))
+            stop_node(node, harnesses.get(ns))
 
 
 # ------------------------------------------------------------------------------ diagnostics
 @pytest.fixture(scope="module")
 def slow():
     """A node reporting every 0.5 s (rates over windows long enough to count several pairs)."""
-    node = _start(SGBM + ["-r", "__ns:=/slow", "-p", "diagnostics_period_seconds:=0.5"])
+    node = start_node(SGBM + ["-r", "__ns:=/slow", "-p", "diagnostics_period_seconds:=0.5"])
     harness = None
     try:
         harness = Harness(node, DISPARITY_ONLY, namespace="/slow")
         harness.wait_until_connected(["disparity"])
         yield harness
     finally:
-        _stop(node, harness)
+        stop_node(node, harness)
 
 
 def test_reported_rates_match_the_send_rate(slow, scene):
@@ -533,8 +284,8 @@ def test_diagnostics_period_sets_the_report_spacing(sgbm, slow):
 
 def test_input_age_is_measured_on_the_node_clock_sim_time(scene):
     from rosgraph_msgs.msg import Clock
-    node = _start(SGBM + ["-r", "__ns:=/sim", "-p", "use_sim_time:=true",
-                          "-p", "diagnostics_period_seconds:=0.2"])
+    node = start_node(SGBM + ["-r", "__ns:=/sim", "-p", "use_sim_time:=true",
+                              "-p", "diagnostics_period_seconds:=0.2"])
     h = None
     try:
         h = Harness(node, DISPARITY_ONLY, namespace="/sim")
@@ -570,90 +321,4 @@ def test_input_age_is_measured_on_the_node_clock_sim_time(scene):
         for stat in ("p50", "p95", "max", "mean"):
             assert float(status[f"input_age_ms.{stat}"]) == pytest.approx(2000.0, abs=0.001)
     finally:
-        _stop(node, h)
-
-
-# ------------------------------------------------------------------------------ PSMNet
-PSM_MAX_DISPARITY = 64
-CONFIDENCE_THRESHOLD = 0.85
-
-
-def test_psmnet_options_reach_the_model_confidence_masks_all_outputs(assets_dir, kitti_weights):
-    """engine auto on the CPU runs the exact fused engine, max_disparity sets the searched range,
-    and confidence_threshold invalidates the same pixels in disparity, depth and points2."""
-    names = ["disparity", "disparity/confidence", "depth/image_rect", "points2"]
-    left, right, rig = kitti_crop(assets_dir)
-    node = _start(["-r", "__ns:=/psm", "-p", "backend:=psmnet", "-p", f"weights_path:="
-                   f"{kitti_weights}", "-p", "device:=cpu", "-p", "engine:=auto",
-                   "-p", f"max_disparity:={PSM_MAX_DISPARITY}", "-p", "use_color:=false",
-                   "-p", f"confidence_threshold:={CONFIDENCE_THRESHOLD}",
-                   "-p", "max_relative_uncertainty:=0.0",      # only the threshold masks here
-                   "-p", "diagnostics_period_seconds:=0.5"],
-                  ready=r"ready: backend=psmnet", timeout=120)
-    h = None
-    try:
-        node.wait_for_output(rf"ready: backend=psmnet \(range \[0, {PSM_MAX_DISPARITY}\) px; "
-                             r"psmnet engine=exact on cpu: fused CPU engine, mode exact")
-        h = Harness(node, {n: OUTPUTS[n] for n in names}, namespace="/psm")
-        h.wait_until_connected(names)
-        masked = send_pair(h, left, right, rig, names)
-        set_ok(h, {"confidence_threshold": 0.0})
-        unmasked = send_pair(h, left, right, rig, names)
-    finally:
-        _stop(node, h)
-    for out in (masked, unmasked):
-        assert out["disparity"].max_disparity == PSM_MAX_DISPARITY - 1      # inclusive
-    confidence = as_array(masked["disparity/confidence"])
-    np.testing.assert_array_equal(confidence, as_array(unmasked["disparity/confidence"]))
-    low = confidence < CONFIDENCE_THRESHOLD
-    assert 0.05 < low.mean() < 0.6                    # the threshold splits this crop
-    results = {}
-    for key, out in (("masked", masked), ("unmasked", unmasked)):
-        d = valid_disparity(out["disparity"])
-        depth = as_array(out["depth/image_rect"])
-        cloud = pointcloud2_to_numpy(out["points2"])
-        assert np.nanmax(d) < PSM_MAX_DISPARITY
-        results[key] = (d, depth, cloud)
-        # One invalid set in all three outputs.
-        np.testing.assert_array_equal(np.isnan(depth), np.isnan(d))
-        for axis in ("x", "y", "z"):
-            np.testing.assert_array_equal(np.isnan(cloud[axis]), np.isnan(d))
-    d, depth, cloud = results["masked"]
-    d0, depth0, cloud0 = results["unmasked"]
-    assert np.isfinite(d0).all()
-    np.testing.assert_array_equal(np.isnan(d), low)   # exactly the low-confidence pixels
-    np.testing.assert_array_equal(d[~low], d0[~low])  # the rest untouched
-    np.testing.assert_array_equal(depth[~low], depth0[~low])
-    np.testing.assert_array_equal(cloud["z"][~low], cloud0["z"][~low])
-
-
-def test_psmnet_engine_is_reported_and_bad_combinations_stop_the_node(kitti_weights):
-    runs = {
-        "reference": ["-p", "engine:=reference", "-p", "max_disparity:=48"],
-        "bf16_reference": ["-p", "engine:=reference", "-p", "precision:=bf16"],
-        "basic_model": ["-p", "model:=basic"],
-    }
-    base = ["-p", "backend:=psmnet", "-p", f"weights_path:={kitti_weights}", "-p", "device:=cpu"]
-    nodes = {name: NodeProcess(base + ["-r", f"__ns:=/{name}"] + args).start()
-             for name, args in runs.items()}
-    try:
-        codes = {name: nodes[name].wait_exit(120) for name in ("bf16_reference", "basic_model")}
-        nodes["reference"].wait_for_output(
-            r"ready: backend=psmnet \(range \[0, 48\) px; psmnet engine=reference on cpu: "
-            r"reference eager model, fp32; frame on the host\)", timeout=120)
-    finally:
-        reference_code = nodes["reference"].stop()
-        for node in nodes.values():
-            node.stop()
-    assert reference_code == 0, nodes["reference"].output()
-    output = {name: node.output() for name, node in nodes.items()}
-    assert codes == {"bf16_reference": 1, "basic_model": 1}, output
-    assert (f"cannot start: cannot create the psmnet backend from '{kitti_weights}': ValueError: "
-            "precision='bf16' with engine='reference' on the CPU") in output["bf16_reference"]
-    assert (f"cannot start: cannot create the psmnet backend from '{kitti_weights}': "
-            "CheckpointError: ") in output["basic_model"]
-    assert ("does not match PSMNetBasic (the file looks like a 'stackhourglass' PSMNet, the "
-            "model is 'basic')") in output["basic_model"]
-    for name in ("bf16_reference", "basic_model"):
-        assert_clean_exit(output[name])
-        assert "ready:" not in output[name], output[name]
+        stop_node(node, h)
