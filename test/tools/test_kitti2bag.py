@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from helpers.kitti import (BASELINE_M, FX, LEFT_STAMPS, make_raw_drive, make_stereo_2012,
-                           make_stereo_2015, random_dot_pair)
-from helpers.kitti import read_bag
+                           make_stereo_2015, random_dot_pair, read_bag)
 from stereo_depth_ros.bags.bag_writer import convert
 from stereo_depth_ros.bags.kitti_layout import (DEFAULT_FRAME_ID, LayoutError, discover_frames,
                                                 parse_kitti_timestamp)

@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers.kitti import FX, make_raw_drive
-from helpers.kitti import read_bag
+from helpers.kitti import FX, make_raw_drive, read_bag
 from stereo_depth_ros.core.disparity_io import write_kitti_png
 from stereo_depth_ros.tools import evaluate, kitti2bag
 
