@@ -1,5 +1,6 @@
-"""The launch files (plain, managed, KITTI replay) started through the real launch API, on the
-colcon-installed package.
+"""The plain launch files (stereo_depth, stereo_image_proc) started through the real launch API,
+on the colcon-installed package (KITTI replay: test_launch_kitti_replay.py; managed:
+test_launch_managed.py).
 
 What `ros2 launch stereo_depth_ros <file> name:=value ...` does on a robot
 (test/helpers/launch_runner.py: ament index lookup, IncludeLaunchDescription, LaunchService),
@@ -11,23 +12,20 @@ publishes correct depth.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip("rclpy")
 
-from helpers.colcon import clean_env, installed, sourced  # noqa: E402
+from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FRAME, FX,  # noqa: E402
+                               SIM_START_S, Launch, get_parameters, latest_status,
+                               stereo_input_publishers, write_params)
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import NodeProcess, RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
+from helpers.ros import RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
@@ -35,82 +33,12 @@ from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-RUNNER = Path(__file__).resolve().parents[1] / "helpers" / "launch_runner.py"
 GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "golden_real_weights"
-FRAME = "cam_left_optical"
-SIM_START_S = 1000      # sim time the test's /clock starts at: far from wall time
-FX, BASELINE_M = 200.0, 0.1
-BACKGROUND_D, FOREGROUND_D = 10.0, 16.0
 
 
 @pytest.fixture(scope="module")
 def install_space(real_ros_packages, colcon_install_space):
     return colcon_install_space
-
-
-class Launch(NodeProcess):
-    """The launch runner as a subprocess in the sourced install space. stop() is Ctrl-C in a
-    terminal: SIGINT to the whole process group (so every node gets it from the terminal and
-    again from the launch service), then whatever is left is ended."""
-
-    def __init__(self, install: Path, launch_file: str, arguments: dict[str, str]) -> None:
-        pairs = " ".join(f"'{name}:={value}'" for name, value in arguments.items())
-        command = f"exec {sys.executable} {RUNNER} stereo_depth_ros {launch_file} {pairs}"
-        super().__init__(argv=sourced(install, command), env=clean_env(), cwd=install.parent)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGINT)
-                self.process.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        code = super().stop(timeout)
-        if self.process is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return code
-
-
-def get_parameters(ctx: RosTestContext, node_name: str, names: list[str]) -> dict:
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.parameter import parameter_value_to_python
-
-    client = ctx.node.create_client(GetParameters, f"{node_name}/get_parameters")
-    try:
-        assert client.wait_for_service(timeout_sec=20.0), f"no parameter service on {node_name}"
-        future = client.call_async(GetParameters.Request(names=names))
-        wait_for(future.done, 20.0, what=f"parameters of {node_name}")
-        return {name: parameter_value_to_python(value)
-                for name, value in zip(names, future.result().values)}
-    finally:
-        ctx.node.destroy_client(client)
-
-
-def stereo_input_publishers(ctx: RosTestContext, prefix: str) -> list:
-    """Publishers of <prefix>/{left,right}/image_raw and .../camera_info, in the order the
-    scenes are sent (left image, right image, left info, right info)."""
-    from sensor_msgs.msg import CameraInfo, Image
-    return [ctx.publisher(Image, f"{prefix}/left/image_raw"),
-            ctx.publisher(Image, f"{prefix}/right/image_raw"),
-            ctx.publisher(CameraInfo, f"{prefix}/left/camera_info"),
-            ctx.publisher(CameraInfo, f"{prefix}/right/camera_info")]
-
-
-def latest_status(diagnostics, hardware_id: str) -> dict[str, str]:
-    from stereo_depth_ros.ros.diagnostics import key_values_to_dict
-    for array in reversed(diagnostics.snapshot()):
-        for status in array.status:
-            if status.hardware_id == hardware_id:
-                return key_values_to_dict(status)
-    return {}
-
-
-def write_params(path: Path, **params) -> Path:
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-    return path
 
 
 def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_space, tmp_path):
@@ -241,221 +169,6 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
     z = as_array(depth_msg)
     positive = valid & (d > 0)
     np.testing.assert_allclose(z[positive], 700.0 * 0.54 / d[positive], rtol=1e-5)
-
-
-def test_kitti_replay_launch_plays_a_bag_into_the_node(install_space, tmp_path):
-    """bag:=<stereo_depth_kitti2bag output> namespace:=kitti params_file:=<SGBM> loop:=true: the
-    replay and the node share the namespace and sim time, and every frame's depth is right."""
-    from helpers.kitti import BASELINE_M as KITTI_BASELINE_M
-    from helpers.kitti import FX as KITTI_FX
-    from helpers.kitti import LEFT_STAMPS, make_raw_drive
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
-    from stereo_depth_ros.bags.bag_writer import convert
-    from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
-
-    size, shift = (96, 192), 8
-    drive = make_raw_drive(tmp_path / "kitti", n_frames=3, size=size, shift=shift)
-    bag = convert(drive, tmp_path / "bag", storage="sqlite3")["bag"]
-    params = write_params(tmp_path / "sgbm.yaml", backend="sgbm", diagnostics_period_seconds=0.5,
-                          **{"sgbm.num_disparities": 32})
-    stamps = [parse_kitti_timestamp(text) for text in LEFT_STAMPS[:3]]
-    ctx = RosTestContext("kitti_replay_peer")
-    launch = Launch(install_space, "kitti_replay.launch.py",
-                    {"bag": str(bag), "namespace": "kitti", "params_file": str(params),
-                     "loop": "true"})
-    try:
-        depth = ctx.collect(Image, "/kitti/depth/image_rect")
-        clock = ctx.collect(Clock, "/clock")
-        launch.start()
-        launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
-        # Looping: frames published before the node saw this subscription come round again.
-        try:
-            frames = {ns: depth.wait_for(lambda m, ns=ns: m.header.stamp.sec * 10**9
-                                         + m.header.stamp.nanosec == ns, 60.0,
-                                         what=f"depth of the frame stamped {ns}")
-                      for ns in stamps}
-        except AssertionError as error:
-            raise AssertionError(f"{error}; launch output:\n{launch.output()}") from None
-        # The replay drives the sim clock with the bag's stamps (best effort: a /clock message
-        # lost in one loop comes round again in the next).
-        for ns in stamps:
-            clock.wait_for(lambda c, ns=ns: c.clock.sec * 10**9 + c.clock.nanosec == ns, 30.0,
-                           what=f"/clock at the frame stamped {ns}")
-        applied = get_parameters(ctx, "/kitti/stereo_depth_node", ["use_sim_time", "backend"])
-    finally:
-        ctx.close()
-        code = launch.stop()
-    assert_clean_exit(launch.output(), code, what="the launch")
-    assert applied == {"use_sim_time": True, "backend": "sgbm"}
-    for ns, msg in frames.items():
-        z = as_array(msg)[10:-10, 48:-10]
-        assert np.isfinite(z).mean() > 0.9, ns
-        assert np.nanmedian(z) == pytest.approx(KITTI_FX * KITTI_BASELINE_M / shift, rel=0.02)
-
-
-def test_kitti_replay_launch_feeds_the_live_lidar_evaluation(install_space, tmp_path):
-    """The README's LiDAR check, with the installed executables: stereo_depth_kitti2bag on a raw
-    drive with Velodyne scans, `stereo_depth_eval --live --tf-bag BAG` in the namespace (started
-    first), then kitti_replay.launch.py bag:= namespace:=: the scans reach the evaluator in the
-    namespace and every depth frame's error is SGBM's own on that scene (computed independently
-    in test_live_eval)."""
-    import json
-
-    from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.kitti_lidar import make_lidar_drive
-    from helpers.live_eval import expected_sgbm_errors, frame_rows
-
-    scene = make_lidar_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), per_band=60)
-    bag, out = tmp_path / "drive_bag", tmp_path / "lidar_out"
-    kitti2bag, live_eval = (installed(install_space, "lib", "stereo_depth_ros", executable)
-                            for executable in ("stereo_depth_kitti2bag", "stereo_depth_eval"))
-    convert = subprocess.run(sourced(install_space, f"exec {kitti2bag} {scene.drive} {bag}"),
-                             env=clean_env(), capture_output=True, text=True, timeout=120)
-    assert convert.returncode == 0, convert.stdout + convert.stderr
-    params = write_params(tmp_path / "sgbm.yaml", backend="sgbm",
-                          **{"sgbm.num_disparities": 32, "sgbm.block_size": 5})
-    evaluator = NodeProcess(argv=sourced(install_space, f"exec {live_eval} --live --tf-bag {bag} "
-                                         f"--out {out} --ros-args -r __ns:=/kitti"),
-                            env=clean_env())
-    ctx = RosTestContext("lidar_launch_peer")
-    launch = Launch(install_space, "kitti_replay.launch.py",
-                    {"bag": str(bag), "namespace": "kitti", "params_file": str(params),
-                     "loop": "true"})
-    try:
-        errors = ctx.collect(DiagnosticArray, "/kitti/depth_error")
-        evaluator.start()
-        wait_for(lambda: ctx.node.count_subscribers("/kitti/velodyne_points") >= 1, 60,
-                 what="the evaluator's /kitti/velodyne_points subscription")
-        launch.start()
-
-        def matched_stamps() -> set[int]:
-            return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-                    for m in errors.snapshot()
-                    if any(kv.key == "outcome" and kv.value == "matched"
-                           for status in m.status for kv in status.values)}
-        # Looping: a depth frame sent before the evaluator saw the node's publisher comes again.
-        try:
-            wait_for(lambda: set(scene.left_stamps_ns) <= matched_stamps(), 90,
-                     what="a compared scan for every depth frame")
-        except AssertionError as error:
-            raise AssertionError(f"{error}; evaluator:\n{evaluator.output()}\nlaunch:\n"
-                                 f"{launch.output()}") from None
-        assert evaluator.stop() == 0, evaluator.output()        # Ctrl-C: results written
-    finally:
-        ctx.close()
-        evaluator.stop()
-        code = launch.stop()
-    assert_clean_exit(launch.output(), code, what="the launch")
-    assert_clean_exit(launch.output() + evaluator.output(), what="the launch and the evaluator")
-    summary = json.loads((out / "depth_error_summary.json").read_text())
-    assert "velodyne->camera_left_optical_frame" in summary["transform"]
-    expected = dict(zip(scene.left_stamps_ns, expected_sgbm_errors(scene)))
-    rows = [r for r in frame_rows(out) if r["group"] == "all" and r["outcome"] == "matched"]
-    assert {int(r["depth_stamp_ns"]) for r in rows} == set(scene.left_stamps_ns)
-    for row in rows:
-        want = expected[int(row["depth_stamp_ns"])]
-        assert int(row["compared"]) == want["compared"]
-        assert float(row["mae_m"]) == pytest.approx(want["mae_m"], rel=1e-3)
-        assert float(row["rmse_m"]) == pytest.approx(want["rmse_m"], rel=1e-3)
-    assert summary["counts"]["scans_evaluated"] == len(rows)
-
-
-def _managed_launch(install_space, tmp_path, namespace: str, **arguments) -> Launch:
-    params = write_params(tmp_path / "sgbm.yaml", backend="sgbm", diagnostics_period_seconds=0.25,
-                          **{"sgbm.num_disparities": 32})
-    return Launch(install_space, "stereo_depth_managed.launch.py",
-                  {"namespace": namespace, "params_file": str(params), **arguments})
-
-
-def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_path):
-    """Default autostart: launch_ros configures the lifecycle node and, once it is inactive,
-    activates it; it then publishes correct depth."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.ros_nodes import LifecycleClient
-    from sensor_msgs.msg import Image
-
-    scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
-                       foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
-                       texture_cell_px=2.0, seed=4)
-    ctx = RosTestContext("managed_launch_peer")
-    launch = _managed_launch(install_space, tmp_path, "managed",
-                             left_namespace="cam/left", right_namespace="cam/right")
-    lifecycle = None
-    try:
-        pubs = stereo_input_publishers(ctx, "/managed/cam")
-        depth = ctx.collect(Image, "/managed/depth/image_rect")
-        diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
-        launch.start()
-        launch.wait_for_output(r"active: subscribed to /managed/cam/left/image_raw", 60.0)
-        lifecycle = LifecycleClient(ctx.node, "/managed/stereo_depth_node")
-        assert lifecycle.state() == "active"
-        for pub in pubs:
-            wait_for_subscribers(pub)
-        wait_for(lambda: int(latest_status(diagnostics, "/managed/stereo_depth_node").get(
-            "subscribers./managed/depth/image_rect", 0)) >= 1, 30.0,
-            what="the node to see our depth subscription")
-        when = stamp(int(time.time()), 0)
-        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
-        for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
-                                   image_msg(scene.right, "rgb8", when, "cam_right_optical"),
-                                   left_info, right_info)):
-            pub.publish(msg)
-        depth_msg = depth.wait_for_stamp(when, 30.0)
-        status = wait_for(lambda: (lambda s: s if s.get("pairs_published") == "1" else None)(
-            latest_status(diagnostics, "/managed/stereo_depth_node")), 30.0,
-            what="diagnostics counting the published pair")
-    finally:
-        if lifecycle is not None:
-            lifecycle.close()
-        ctx.close()
-        code = launch.stop()
-    assert_clean_exit(launch.output(), code, what="the launch")
-    assert "Failed to make transition" not in launch.output(), launch.output()
-    assert status["lifecycle_state"] == "active" and status["backend_loads"] == "1"
-    z = as_array(depth_msg)
-    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
-                                                           rel=0.01)
-    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
-                                                          rel=0.01)
-
-
-def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_space, tmp_path):
-    """autostart:=false: the node waits, unconfigured, for a lifecycle manager; configured by
-    hand it stays inactive (nothing activates it behind the manager's back)."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from helpers.ros_messages import statuses_of
-    from helpers.ros_nodes import LifecycleClient
-
-    ctx = RosTestContext("managed_manual_peer")
-    launch = _managed_launch(install_space, tmp_path, "manual", autostart="false")
-    fqn = "/manual/stereo_depth_node"
-    lifecycle = None
-    try:
-        diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
-        launch.start()
-        lifecycle = LifecycleClient(ctx.node, fqn)
-        # Several diagnostics periods after its services came up (autostart would have
-        # configured an SGBM node long before), it is still unconfigured.
-        wait_for(lambda: len(statuses_of(diagnostics, fqn)) >= 4, 30.0, what="diagnostics")
-        assert lifecycle.state() == "unconfigured"
-        assert {s["lifecycle_state"] for _, s in statuses_of(diagnostics, fqn)} == \
-            {"unconfigured"}
-        assert ctx.node.get_subscriptions_info_by_topic("/manual/left/image_raw") == []
-
-        assert lifecycle.change("configure")
-        seen = len(statuses_of(diagnostics, fqn))
-        wait_for(lambda: len(statuses_of(diagnostics, fqn)) >= seen + 4, 30.0,
-                 what="diagnostics after configure")
-        assert lifecycle.state() == "inactive"
-    finally:
-        if lifecycle is not None:
-            lifecycle.close()
-        ctx.close()
-        code = launch.stop()
-    assert_clean_exit(launch.output(), code, what="the launch")
-    assert "configured: backend=sgbm" in launch.output()
-    assert "active: subscribed" not in launch.output()
 
 
 def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_space):
