@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers.process import assert_clean_exit
 from helpers.ros import FRAME, Harness, NodeProcess
 from helpers.ros_messages import as_array, image_msg, stereo_infos
 from helpers.ros_nodes import set_parameters
@@ -36,13 +35,6 @@ def start_node(args: list[str], ready: str = r"ready: backend=sgbm",
         node.stop()
         raise
     return node
-
-
-def stop_node(node: NodeProcess, harness: Harness | None = None) -> None:
-    if harness is not None:
-        harness.close()
-    code = node.stop()
-    assert_clean_exit(node.output(), code)
 
 
 def send_pair(h: Harness, left, right, rig, names, frame: str = FRAME, encoding="rgb8",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from helpers.process import assert_clean_exit
 from helpers.ros_messages import image_msg, msg_type, stamp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,14 @@ def wait_for_publishers(subscription, count: int = 1,
                         timeout: float = DISCOVERY_TIMEOUT_S) -> None:
     wait_for(lambda: subscription.get_publisher_count() >= count, timeout,
              what=f"{count} publisher(s) on {subscription.topic_name}")
+
+
+def stop_node(node: NodeProcess, harness: Harness | None = None) -> None:
+    """Close the harness (if any), stop the node and assert it ended cleanly."""
+    if harness is not None:
+        harness.close()
+    code = node.stop()
+    assert_clean_exit(node.output(), code)
 
 
 @dataclass(frozen=True)

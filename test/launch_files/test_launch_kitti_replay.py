@@ -18,7 +18,6 @@ from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import NodeProcess, RosTestContext, wait_for  # noqa: E402
 from helpers.ros_messages import as_array  # noqa: E402
 
-
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 

@@ -20,8 +20,8 @@ pytest.importorskip("rclpy")
 
 from helpers.parameter_effects import (BACKGROUND, BACKGROUND_D, BACKGROUND_Z,  # noqa: E402
                                        FOREGROUND, FOREGROUND_D, FOREGROUND_Z, send_pair, set_ok,
-                                       start_node, stop_node, two_plane_scene, valid_disparity)
-from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
+                                       start_node, two_plane_scene, valid_disparity)
+from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, stop_node, wait_for  # noqa: E402
 from helpers.ros_messages import (as_array, camera_info_msg, image_msg, stamp,  # noqa: E402
                                   stamp_ns, statuses_of, stereo_infos, time_ns)
 

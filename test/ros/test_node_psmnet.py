@@ -14,10 +14,9 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.parameter_effects import (send_pair, set_ok, start_node, stop_node,  # noqa: E402
-                                       valid_disparity)
+from helpers.parameter_effects import send_pair, set_ok, start_node, valid_disparity  # noqa: E402
 from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess  # noqa: E402
+from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, stop_node  # noqa: E402
 from helpers.ros_messages import as_array, stereo_infos  # noqa: E402
 from helpers.samples import kitti_crop  # noqa: E402
 

@@ -1,6 +1,7 @@
-"""What a real robot sends the node: every camera encoding, compressed transport, QoS overrides,
+"""What a real robot sends the node: every camera encoding, QoS overrides,
 large frames without a Fast DDS profile, lost images, binning, 16-bit depth. Real rclpy and Fast
-DDS, the node as a subprocess, values checked (isolation in conftest.py)."""
+DDS, the node as a subprocess, values checked (isolation in conftest.py). Compressed
+transport: test_node_compressed_inputs.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.kitti import make_raw_drive  # noqa: E402
-from helpers.process import assert_clean_exit  # noqa: E402
-from helpers.ros import (FRAME, OUTPUTS, CompressedHarness, Harness, NodeProcess,  # noqa: E402
-                         RosTestContext, wait_for, wait_for_publishers)
+from helpers.robot_inputs import (BACKGROUND_D, BASELINE, FOREGROUND_D, FX, SGBM,  # noqa: E402
+                                  depth_of, node_in_namespace, robot_scene)
+from helpers.ros import (FRAME, Harness, NodeProcess, RosTestContext, stop_node,  # noqa: E402
+                         wait_for, wait_for_publishers)
 from helpers.ros_messages import (as_array, camera_info_msg, image_msg, status_drops,  # noqa: E402
                                   stereo_infos)
 
@@ -24,52 +26,23 @@ from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-FX, BASELINE = 200.0, 0.1
-BACKGROUND_D, FOREGROUND_D = 14.0, 22.0          # px: depth 1.43 m and 0.91 m
-SGBM = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32", "-p", "sgbm.block_size:=5",
-        "-p", "diagnostics_period_seconds:=0.25", "-p", "queue_size:=5"]
-DEPTH_OUT = {"depth/image_rect": OUTPUTS["depth/image_rect"]}
+
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 @pytest.fixture(scope="module")
 def scene():
-    return make_scene(120, 160, background_disparity=BACKGROUND_D,
-                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE,
-                      texture_cell_px=3.0, seed=5)
-
-
-def _node(extra: list[str], namespace: str, outputs=DEPTH_OUT,
-          ready: str = r"ready: backend=sgbm", harness_class=Harness):
-    """A node in its own namespace (the module's nodes must not hear each other's inputs)."""
-    node = NodeProcess(SGBM + ["-r", f"__ns:={namespace}"] + extra).start()
-    node.wait_for_output(ready, timeout=60)
-    return node, harness_class(node, outputs=outputs, namespace=namespace)
-
-
-def _stop(node: NodeProcess, harness: Harness | None) -> None:
-    if harness is not None:
-        harness.close()
-    code = node.stop()
-    assert_clean_exit(node.output(), code)
+    return robot_scene()
 
 
 @pytest.fixture(scope="module")
 def raw_node():
-    node, harness = _node([], "/raw")
+    node, harness = node_in_namespace([], "/raw")
     try:
         harness.wait_until_connected()
         yield harness
     finally:
-        _stop(node, harness)
-
-
-def _depth_of(harness: Harness, left_msg, right_msg, rig) -> np.ndarray:
-    when = left_msg.header.stamp
-    left_info, right_info = stereo_infos(rig, when, FRAME)
-    harness.send_msgs(left_msg, right_msg, left_info, right_info)
-    msg = harness.outputs_for(when, ["depth/image_rect"])["depth/image_rect"]
-    return as_array(msg)
+        stop_node(node, harness)
 
 
 # ------------------------------------------------------------------------------ encodings
@@ -126,16 +99,16 @@ def test_every_camera_encoding_gives_the_depth_of_mono8(raw_node, scene):
     alpha, Bayer 8/16 sampled from the colour image, YUV422 in both byte orders): the same depth
     (SGBM matches on luma; Bayer and YUV lose a little of it)."""
     when = raw_node.next_stamp()
-    reference = _depth_of(raw_node, image_msg(_luma(scene.left), "mono8", when, FRAME),
-                          image_msg(_luma(scene.right), "mono8", when, FRAME), scene.rig)
+    reference = depth_of(raw_node, image_msg(_luma(scene.left), "mono8", when, FRAME),
+                         image_msg(_luma(scene.right), "mono8", when, FRAME), scene.rig)
     valid = np.isfinite(reference)
     assert valid.mean() > 0.6
     assert np.nanmedian(reference[95:115, 60:150]) == pytest.approx(FX * BASELINE / BACKGROUND_D,
                                                                     rel=0.01)
     for encoding in ENCODED:
         when = raw_node.next_stamp()
-        depth = _depth_of(raw_node, _encoded_msg(raw_node, scene.left, encoding, when, FRAME),
-                          _encoded_msg(raw_node, scene.right, encoding, when, FRAME), scene.rig)
+        depth = depth_of(raw_node, _encoded_msg(raw_node, scene.left, encoding, when, FRAME),
+                         _encoded_msg(raw_node, scene.right, encoding, when, FRAME), scene.rig)
         both = valid & np.isfinite(depth)
         assert both.mean() > 0.5, encoding
         relative = np.abs(depth[both] - reference[both]) / reference[both]
@@ -151,8 +124,8 @@ def test_every_camera_encoding_gives_the_depth_of_mono8(raw_node, scene):
 def test_depth_encoding_16uc1_is_millimetres_with_0_invalid(raw_node, scene):
     from rclpy.parameter import Parameter  # noqa: F401  (the set goes through the service)
     when = raw_node.next_stamp()
-    reference = _depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
-                          image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
+    reference = depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
+                         image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
     _set_parameter(raw_node, "depth_encoding", "16UC1")
     try:
         when = raw_node.next_stamp()
@@ -186,87 +159,6 @@ def _set_parameter(harness: Harness, name: str, value) -> None:
         harness.ctx.node.destroy_client(client)
 
 
-# ------------------------------------------------------------------------------ compressed
-
-def _compressed(image_bgr: np.ndarray, kind: str, when, payload: bytes | None = None):
-    from sensor_msgs.msg import CompressedImage
-    ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image_bgr,
-                            [cv2.IMWRITE_JPEG_QUALITY, 95] if kind == "jpeg" else [])
-    msg = CompressedImage()
-    msg.header.stamp, msg.header.frame_id = when, FRAME
-    msg.format = f"bgr8; {kind} compressed bgr8"
-    msg.data = payload if payload is not None else data.tobytes()
-    return msg
-
-
-@pytest.fixture(scope="module")
-def compressed_node():
-    node, harness = _node(["-p", "image_transport:=compressed"], "/compressed",
-                          ready=r"ready: backend=sgbm.*transport=compressed.*"
-                                r"/compressed/left/image_raw/compressed",
-                          harness_class=CompressedHarness)
-    try:
-        harness.wait_until_connected()
-        yield harness
-    finally:
-        _stop(node, harness)
-
-
-def test_compressed_jpeg_and_png_pairs_give_the_depth(compressed_node, scene):
-    expected = {"background": FX * BASELINE / BACKGROUND_D, "foreground": FX * BASELINE /
-                FOREGROUND_D}
-    regions = {"background": (slice(95, 115), slice(60, 150)),
-               "foreground": (slice(50, 70), slice(70, 100))}
-    for kind in ("jpeg", "png"):
-        when = compressed_node.next_stamp()
-        depth = _depth_of(compressed_node, _compressed(scene.left[..., ::-1], kind, when),
-                          _compressed(scene.right[..., ::-1], kind, when), scene.rig)
-        for name, region in regions.items():
-            assert np.nanmedian(depth[region]) == pytest.approx(expected[name], rel=0.02), \
-                (kind, name)
-
-
-def test_a_corrupt_payload_is_dropped_and_the_next_pair_processed(compressed_node, scene):
-    before = status_drops(compressed_node.latest_status()).get("bad_compressed_data", 0)
-    when = compressed_node.next_stamp()
-    good = _compressed(scene.left[..., ::-1], "png", when)
-    truncated = _compressed(scene.right[..., ::-1], "png", when,
-                            payload=bytes(good.data[: len(good.data) // 2]))
-    left_info, right_info = stereo_infos(scene.rig, when, FRAME)
-    compressed_node.send_msgs(good, truncated, left_info, right_info)
-    compressed_node.wait_status(
-        lambda s: status_drops(s).get("bad_compressed_data", 0) > before,
-        what="bad_compressed_data counted")
-    compressed_node.node.wait_for_output(r"/compressed/right/image_raw/compressed: png "
-                                         r"payload of \d+ bytes does not decode")
-    when = compressed_node.next_stamp()
-    depth = _depth_of(compressed_node, _compressed(scene.left[..., ::-1], "png", when),
-                      _compressed(scene.right[..., ::-1], "png", when), scene.rig)
-    assert np.isfinite(depth).mean() > 0.5
-
-
-def test_a_compressed_kitti2bag_bag_replays_into_the_node(compressed_node, tmp_path):
-    from stereo_depth_ros.bags.bag_writer import convert
-    drive = make_raw_drive(tmp_path / "kitti", n_frames=3, size=(96, 192), shift=8)
-    summary = convert(drive, tmp_path / "bag", storage="sqlite3", compress="jpeg",
-                      start_stamp_s=compressed_node.next_stamp().sec + 1.0, period_s=0.2,
-                      namespace="/compressed")
-    assert set(summary["topics"]) >= {"/compressed/left/image_raw/compressed",
-                                      "/compressed/right/image_raw/compressed"}
-    argv = [sys.executable, "-m", "stereo_depth_ros.tools.replay", str(summary["bag"]),
-            "--wait-timeout", "30", "--watch", "/compressed/depth/image_rect",
-            "--watch-type", "sensor_msgs/msg/Image", "--step", "--step-timeout", "30"]
-    with NodeProcess(argv=argv) as replay:
-        assert replay.wait_exit(120) == 0, replay.output()
-    collected = compressed_node.out["depth/image_rect"].snapshot()
-    stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in collected}
-    first, step = summary["stamps_ns"][0], summary["stamps_ns"][1] - summary["stamps_ns"][0]
-    assert {first + k * step for k in range(3)} <= stamps
-    depth = as_array(collected[-1])
-    # KITTI fixture: fx 721.5377 px, B 0.5327 m, shift 8 px -> 48 m
-    assert np.nanmedian(depth) == pytest.approx(721.5377 * 0.5327 / 8, rel=0.02)
-
-
 # ------------------------------------------------------------------------------ QoS
 
 def _graph_reliability(ctx: RosTestContext, topic: str, publishers: bool) -> set[str]:
@@ -284,7 +176,7 @@ def test_qos_overrides_change_what_connects_and_incompatibility_is_reported(scen
     for topic in ("/qos/left/image_raw", "/qos/right/image_raw"):
         overrides += ["-p", f"qos_overrides.{topic}.subscription.reliability:=reliable"]
     overrides += ["-p", "qos_overrides./qos/disparity.publisher.reliability:=best_effort"]
-    node, harness = _node(overrides, "/qos", outputs={})
+    node, harness = node_in_namespace(overrides, "/qos", outputs={})
     try:
         wait_for(lambda: _graph_reliability(harness.ctx, "/qos/left/image_raw", False) ==
                  {"RELIABLE"}, 20, what="the overridden subscription in the graph")
@@ -312,7 +204,7 @@ def test_qos_overrides_change_what_connects_and_incompatibility_is_reported(scen
             what="the incompatibility counted")
         harness.ctx.node.destroy_publisher(camera)
     finally:
-        _stop(node, harness)
+        stop_node(node, harness)
 
 
 # ------------------------------------------------------------------------------ large frames
@@ -370,8 +262,8 @@ def test_images_lost_before_the_node_are_counted_with_a_hint(raw_node, scene):
         when = raw_node.next_stamp()
         raw_node.send_msgs(None, None, *stereo_infos(scene.rig, when, FRAME))
     when = raw_node.next_stamp()
-    depth = _depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
-                      image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
+    depth = depth_of(raw_node, image_msg(scene.left, "rgb8", when, FRAME),
+                     image_msg(scene.right, "rgb8", when, FRAME), scene.rig)
     assert np.isfinite(depth).mean() > 0.5
     status = raw_node.wait_status(
         lambda s: status_drops(s).get("images_lost_in_transport", 0) >= before + 3,
