@@ -29,6 +29,13 @@ from stereo_depth_ros.models.regression import regress_disparity
 
 TINY_VARIANT = "tiny"
 
+# stereo_depth_train options of the tiny data-parallel runs: 6 synthetic 256x544 scenes, 4 for
+# training (256x512 crops) and 2 for validation, global batch 2
+SEED = 5
+TINY = ["--dataset", "synthetic", "--count", "6", "--val-count", "2", "--size", "256x544",
+        "--crop", "256x512", "--batch-size", "2", "--max-disparity", "16", "--device", "cpu",
+        "--save-every", "1", "--val-every", "2", "--seed", str(SEED), "--quiet"]
+
 
 class TinyStereo(nn.Module):
     """Features at 1/4 resolution (two stride-2 convolutions, BatchNorm) -> concatenation volume
