@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all venv assets test test-oldest demo bench lint colcon-check clean
+.PHONY: all venv assets test test-fast test-oldest demo bench lint colcon-check clean
 
 all: test
 
@@ -28,6 +28,17 @@ test: venv assets
 	@status=0; \
 	$(PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
 	$(MAKE) --no-print-directory test-oldest || status=1; \
+	exit $$status
+
+# The development loop (not CI): the pure layers' tests without the slow and the ROS ones, then
+# one node smoke test (stereo_depth_node as a subprocess over real DDS, SGBM, depth checked).
+FAST_TESTS := test/core test/data test/pipeline test/backends test/models
+FAST_SMOKE := test/ros/test_node_e2e.py::test_rectified_pair_depth_points_and_fields[in_package-exact]
+
+test-fast: venv assets
+	@status=0; \
+	$(PY) -m pytest -q -m "not slow and not ros" $(PYTEST_ARGS) $(FAST_TESTS) || status=1; \
+	$(PY) -m pytest -q $(PYTEST_ARGS) "$(FAST_SMOKE)" || status=1; \
 	exit $$status
 
 # The pure layers on the oldest supported stack (ROS 2 Humble's Python 3.10, NumPy 1.21,
