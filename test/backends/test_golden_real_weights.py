@@ -37,6 +37,7 @@ def _disparity(kitti_weights, real_golden, **options) -> np.ndarray:
 
 @pytest.mark.parametrize("engine, align_corners", [("reference", True), ("reference", False),
                                                    ("exact", True)])
+@pytest.mark.slow
 def test_reference_and_exact_equal_the_official_output(kitti_weights, real_golden, engine,
                                                        align_corners):
     official = real_golden[align_corners]
@@ -46,6 +47,7 @@ def test_reference_and_exact_equal_the_official_output(kitti_weights, real_golde
     assert diff.max() <= 1e-2 and diff.mean() <= 1e-3, (diff.max(), diff.mean())
 
 
+@pytest.mark.slow
 def test_fast_mode_within_its_bounds_of_the_official_output(kitti_weights, real_golden):
     official = real_golden[True]
     got = _disparity(kitti_weights, real_golden, engine="fast")

@@ -93,6 +93,7 @@ def test_preprocess_is_the_official_transform(random_backend):
     assert torch.all(left_t[..., :, 130:] == 0)
 
 
+@pytest.mark.slow
 def test_real_kitti_pair(kitti_backend, kitti_pair, kitti_crop_result):
     full_left, full_right = kitti_pair
     left, right = _crop(full_left), _crop(full_right)
@@ -151,6 +152,7 @@ def test_precision_bf16_runs_the_fused_engine_in_bf16(kitti_weights, kitti_pair,
 
 
 @pytest.mark.parametrize("shape", [(100, 130, 3), (37, 301), (17, 257, 3)])
+@pytest.mark.slow
 def test_small_and_odd_sizes(random_backend, shape):
     rng = np.random.default_rng(sum(shape))
     left = rng.integers(0, 256, shape, dtype=np.uint8)

@@ -71,6 +71,7 @@ def test_reference_and_chunked_regressions_give_the_softmax_std(align_corners):
     torch.testing.assert_close(d3, d2, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_every_engine_returns_the_reference_models_sigma(kitti_weights, real_golden):
     """Reference model, fused CPU engine (exact) and the CUDA engine's code on the CPU, with the
     released weights on a real 256x256 crop."""
@@ -206,6 +207,7 @@ def test_calibration_stats_by_hand():
     assert counts == {"known": 5, "kept": 5, "bad_2_kept": 2}
 
 
+@pytest.mark.slow
 def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_golden):
     """stages='device' (the CUDA path, here on the CPU's torch device) = stages='host'."""
     from stereo_depth_ros.backends.psmnet import PsmnetBackend

@@ -41,6 +41,7 @@ def monitor() -> RectificationMonitor:
     return RectificationMonitor(1.0, WARN_PX, ERROR_PX)
 
 
+@pytest.mark.slow
 def test_every_real_pair_with_its_calibration_is_ok(real_pairs):
     levels = {}
     for name, left, right, rig in real_pairs:
@@ -52,6 +53,7 @@ def test_every_real_pair_with_its_calibration_is_ok(real_pairs):
 
 
 @pytest.mark.parametrize("change", PERTURBATIONS, ids=lambda change: str(change))
+@pytest.mark.slow
 def test_every_real_pair_with_a_perturbed_calibration_warns(real_pairs, change):
     late = {}
     for name, left, right, rig in real_pairs:

@@ -77,6 +77,7 @@ def test_device_depth_and_points_are_core_geometry():
     PipelineOptions(),
     PipelineOptions(input_scale=0.6, confidence_threshold=0.3, min_depth_m=1.0,
                     max_depth_m=20.0)], ids=["plain", "scaled-thresholded-clipped"])
+@pytest.mark.slow
 def test_device_stages_give_what_the_host_stages_give(psmnet, options):
     left, right = textured_pair()
     calibration = make_calibration()
@@ -102,6 +103,7 @@ def test_stages_option():
         StereoPipeline(sgbm, stages="gpu")
 
 
+@pytest.mark.slow
 def test_confidence_threshold_masks_every_output(kitti_weights):
     psmnet = make_backend("psmnet", weights_path=kitti_weights, device="cpu", engine="exact")
     scene = make_scene(HEIGHT, WIDTH, fx=FX, baseline_m=BASELINE, texture_cell_px=2.0)

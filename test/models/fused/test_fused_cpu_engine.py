@@ -36,6 +36,7 @@ def golden(golden_dir):
     (True, "golden_output_align_corners_true.pt"),
     (False, "golden_output.pt"),
 ])
+@pytest.mark.slow
 def test_exact_mode_matches_the_random_weight_golden(golden, align_corners, name):
     golden_dir, left, right = golden
     model = build_psmnet("stackhourglass", align_corners=align_corners)
