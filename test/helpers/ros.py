@@ -7,6 +7,7 @@
 - `wait_for`, `wait_for_subscribers`: polling with deadlines (discovery takes 0.1-3.6 s here),
   never fixed sleeps.
 - `Harness`: a node's inputs (publishers) and outputs (collectors, /diagnostics) on the test side.
+- `stop_node`: close the harness, stop the node, assert it exited 0 without a traceback.
 
 Message builders and readers are in helpers.ros_messages; nodes in this process, the parameter
 and lifecycle service clients in helpers.ros_nodes.
