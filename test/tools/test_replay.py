@@ -1,10 +1,15 @@
-"""stereo_depth_replay without ROS: bag reading and fixing (kitti2bag preset, frame grouping,
-/tf_static), and its command-line errors. Bags into the real node: test_replay_into_node.py."""
+"""stereo_depth_replay without a node: bag reading and fixing (kitti2bag preset, frame grouping,
+/tf_static), its launch file (against stub launch modules), its remap arguments and its
+command-line errors. Bags into the real node: test_replay_into_node.py."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from helpers.kitti import BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS
 from helpers.kitti_lidar import camera_from_velodyne
@@ -197,6 +202,90 @@ def test_bad_input_errors(tmp_path, ros2_bag):
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):
         parse_remap("a:b")
+
+
+# ------------------------------------------------------------------------------ launch file
+
+
+def _load_launch_file(repo_root):
+    import importlib.util
+    path = repo_root / "launch" / "kitti_replay.launch.py"
+    spec = importlib.util.spec_from_file_location("kitti_replay_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_file_with_stub_launch_modules(repo_root, monkeypatch):
+    """The real launch packages are not installed here: run the file against recording stubs."""
+    import types
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    stubs = {"launch": types.ModuleType("launch"),
+             "launch.actions": types.ModuleType("launch.actions"),
+             "launch_ros": types.ModuleType("launch_ros"),
+             "launch_ros.actions": types.ModuleType("launch_ros.actions")}
+    stubs["launch"].LaunchDescription = lambda actions: actions
+    for name in ("DeclareLaunchArgument", "OpaqueFunction", "LogInfo"):
+        setattr(stubs["launch.actions"], name, type(name, (Action,), {}))
+    stubs["launch_ros.actions"].Node = type("Node", (Action,), {})
+    for name, module in stubs.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+    launch = _load_launch_file(repo_root)
+    description = launch.generate_launch_description()
+    declared = {a.args[0]: a.kwargs["default_value"] for a in description[:-1]}
+    assert declared["use_sim_time"] == "true" and declared["preset"] == ""
+    assert {"bag", "namespace", "params_file", "rviz", "rate", "loop", "start"} <= set(declared)
+    setup = description[-1].kwargs["function"]
+    context = types.SimpleNamespace(launch_configurations={
+        **declared, "bag": "/data/k.bag", "preset": "kitti2bag", "namespace": "stereo",
+        "rviz": "true", "fixed_frame": "cam0_optical"})
+    actions = setup(context)
+    nodes = {a.kwargs.get("executable"): a.kwargs for a in actions if "executable" in a.kwargs}
+    assert set(nodes) == {"stereo_depth_node", "stereo_depth_replay", "rviz2"}
+    setup_py = (repo_root / "setup.py").read_text()
+    for executable in ("stereo_depth_node", "stereo_depth_replay", "rviz2"):
+        assert nodes[executable]["namespace"] == "stereo"      # RViz sees this node's outputs
+    for executable in ("stereo_depth_node", "stereo_depth_replay"):
+        assert f"{executable} = " in setup_py                 # console scripts exist
+    assert nodes["stereo_depth_node"]["parameters"][1] == {"use_sim_time": True}
+    assert nodes["stereo_depth_node"]["parameters"][0].endswith("config/stereo_depth.yaml")
+    assert nodes["stereo_depth_replay"]["arguments"] == [
+        "/data/k.bag", "--rate", "1.0", "--start", "0.0", "--preset", "kitti2bag",
+        "--frame-id", "cam0_optical", "--clock"]
+    flag, rviz_config = nodes["rviz2"]["arguments"]
+    view = yaml.safe_load(Path(rviz_config).read_text())["Visualization Manager"]
+    assert flag == "-d" and view["Global Options"]["Fixed Frame"] == "cam0_optical"
+    # the replay arguments parse with the real CLI parser
+    from stereo_depth_ros.tools.replay import build_parser
+    parsed = build_parser().parse_args(nodes["stereo_depth_replay"]["arguments"])
+    assert parsed.preset == "kitti2bag" and parsed.clock
+    with pytest.raises(ValueError, match="needs bag"):
+        launch.replay_arguments("")
+    # a ROS 2 bag (no preset): the stored absolute names go into the namespace, the scans too
+    plain = build_parser().parse_args(launch.replay_arguments("/data/drive_bag"))
+    assert {("/left/image_raw", "left/image_raw"),
+            ("/velodyne_points", "velodyne_points")} <= set(plain.remap)
+    assert not any(source == "/tf_static" for source, _ in plain.remap)
+
+
+def test_remap_arguments_survive_ros_argument_handling(monkeypatch):
+    """`--remap FROM:=TO` looks like a ROS 1 remap to rcl, which drops it from the tool's
+    arguments; only --ros-args sections are ROS arguments here."""
+    from stereo_depth_ros.tools._cli import parse_ros_args, split_ros_args
+    from stereo_depth_ros.tools.replay import build_parser
+
+    argv = ["bag", "--remap", "/left/image_raw:=left/image_raw", "--ros-args", "-r",
+            "__ns:=/kitti", "--", "--clock"]
+    assert split_ros_args(argv) == (["bag", "--remap", "/left/image_raw:=left/image_raw",
+                                     "--clock"], ["--ros-args", "-r", "__ns:=/kitti"])
+    monkeypatch.setattr(sys, "argv", ["stereo_depth_replay", *argv])
+    args = parse_ros_args(build_parser(), None)
+    assert args.remap == [("/left/image_raw", "left/image_raw")] and args.clock
 
 
 # ------------------------------------------------------------------------ command line errors
