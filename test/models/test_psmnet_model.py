@@ -57,6 +57,7 @@ def test_parameter_counts_equal_official():
     assert "feature_extraction.lastconv.2.weight" in basic.state_dict()
 
 
+@pytest.mark.slow
 def test_golden_output_align_corners_true(golden_dir, golden_input):
     model = _golden_model(golden_dir, align_corners=True)
     with torch.inference_mode():
@@ -64,6 +65,7 @@ def test_golden_output_align_corners_true(golden_dir, golden_input):
     _assert_golden(output, torch.load(golden_dir / "golden_output_align_corners_true.pt"))
 
 
+@pytest.mark.slow
 def test_golden_output_official_head_and_intermediates(golden_dir, golden_input):
     model = _golden_model(golden_dir, align_corners=False)
     intermediates = torch.load(golden_dir / "golden_stackhourglass_intermediates.pt")
@@ -136,6 +138,7 @@ def test_window_confidence_hand_values():
     assert window_confidence(edge, torch.tensor([[[[0.2]]]])).item() == pytest.approx(3 / levels)
 
 
+@pytest.mark.slow
 def test_train_mode_outputs_and_confidence_path():
     torch.manual_seed(0)
     # Batch 2: in train mode the 1x1 SPP pooling of a 256 px image leaves BatchNorm one value

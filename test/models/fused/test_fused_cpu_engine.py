@@ -53,6 +53,7 @@ def test_exact_mode_matches_the_random_weight_golden(golden, align_corners, name
     assert (confidence - reference_confidence).abs().mean().item() < 1e-3
 
 
+@pytest.mark.slow
 def test_folded_fp32_features_are_close_to_the_random_weight_golden(golden):
     """The folded channels-last feature CNN in float32 (the int8 plan's non-int8 layers): only
     the rounding changes."""
@@ -71,6 +72,7 @@ def test_folded_fp32_features_are_close_to_the_random_weight_golden(golden):
 # Variants, options, arithmetic choice
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_basic_variant_matches_reference():
     torch.manual_seed(1)
     model = build_psmnet("basic", max_disparity=64).eval()
@@ -122,6 +124,7 @@ def test_arithmetic_the_cpu_cannot_run_is_refused_with_the_reason():
         ArithmeticPlan.for_mode("fast", "int8", cpu=avx2)
 
 
+@pytest.mark.slow
 def test_without_native_bf16_the_engine_falls_back_and_keeps_its_bounds(repo_root,
                                                                         kitti_weights):
     """The capability switched off for a process (STEREO_DEPTH_CPU_FEATURES): fast mode picks
@@ -173,6 +176,7 @@ def kitti_crop(kitti_weights):
 
 @pytest.mark.parametrize("arithmetic", [
     pytest.param(name, marks=marks) for name, marks in ARITHMETIC_MARKS.items()])
+@pytest.mark.slow
 def test_fast_mode_accuracy_on_the_real_kitti_crop(kitti_crop, arithmetic):
     model, left_t, right_t, (exact_disparity, exact_confidence) = kitti_crop
     fast = FastPSMNet.from_model(model, mode="fast", arithmetic=arithmetic)
@@ -189,6 +193,7 @@ def test_fast_mode_accuracy_on_the_real_kitti_crop(kitti_crop, arithmetic):
 # Backend integration: PsmnetBackend(engine=..., precision=...)
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_backend_engines_agree_with_reference():
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
     rng = np.random.default_rng(0)

@@ -36,6 +36,7 @@ def test_float32_arithmetic_sets_and_restores_the_precision_flags():
     assert read() == before and torch.backends.cudnn.benchmark == benchmark
 
 
+@pytest.mark.slow
 def test_cuda_engine_on_cpu_computes_the_reference_with_real_weights(kitti_weights,
                                                                      real_golden):
     """Folded, channels-last, float32: the reference model's output (real weights, 256x256)."""
