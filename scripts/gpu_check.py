@@ -9,8 +9,8 @@ torch, the weights file in assets/weights (`make assets` on a networked machine,
 assets/ folder) and the sample pairs in assets/samples. Steps:
 
 1. environment: python, torch, CUDA, cuDNN, the GPU's name;
-2. `pytest -m gpu test/test_cuda.py` (exact vs the official output, fast vs the CPU exact engine,
-   graph capture, no host syncs, peak memory, the pipeline on the GPU);
+2. `pytest -m gpu test/models/fused/test_cuda.py` (exact vs the official output, fast vs the CPU
+   exact engine, graph capture, no host syncs, peak memory, the pipeline on the GPU);
 3. `stereo_depth_bench --device cuda` (reference eager fp32, exact, fast, fast-bf16, fast-eager:
    network with CUDA events, the whole frame through the pipeline, peak GPU memory);
 4. writes <out>/gpu_check.json (everything) and prints the targets: fast network >= 50 fps and
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_tests:
         code, output, seconds = _run(
             [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-             "test/test_cuda.py", "--junitxml", str(args.out / "junit.xml")],
+             "test/models/fused/test_cuda.py", "--junitxml", str(args.out / "junit.xml")],
             args.out / "pytest.log", timeout_s=200)
         report["tests"] = {"exit_code": code, "seconds": round(seconds, 1),
                            **_pytest_summary(output)}

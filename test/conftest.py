@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# The helpers package's asserts report their operands as the tests' own do.
+pytest.register_assert_rewrite("helpers")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 ASSETS_DIR = Path(os.environ.get("STEREO_DEPTH_ASSETS", REPO_ROOT / "assets"))
@@ -96,12 +99,12 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """The random-weight golden vectors of the official code in ../shared/golden: an extra
-    check beside the repository's own real-weights golden (test/data), skipped in a clone that
+    check beside the repository's own real-weights golden (test/reference), skipped in a clone that
     has no ../shared beside it."""
     path = SHARED_DIR / "golden"
     if not (path / "golden_input.pt").is_file():
         pytest.skip(f"random-weight golden vectors not found at {path} (they live beside the "
-                    "repository, not in it; test/data/golden_real_weights is the golden that "
+                    "repository, not in it; test/reference/golden_real_weights is the golden that "
                     "always runs)")
     return path
 
@@ -119,12 +122,12 @@ def kitti_weights(assets_dir: Path) -> Path:
     return assets_dir / "weights" / "pretrained_model_KITTI2015.tar"
 
 
-REAL_GOLDEN_DIR = REPO_ROOT / "test" / "data" / "golden_real_weights"
+REAL_GOLDEN_DIR = REPO_ROOT / "test" / "reference" / "golden_real_weights"
 
 
 @pytest.fixture(scope="session")
 def real_golden() -> dict:
-    """The official output with the released weights on a real 256x512 crop (test/data, with
+    """The official output with the released weights on a real 256x512 crop (test/reference, with
     its provenance README): left/right (256, 512, 3) uint8 RGB, disparity per align_corners."""
     import cv2
     import numpy as np
@@ -138,7 +141,7 @@ def real_golden() -> dict:
 @pytest.fixture(scope="session")
 def colcon_install_space(tmp_path_factory) -> Path:
     """The package built with colcon into a temporary install space (once per session)."""
-    from colcon_helpers import build_install_space
+    from helpers.colcon import build_install_space
     return build_install_space(tmp_path_factory.mktemp("colcon_ws"))
 
 

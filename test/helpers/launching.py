@@ -1,0 +1,89 @@
+"""The launch files through the real launch API, as `ros2 launch` runs them on a robot: `Launch`
+(the launch runner in the sourced colcon install space, stopped as Ctrl-C in a terminal stops
+it), the node's parameters read back, its input publishers and diagnostics, a params file; and the
+scene facts the launch tests share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from helpers.colcon import clean_env, sourced
+from helpers.ros import NodeProcess, RosTestContext, wait_for
+
+
+RUNNER = Path(__file__).resolve().parent / "launch_runner.py"
+FRAME = "cam_left_optical"
+SIM_START_S = 1000      # sim time the test's /clock starts at: far from wall time
+FX, BASELINE_M = 200.0, 0.1
+BACKGROUND_D, FOREGROUND_D = 10.0, 16.0
+
+
+class Launch(NodeProcess):
+    """The launch runner as a subprocess in the sourced install space. stop() is Ctrl-C in a
+    terminal: SIGINT to the whole process group (so every node gets it from the terminal and
+    again from the launch service), then whatever is left is ended."""
+
+    def __init__(self, install: Path, launch_file: str, arguments: dict[str, str]) -> None:
+        pairs = " ".join(f"'{name}:={value}'" for name, value in arguments.items())
+        command = f"exec {sys.executable} {RUNNER} stereo_depth_ros {launch_file} {pairs}"
+        super().__init__(argv=sourced(install, command), env=clean_env(), cwd=install.parent)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGINT)
+                self.process.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        code = super().stop(timeout)
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return code
+
+
+def get_parameters(ctx: RosTestContext, node_name: str, names: list[str]) -> dict:
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = ctx.node.create_client(GetParameters, f"{node_name}/get_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=20.0), f"no parameter service on {node_name}"
+        future = client.call_async(GetParameters.Request(names=names))
+        wait_for(future.done, 20.0, what=f"parameters of {node_name}")
+        return {name: parameter_value_to_python(value)
+                for name, value in zip(names, future.result().values)}
+    finally:
+        ctx.node.destroy_client(client)
+
+
+def stereo_input_publishers(ctx: RosTestContext, prefix: str) -> list:
+    """Publishers of <prefix>/{left,right}/image_raw and .../camera_info, in the order the
+    scenes are sent (left image, right image, left info, right info)."""
+    from sensor_msgs.msg import CameraInfo, Image
+    return [ctx.publisher(Image, f"{prefix}/left/image_raw"),
+            ctx.publisher(Image, f"{prefix}/right/image_raw"),
+            ctx.publisher(CameraInfo, f"{prefix}/left/camera_info"),
+            ctx.publisher(CameraInfo, f"{prefix}/right/camera_info")]
+
+
+def latest_status(diagnostics, hardware_id: str) -> dict[str, str]:
+    from stereo_depth_ros.ros.diagnostics import key_values_to_dict
+    for array in reversed(diagnostics.snapshot()):
+        for status in array.status:
+            if status.hardware_id == hardware_id:
+                return key_values_to_dict(status)
+    return {}
+
+
+def write_params(path: Path, **params) -> Path:
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    return path
