@@ -1,234 +1,31 @@
 """stereo_depth_point_cloud_node (stereo_image_proc's point_cloud_node): disparity + left image +
 camera_infos -> points2, values read back.
 
-The message conversions first (camera_info pair -> rig, DisparityImage -> values, colours), then
-the node in this process fed a tiny 8x6 set over real DDS (XYZ as hand-computed, colours, NaN for
+The node in this process fed a tiny 8x6 set over real DDS (XYZ as hand-computed, colours, NaN for
 invalid disparities, stereo_image_proc's four layouts, approximate sync), then the node as a
 subprocess fed bad sets (a specific log line and a counted drop each, and it keeps publishing).
+The conversions alone are in test_point_cloud_messages.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("rclpy")
 
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_helpers import (NodeProcess, RosTestContext, _SpunNode,  # noqa: E402
-                         image_msg, stamp, stereo_infos, wait_for)
+from helpers.point_cloud import (FRAME, MODULE, RIG, InProcessCloudNode, Peer,  # noqa: E402
+                                 colour_image, disparity_msg, disparity_values,
+                                 expected_points)
+from helpers.process import assert_clean_exit  # noqa: E402
+from helpers.ros import NodeProcess, wait_for  # noqa: E402
+from helpers.ros_messages import image_msg, stamp, stereo_infos  # noqa: E402
 
-from stereo_depth_ros import drop_reasons  # noqa: E402
-from stereo_depth_ros.core.camera import NON_POSITIVE_FOCAL_LENGTH, StereoRig  # noqa: E402
-from stereo_depth_ros.drop_reasons import FrameDropped  # noqa: E402
-from stereo_depth_ros.ros.image_conversion import (ImageDataError,  # noqa: E402
-                                                   UnsupportedEncodingError, numpy_to_image)
-from stereo_depth_ros.ros.messages import (CalibrationError, disparity_image_values,  # noqa: E402
-                                           pointcloud2_to_numpy, rectified_rig, unpack_rgb)
-from stereo_depth_ros.ros.point_cloud import cloud_colours, cloud_geometry  # noqa: E402
-
-MODULE = "stereo_depth_ros.ros.point_cloud_node"
-FRAME = "cam_left_optical_frame"
-RIG = StereoRig(fx=100.0, fy=120.0, cx_left=3.5, cx_right=2.5, cy=2.5, baseline_m=0.2,
-                width=8, height=6)
-MIN_D, MAX_D = 2.0, 63.0
-
-
-def disparity_values() -> np.ndarray:
-    """10 px everywhere (Z = 100 * 0.2 / 10 = 2 m), 40 px at (u=7, v=5) (Z = 0.5 m), the invalid
-    marker min - 1 at (0, 0) and NaN at (1, 0)."""
-    values = np.full((6, 8), 10.0, np.float32)
-    values[5, 7] = 40.0
-    values[0, 0] = MIN_D - 1.0
-    values[0, 1] = np.nan
-    return values
-
-
-def disparity_msg(values: np.ndarray, when, *, encoding: str = "32FC1", frame_id: str = FRAME):
-    from stereo_msgs.msg import DisparityImage
-    msg = DisparityImage()
-    msg.header.stamp, msg.header.frame_id = when, frame_id
-    msg.image = numpy_to_image(np.asarray(values, np.float32), "32FC1", msg.header)
-    msg.image.encoding = encoding
-    msg.f, msg.t = RIG.fx, RIG.baseline_m
-    msg.min_disparity, msg.max_disparity, msg.delta_d = MIN_D, MAX_D, 1.0 / 16
-    return msg
-
-
-def colour_image() -> np.ndarray:
-    return np.random.default_rng(7).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-
-
-def expected_points() -> np.ndarray:
-    u, v = np.meshgrid(np.arange(8.0), np.arange(6.0))
-    z = np.full((6, 8), 2.0)
-    z[5, 7] = 0.5
-    points = np.stack([(u - 3.5) * z / 100.0, (v - 2.5) * z / 120.0, z], axis=-1)
-    points[0, 0] = points[0, 1] = np.nan
-    return points
-
-
-# ------------------------------------------------------------------------ messages -> arrays
-def test_rig_from_the_two_p_matrices_alone():
-    left, right = stereo_infos(RIG, stamp(1))
-    left.k = np.zeros(9)                       # a rectified stream that carries only P
-    left.d = [0.1, 0.0, 0.0, 0.0, 0.0]         # the raw camera's D: not used for the cloud
-    rig, note = rectified_rig(left, right)
-    assert note == "" and rig == RIG
-
-
-def test_rig_honours_binning():
-    left, right = stereo_infos(RIG.scaled(2.0), stamp(1))
-    for info in (left, right):
-        info.binning_x = info.binning_y = 2
-    rig, _ = rectified_rig(left, right)
-    assert (rig.width, rig.height, rig.fx, rig.cx_left) == (8, 6, 100.0, 3.5)
-
-
-def test_all_zero_camera_info_gives_a_rig_without_metric_depth_and_says_why():
-    """stereo_image_proc's point cloud fixture publishes CameraInfos with only the size set."""
-    from sensor_msgs.msg import CameraInfo
-    info = CameraInfo(width=8, height=6)
-    rig, note = rectified_rig(info, info, "/l/camera_info", "/r/camera_info")
-    assert rig.depth_problem == NON_POSITIVE_FOCAL_LENGTH
-    assert note == ("/l/camera_info P[0,0]=0.0, P[1,1]=0.0: a focal length must be > 0 for "
-                    "metric depth; P is all zero: the camera is not calibrated")
-
-
-@pytest.mark.parametrize("change, reason, text", [
-    (lambda left, right: left.p.__setitem__(5, math.nan), drop_reasons.NAN_IN_CALIBRATION,
-     "nan in left/camera_info P[1,1]"),
-    (lambda left, right: setattr(right, "width", 10), drop_reasons.INFO_SIZE_MISMATCH,
-     "camera_info sizes differ: left/camera_info is 8x6, right/camera_info is 10x6"),
-    (lambda left, right: right.p.__setitem__(0, 140.0), drop_reasons.INVALID_CALIBRATION,
-     "differ in fx"),
-])
-def test_bad_camera_info_names_the_field(change, reason, text):
-    left, right = stereo_infos(RIG, stamp(1))
-    change(left, right)
-    with pytest.raises(CalibrationError, match=re.escape(text)) as caught:
-        rectified_rig(left, right)
-    assert caught.value.reason == reason
-
-
-def test_disparity_values_accept_32fc1_and_an_empty_encoding_only():
-    values = disparity_values()
-    for encoding in ("32FC1", ""):
-        read = disparity_image_values(disparity_msg(values, stamp(1), encoding=encoding))
-        np.testing.assert_array_equal(read, values)
-    with pytest.raises(UnsupportedEncodingError, match="'16UC1': a DisparityImage carries"):
-        disparity_image_values(disparity_msg(values, stamp(1), encoding="16UC1"))
-    short = disparity_msg(values, stamp(1))
-    short.image.data = bytes(short.image.data)[:-4]
-    with pytest.raises(ImageDataError, match="shorter than step"):
-        disparity_image_values(short)
-
-
-def test_a_disparity_at_a_resized_scale_gets_the_scaled_rig():
-    """The depth node publishes with input_scale: a half-size disparity of a 16x12 camera."""
-    left, right = stereo_infos(RIG.scaled(2.0), stamp(1))
-    geometry = cloud_geometry(left, right, 8, 6)
-    assert geometry.scaled_from == (16, 12) and geometry.rig == RIG
-    with pytest.raises(FrameDropped, match="disparity is 8x3 but left/camera_info is 16x12") \
-            as caught:
-        cloud_geometry(left, right, 8, 3)
-    assert caught.value.reason == drop_reasons.INFO_SIZE_MISMATCH
-
-
-def test_colours_from_camera_encodings_and_the_problems_named():
-    bgr = colour_image()
-    np.testing.assert_array_equal(cloud_colours(image_msg(bgr, "bgr8", stamp(1)), (6, 8)),
-                                  bgr[..., ::-1])
-    assert cloud_colours(image_msg(bgr[..., 0], "mono8", stamp(1)), (6, 8)).shape == (6, 8)
-    for msg, reason, text in (
-            (image_msg(bgr, "bgr8", stamp(1)), drop_reasons.SIZE_MISMATCH,
-             "left/image_rect_color is 8x6 but disparity is 9x6"),
-            (image_msg(np.ones((6, 8), np.float32), "32FC1", stamp(1)),
-             drop_reasons.UNSUPPORTED_ENCODING, "set use_color false")):
-        with pytest.raises(FrameDropped, match=text) as caught:
-            cloud_colours(msg, (6, 9) if reason == drop_reasons.SIZE_MISMATCH else (6, 8))
-        assert caught.value.reason == reason
-
-
-# ------------------------------------------------------------------------ node, in process
-class InProcessCloudNode(_SpunNode):
-    """PointCloudNode in this process, its own context and executor thread."""
-
-    def __init__(self, namespace: str, parameters: dict) -> None:
-        from rclpy.context import Context
-        from stereo_depth_ros.ros.point_cloud_node import PointCloudNode
-
-        self.context = Context()
-        rclpy.init(context=self.context)
-        try:
-            self.node = PointCloudNode(
-                context=self.context, namespace=namespace,
-                parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        except BaseException:
-            rclpy.try_shutdown(context=self.context)
-            raise
-        self._start_spinning()
-
-
-class Peer:
-    """Publishers of the node's four inputs in `namespace` and a collector of its points2."""
-
-    def __init__(self, namespace: str, compressed: bool = False) -> None:
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-        from stereo_msgs.msg import DisparityImage
-        self.ctx = RosTestContext("cloud_peer" + namespace.replace("/", "_"))
-        image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
-        self.pubs = [self.ctx.publisher(DisparityImage, f"{namespace}/disparity"),
-                     self.ctx.publisher(image_type, f"{namespace}/left/image_rect_color{suffix}"),
-                     self.ctx.publisher(CameraInfo, f"{namespace}/left/camera_info"),
-                     self.ctx.publisher(CameraInfo, f"{namespace}/right/camera_info")]
-        self.points = self.ctx.collect(PointCloud2, f"{namespace}/points2")
-        self._sec = 100
-
-    def connect(self, node) -> None:
-        for pub in self.pubs:
-            wait_for(lambda: pub.get_subscription_count() > 0
-                     and node.count_publishers(pub.topic_name) > 0, 20.0,
-                     what=f"the node subscribing to {pub.topic_name}")
-        topic = self.points.subscription.topic_name
-        wait_for(lambda: node.count_subscribers(topic) > 0, 20.0,
-                 what=f"the node seeing our {topic} subscription")
-
-    def send(self, disparity=None, image=None, infos=None, info_offset_ns: int = 0):
-        """One set, stamped a new whole second (the infos `info_offset_ns` later); returns it."""
-        self._sec += 1
-        when, info_when = stamp(self._sec), stamp(self._sec, info_offset_ns)
-        left, right = infos or stereo_infos(RIG, info_when, FRAME)
-        left.header.stamp = right.header.stamp = info_when
-        image = image if image is not None else image_msg(colour_image(), "bgr8", when, FRAME)
-        image.header.stamp = when
-        disparity = disparity if disparity is not None else disparity_msg(disparity_values(),
-                                                                          when)
-        disparity.header.stamp = when
-        for pub, msg in zip(self.pubs, (disparity, image, left, right)):
-            pub.publish(msg)
-        return when
-
-    def cloud(self, timeout: float = 30.0, **kwargs):
-        """Send sets (kwargs as `send`) every 0.5 s until the cloud of one of them arrives (a
-        best-effort subscription may miss the first set right after discovery)."""
-        sent = []
-
-        def arrived():
-            sent.append(self.send(**kwargs))
-            try:
-                return self.points.wait_for(
-                    lambda m: any(m.header.stamp == when for when in sent), 0.5)
-            except AssertionError:
-                return None
-        return wait_for(arrived, timeout, interval=0.0, what="a cloud of the sets sent")
-
-    def close(self) -> None:
-        self.ctx.close()
+from stereo_depth_ros.ros.messages import pointcloud2_to_numpy, unpack_rgb  # noqa: E402
 
 
 @pytest.fixture
@@ -407,7 +204,7 @@ def test_bad_sets_are_logged_and_counted_and_the_node_keeps_publishing():
             assert int(final["dropped_total"]) == sum(drops.values())
         finally:
             peer.close()
-        assert process.stop() == 0
+        assert_clean_exit(process.output(), process.stop(), what="the point cloud node")
 
 
 def test_help_lists_the_point_cloud_parameters_only():
@@ -415,14 +212,14 @@ def test_help_lists_the_point_cloud_parameters_only():
     import sys
     result = subprocess.run([sys.executable, "-m", MODULE, "--help"], capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 0
+    assert_clean_exit(result.stdout + result.stderr, result.returncode, what="--help")
     assert result.stdout.startswith("usage: stereo_depth_point_cloud_node ")
     for name in ("use_color", "avoid_point_cloud_padding", "approximate_sync", "queue_size",
                  "use_system_default_qos", "image_transport"):
         assert f"\n  {name} (default " in result.stdout
     assert "backend" not in result.stdout and "input_scale" not in result.stdout
     assert "config/stereo_depth.yaml" not in result.stdout       # the depth node's file
-    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
     assert '"stereo_depth_point_cloud_node = stereo_depth_ros.ros.point_cloud_node:main"' in setup
 
 
