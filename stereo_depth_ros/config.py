@@ -230,7 +230,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     _spec("confidence_threshold", 0.0, "pixels whose backend confidence is below this become "
           "invalid in every output; 0 = keep all (backends without confidence ignore it)",
           min_value=0.0, max_value=1.0),
-    _spec("max_relative_uncertainty", 0.06, "pixels whose relative depth uncertainty sigma_Z/Z "
+    _spec("max_relative_uncertainty", 0.1, "pixels whose relative depth uncertainty sigma_Z/Z "
           "(= sigma_d / disparity, first order) is above this become invalid in every output; "
           "the limit is at full resolution: below input_scale 1 the matcher's sigma_d (its "
           "own px) is compared with the disparity in full-resolution px, so about the same "
