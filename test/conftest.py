@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+
+from stereo_depth_ros.ros_domain import reserve_domain_id
 
 # The helpers package's asserts report their operands as the tests' own do.
 pytest.register_assert_rewrite("helpers")
@@ -25,31 +25,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 ASSETS_DIR = Path(os.environ.get("STEREO_DEPTH_ASSETS", REPO_ROOT / "assets"))
 
-_DOMAIN_LOCK_BASE_PORT = 32768
-
-
-def _reserve_ros_domain_id() -> tuple[int, socket.socket]:
-    """Pick a ROS domain id in 1..100 that no other test session on this host holds."""
-    candidates = list(range(1, 101))
-    random.Random(os.getpid()).shuffle(candidates)
-    for domain_id in candidates:
-        lock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            lock.bind(("127.0.0.1", _DOMAIN_LOCK_BASE_PORT + domain_id))
-        except OSError:
-            lock.close()
-            continue
-        return domain_id, lock
-    raise RuntimeError("no free ROS domain id in 1..100 on this host")
-
-
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 os.environ.pop("RMW_IMPLEMENTATION", None)
 if "STEREO_DEPTH_TEST_DOMAIN_ID" in os.environ:
     os.environ["ROS_DOMAIN_ID"] = os.environ["STEREO_DEPTH_TEST_DOMAIN_ID"]
 else:
-    _DOMAIN_ID, _DOMAIN_LOCK = _reserve_ros_domain_id()
+    _DOMAIN_ID, _DOMAIN_LOCK = reserve_domain_id()
     os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN_ID)
 # A test runner started in the background by a non-interactive shell (`make test &`, nohup)
 # ignores SIGINT, and every process it starts inherits that; the tests stop nodes, tools and

@@ -1,14 +1,12 @@
 """The demo's child processes: each in its own process group, logged to a file, stopped with
-SIGINT, SIGTERM, SIGKILL in turn; and a ROS domain id no other run on this host holds."""
+SIGINT, SIGTERM, SIGKILL in turn."""
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,21 +14,6 @@ from pathlib import Path
 from stereo_depth_ros.demo import DemoError
 
 LOG = logging.getLogger("stereo_depth_demo")
-
-
-def reserve_domain_id() -> tuple[int, socket.socket]:
-    """A ROS domain id in 1..100 no other demo/test run on this host holds (TCP port lock)."""
-    candidates = list(range(1, 101))
-    random.Random(os.getpid()).shuffle(candidates)
-    for domain_id in candidates:
-        lock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            lock.bind(("127.0.0.1", 32768 + domain_id))
-        except OSError:
-            lock.close()
-            continue
-        return domain_id, lock
-    raise DemoError("no free ROS domain id in 1..100 on this host")
 
 
 def _die_with_parent() -> None:

@@ -39,7 +39,7 @@ from stereo_depth_ros.ros.params import (ParameterError, SpecGuard,
 from stereo_depth_ros.ros.point_cloud import (CloudGeometry, InputTopics, cloud_colours,
                                               cloud_geometry, cloud_header, disparity_values,
                                               make_cloud)
-from stereo_depth_ros.ros.stereo_depth_core import _Throttle, StartupError, run
+from stereo_depth_ros.ros.stereo_depth_core import LogThrottle, StartupError, run
 from stereo_depth_ros.ros.sync import create_stereo_sync
 
 NODE_NAME = "point_cloud_node"
@@ -55,7 +55,7 @@ class PointCloudNode(Node):
         self.finished = Future()            # stereo_depth_core.run's stop signal (never set)
         self._specs = point_cloud_specs()
         self._stats = diagnostics.PipelineStats()
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle()
         self._geometry_state: tuple | None = None     # (key, CloudGeometry | (reason, text))
         try:
             self._values = declare_named_parameters(self, self._specs)
@@ -180,15 +180,7 @@ class PointCloudNode(Node):
 
     def _log_throttled(self, key: str, text: str, level: str = "warn",
                        period_s: float | None = None) -> None:
-        ready, suppressed = self._throttle.ready(key, period_s)
-        if not ready:
-            return
-        if suppressed:
-            text += f" [{suppressed} more since the last report]"
-        if level == "error":
-            self.get_logger().error(text)
-        else:
-            self.get_logger().warning(text)
+        self._throttle.report(self.get_logger(), key, text, level, period_s)
 
     def _health(self, snapshot: dict) -> tuple[int, str]:
         """(level, message) of the sets since the previous diagnostics tick."""

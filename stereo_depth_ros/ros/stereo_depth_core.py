@@ -105,7 +105,7 @@ class _Mailbox:
             self._cond.notify_all()
 
 
-class _Throttle:
+class LogThrottle:
     """Per-key log throttling that also says how often the problem happened meanwhile.
 
     Keys are problem texts (they name values), so a stream whose every frame is wrong in a new
@@ -134,6 +134,23 @@ class _Throttle:
                 del self._last[oldest]
                 self._suppressed.pop(oldest, None)
             return True, self._suppressed.pop(key, 0)
+
+    def report(self, logger, key: str, text: str, level: str = "warn",
+               period_s: float | None = None) -> None:
+        """Log `text` at `level` (debug, warn, error) through an rclpy logger unless `key` was
+        reported less than the period ago; say how many reports were held back meanwhile."""
+        ready, suppressed = self.ready(key, period_s)
+        if not ready:
+            return
+        if suppressed:
+            text += f" [{suppressed} more since the last report]"
+        # rclpy binds a severity to each call site: one call per level.
+        if level == "debug":
+            logger.debug(text)
+        elif level == "error":
+            logger.error(text)
+        else:
+            logger.warning(text)
 
     def __len__(self) -> int:
         """Keys remembered."""
@@ -188,7 +205,7 @@ class StereoDepthCore:
     def _init_core(self) -> None:
         """State that lives as long as the node (call before Node.__init__)."""
         self._stats = diagnostics.PipelineStats()
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle()
         self._stop = threading.Event()
         self._mailbox = _Mailbox()
         self._worker: threading.Thread | None = None
@@ -471,18 +488,7 @@ class StereoDepthCore:
 
     def _log_throttled(self, key: str, text: str, level: str = "warn",
                        period_s: float | None = None) -> None:
-        ready, suppressed = self._throttle.ready(key, period_s)
-        if not ready:
-            return
-        if suppressed:
-            text += f" [{suppressed} more since the last report]"
-        # rclpy binds a severity to each call site: one call per level.
-        if level == "debug":
-            self.get_logger().debug(text)
-        elif level == "error":
-            self.get_logger().error(text)
-        else:
-            self.get_logger().warning(text)
+        self._throttle.report(self.get_logger(), key, text, level, period_s)
 
     # ------------------------------------------------------------------ worker
     def _worker_loop(self, stop: threading.Event, mailbox: _Mailbox) -> None:

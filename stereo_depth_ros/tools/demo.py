@@ -42,8 +42,9 @@ from stereo_depth_ros.config import SPECS
 from stereo_depth_ros.demo import DemoError
 from stereo_depth_ros.demo.frames import demo_frames
 from stereo_depth_ros.demo.output import MARKER, prepare_out_dir
-from stereo_depth_ros.demo.processes import Child, reserve_domain_id
+from stereo_depth_ros.demo.processes import Child
 from stereo_depth_ros.demo.summary import build_summary, format_summary, source_label
+from stereo_depth_ros.ros_domain import reserve_domain_id
 from stereo_depth_ros.tools._cli import run_tool, spec_type
 
 __all__ = ["MARKER", "DemoError", "build_parser", "main", "prepare_out_dir", "run"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers.ros import RosTestContext, _SpunNode, wait_for
+from helpers.ros import RosTestContext, wait_for
 from helpers.ros_messages import image_msg, stamp, stereo_infos
+from helpers.ros_nodes import InProcessNode
 
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.ros.image_conversion import numpy_to_image
@@ -52,26 +53,12 @@ def expected_points() -> np.ndarray:
     return points
 
 
-class InProcessCloudNode(_SpunNode):
+class InProcessCloudNode(InProcessNode):
     """PointCloudNode in this process, its own context and executor thread."""
 
     def __init__(self, namespace: str, parameters: dict) -> None:
-        from rclpy.context import Context
         from stereo_depth_ros.ros.point_cloud_node import PointCloudNode
-
-        import rclpy
-        from rclpy.parameter import Parameter
-
-        self.context = Context()
-        rclpy.init(context=self.context)
-        try:
-            self.node = PointCloudNode(
-                context=self.context, namespace=namespace,
-                parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        except BaseException:
-            rclpy.try_shutdown(context=self.context)
-            raise
-        self._start_spinning()
+        super().__init__(namespace, parameters, node_class=PointCloudNode)
 
 
 class Peer:

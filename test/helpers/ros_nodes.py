@@ -58,7 +58,8 @@ class InProcessNode(_SpunNode):
     """StereoDepthNode in this process (its own rclpy context, executor thread and worker), for
     tests that put a test double behind it (a backend that raises) or watch what it builds."""
 
-    def __init__(self, namespace: str, parameters: dict) -> None:
+    def __init__(self, namespace: str, parameters: dict, node_class=None) -> None:
+        """`node_class`: StereoDepthNode unless given (another of the package's nodes)."""
         import rclpy
         from rclpy.context import Context
         from rclpy.parameter import Parameter
@@ -68,7 +69,7 @@ class InProcessNode(_SpunNode):
         rclpy.init(context=self.context)
         self.node = None
         try:
-            self.node = StereoDepthNode(
+            self.node = (node_class or StereoDepthNode)(
                 context=self.context, namespace=namespace,
                 parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
         except BaseException:

@@ -9,6 +9,7 @@ import pytest
 
 PURE_MODULES = [
     "stereo_depth_ros.config", "stereo_depth_ros.drop_reasons", "stereo_depth_ros.topics",
+    "stereo_depth_ros.ros_domain",
     "stereo_depth_ros.core.camera", "stereo_depth_ros.core.geometry",
     "stereo_depth_ros.core.rectify", "stereo_depth_ros.core.padding",
     "stereo_depth_ros.core.disparity_io", "stereo_depth_ros.core.synthetic",

@@ -352,8 +352,8 @@ def test_every_reason_a_stream_can_trigger_is_sustained_here():
 def test_log_throttle_remembers_a_bounded_number_of_problem_texts():
     """Throttle keys name values (a data length, a size): a stream wrong in a new way every
     frame must not grow the throttle without bound, and a recent problem stays throttled."""
-    from stereo_depth_ros.ros.stereo_depth_core import _Throttle
-    throttle = _Throttle(period_s=60.0, max_keys=8)
+    from stereo_depth_ros.ros.stereo_depth_core import LogThrottle
+    throttle = LogThrottle(period_s=60.0, max_keys=8)
     for length in range(1000):
         assert throttle.ready(f"bad_image_data:data has {length} bytes") == (True, 0)
     assert len(throttle) == 8
