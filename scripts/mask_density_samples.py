@@ -66,7 +66,7 @@ def table(rows: list[dict], limits: list[float], wanted: list[str]) -> list[str]
 def main(argv: list[str] | None = None) -> int:
     from stereo_depth_ros.config import SPECS
     from stereo_depth_ros.data.shipped_samples import shipped_pairs
-    from stereo_depth_ros.tools._cli import find_default_weights
+    from stereo_depth_ros.assets import find_default_weights
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from uncertainty_calibration import _pipeline
 

@@ -336,7 +336,8 @@ def _scales(text: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     from stereo_depth_ros.config import SPECS
-    from stereo_depth_ros.tools._cli import find_default_weights, hxw_size
+    from stereo_depth_ros.assets import find_default_weights
+    from stereo_depth_ros.tools._cli import hxw_size
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=None,
                         help="PSMNet checkpoint (default: the `make assets` one)")

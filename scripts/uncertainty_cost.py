@@ -28,7 +28,7 @@ def _cpu_seconds(function) -> float:
 def main(argv: list[str] | None = None) -> int:
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
     from stereo_depth_ros.models.fused.regression import ChunkedRegression
-    from stereo_depth_ros.tools._cli import find_default_weights
+    from stereo_depth_ros.assets import find_default_weights
     from stereo_depth_ros.benchmark.inputs import load_pair
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

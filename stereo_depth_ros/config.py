@@ -41,39 +41,6 @@ ONNX_HINT = ("set onnx_path to a file written by stereo_depth_export (e.g. `ster
              "--weights W --size 384x1248 --output net.onnx`)")
 
 
-def source_checkout() -> str | None:
-    """The source checkout this package is imported from (the folder with the Makefile and
-    scripts/fetch_assets.py), or None in a colcon or pip install, which have neither."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    if (root / "Makefile").is_file() and (root / "scripts" / "fetch_assets.py").is_file():
-        return str(root)
-    return None
-
-
-def missing_weights_hint(weights_path: str, *, cwd: str | None = None) -> str:
-    """How to get the checkpoint `weights_path` names, where it is not a file: a relative path
-    is resolved against `cwd` (default: the current directory); `make assets` is suggested only
-    in a source checkout (`source_checkout()`), otherwise scripts/fetch_assets.py."""
-    import os
-    from pathlib import Path
-
-    checkout = source_checkout()
-    where = ""
-    if not os.path.isabs(os.path.expanduser(weights_path)):
-        where = (f"the relative path is resolved against the directory the node started in "
-                 f"({cwd or os.getcwd()}), so give an absolute path; ")
-    if checkout is not None:
-        get = (f"`make assets` in {checkout} puts the official KITTI 2015 checkpoint at "
-               f"{Path(checkout) / 'assets' / 'weights' / 'pretrained_model_KITTI2015.tar'}")
-    else:
-        get = ("`python3 <the package's source>/scripts/fetch_assets.py --dir ~/stereo_assets` "
-               "fetches the official KITTI 2015 checkpoint to "
-               "~/stereo_assets/weights/pretrained_model_KITTI2015.tar")
-    return f"{where}{get}; or use backend:=sgbm, which needs no weights"
-
-
 @dataclass(frozen=True)
 class ParamSpec:
     """One node parameter.

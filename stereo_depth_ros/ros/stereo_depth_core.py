@@ -36,7 +36,8 @@ from stereo_msgs.msg import DisparityImage
 
 from stereo_depth_ros import topics
 from stereo_depth_ros.backends import make_backend
-from stereo_depth_ros.config import ONNX_HINT, NodeConfig, missing_weights_hint
+from stereo_depth_ros.assets import missing_weights_hint
+from stereo_depth_ros.config import ONNX_HINT, NodeConfig
 from stereo_depth_ros.core.disparity_io import colorize
 from stereo_depth_ros.core.stamps import stamp_to_ns
 from stereo_depth_ros.drop_reasons import (BAD_COMPRESSED_DATA, BAD_IMAGE_DATA, BUSY,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from stereo_depth_ros.assets import DEFAULT_WEIGHTS, find_default_weights
 from stereo_depth_ros.ros.command_line import split_ros_args
 
 
@@ -147,26 +148,6 @@ def spec_type(name: str) -> Callable[[str], object]:
 
 
 # --------------------------------------------------------------------------- backends
-
-DEFAULT_WEIGHTS = Path("assets") / "weights" / "pretrained_model_KITTI2015.tar"
-"""Where `make assets` puts the official KITTI 2015 checkpoint (relative to the checkout)."""
-
-
-def source_checkout() -> Path:
-    """The folder holding the package's source checkout (where `make assets` writes)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def find_default_weights() -> Path | None:
-    """First existing default checkpoint: $STEREO_DEPTH_ASSETS, ./assets, the source checkout."""
-    import os
-    candidates = []
-    if os.environ.get("STEREO_DEPTH_ASSETS"):
-        candidates.append(Path(os.environ["STEREO_DEPTH_ASSETS"])
-                          / DEFAULT_WEIGHTS.relative_to("assets"))
-    candidates += [Path.cwd() / DEFAULT_WEIGHTS, source_checkout() / DEFAULT_WEIGHTS]
-    return next((path for path in candidates if path.is_file()), None)
-
 
 def add_backend_arguments(group, *, default: str | None = "psmnet", backend_group=None,
                           device_default: str = "auto") -> None:

@@ -51,7 +51,8 @@ from stereo_depth_ros.benchmark.report import format_table
 from stereo_depth_ros.benchmark.runner import run_bench
 from stereo_depth_ros.benchmark.settings import (CONFIGS, DEFAULT_CONFIGS, DEFAULT_SIZES,
                                                  PSMNET_STAGES, BenchSettings)
-from stereo_depth_ros.tools._cli import find_default_weights, hxw_size, run_tool
+from stereo_depth_ros.assets import find_default_weights
+from stereo_depth_ros.tools._cli import hxw_size, run_tool
 
 __all__ = ["CONFIGS", "PSMNET_STAGES", "build_parser", "format_table", "main"]
 

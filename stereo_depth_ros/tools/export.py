@@ -19,9 +19,9 @@ import hashlib
 import sys
 from pathlib import Path
 
-from stereo_depth_ros.tools._cli import (DEFAULT_WEIGHTS, ToolError, hxw_size,
-                                         positive_multiple_of_16, resolve_weights, run_tool,
-                                         spec_type)
+from stereo_depth_ros.assets import DEFAULT_WEIGHTS
+from stereo_depth_ros.tools._cli import (ToolError, hxw_size, positive_multiple_of_16,
+                                         resolve_weights, run_tool, spec_type)
 
 PROG = "stereo_depth_export"
 

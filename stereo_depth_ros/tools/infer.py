@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from stereo_depth_ros.tools._cli import (DEFAULT_WEIGHTS, ToolError, add_backend_arguments,
-                                         backend_from_args, run_tool)
+from stereo_depth_ros.assets import DEFAULT_WEIGHTS
+from stereo_depth_ros.tools._cli import (ToolError, add_backend_arguments, backend_from_args,
+                                         run_tool)
 
 OUTPUT_SUFFIXES = (".npy", ".pfm", ".png")
 PROG = "stereo_depth_infer"

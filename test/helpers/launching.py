@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from helpers.colcon import clean_env, sourced
-from helpers.ros import NodeProcess, RosTestContext, wait_for
+from helpers.ros import NodeProcess, RosTestContext, wait_for, wait_for_subscribers
 
 
 RUNNER = Path(__file__).resolve().parent / "launch_runner.py"
@@ -82,6 +82,22 @@ def latest_status(diagnostics, hardware_id: str) -> dict[str, str]:
             if status.hardware_id == hardware_id:
                 return key_values_to_dict(status)
     return {}
+
+
+def start_and_connect(launch: Launch, ready_pattern: str, pubs: list, diagnostics,
+                      node_name: str, outputs: tuple[str, ...], timeout: float = 60.0):
+    """Start `launch`; wait for the node's ready line (its match is returned), for the node to
+    subscribe to each of `pubs`, and for its /diagnostics to count our subscription on each of
+    `outputs` (topic names in the node's namespace)."""
+    launch.start()
+    ready = launch.wait_for_output(ready_pattern, timeout=timeout)
+    for pub in pubs:
+        wait_for_subscribers(pub)
+    namespace = node_name.rsplit("/", 1)[0]
+    wait_for(lambda: all(int(latest_status(diagnostics, node_name).get(
+        f"subscribers.{namespace}/{topic}", 0)) >= 1 for topic in outputs), 30.0,
+        what=f"{node_name} to see our output subscriptions")
+    return ready
 
 
 def write_params(path: Path, **params) -> Path:

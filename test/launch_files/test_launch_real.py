@@ -22,7 +22,7 @@ pytest.importorskip("rclpy")
 
 from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FRAME, FX,  # noqa: E402
                                SIM_START_S, Launch, get_parameters, latest_status,
-                               stereo_input_publishers, write_params)
+                               start_and_connect, stereo_input_publishers, write_params)
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
@@ -69,15 +69,9 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         depth = ctx.collect(Image, "/robot/depth/image_rect")
         rect = ctx.collect(Image, "/robot/matcher/left/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
-        launch.start()
-        launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
-        for pub in pubs:
-            wait_for_subscribers(pub)
         node_name = "/robot/stereo_depth_node"
-        wait_for(lambda: all(int(latest_status(diagnostics, node_name).get(
-            f"subscribers./robot/{topic}", 0)) >= 1
-            for topic in ("depth/image_rect", "matcher/left/image_rect")), 30.0,
-            what="the node to see our output subscriptions")
+        start_and_connect(launch, r"ready: backend=sgbm", pubs, diagnostics, node_name,
+                          ("depth/image_rect", "matcher/left/image_rect"))
 
         applied = get_parameters(ctx, node_name, ["use_sim_time", "backend", "weights_path",
                                                   "sgbm.num_disparities", "queue_size"])
@@ -138,14 +132,10 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
         disparity = ctx.collect(DisparityImage, "/psm/disparity")
         depth = ctx.collect(Image, "/psm/depth/image_rect")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
-        launch.start()
-        ready = launch.wait_for_output(r"ready: backend=psmnet.*", timeout=120.0)
+        ready = start_and_connect(launch, r"ready: backend=psmnet.*", pubs, diagnostics,
+                                  "/psm/stereo_depth_node", ("disparity", "depth/image_rect"),
+                                  timeout=120.0)
         assert "engine=exact on cpu" in ready.group(0), ready.group(0)   # auto on the CPU
-        for pub in pubs:
-            wait_for_subscribers(pub)
-        wait_for(lambda: all(int(latest_status(diagnostics, "/psm/stereo_depth_node").get(
-            f"subscribers./psm/{topic}", 0)) >= 1 for topic in ("disparity", "depth/image_rect")),
-            30.0, what="the node to see our output subscriptions")
         when = stamp(int(time.time()), 0)
         left_info, right_info = stereo_infos(rig, when, FRAME)
         for pub, msg in zip(pubs, (image_msg(left, "bgr8", when, FRAME),
@@ -293,14 +283,9 @@ def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_spa
         disparity = ctx.collect(DisparityImage, "/stereo/disparity")
         cloud = ctx.collect(PointCloud2, "/stereo/points2")
         diagnostics = ctx.collect(DiagnosticArray, "/diagnostics")
-        launch.start()
-        launch.wait_for_output(r"ready: backend=sgbm", timeout=60.0)
-        for pub in pubs:
-            wait_for_subscribers(pub)
-        wait_for(lambda: all(int(latest_status(diagnostics, "/stereo/stereo_depth_node").get(
-            f"subscribers./stereo/{topic}", 0)) >= 1
-            for topic in ("depth/image_rect", "disparity", "points2")), 30.0,
-            what="the node (in /stereo) to see our output subscriptions")
+        start_and_connect(launch, r"ready: backend=sgbm", pubs, diagnostics,
+                          "/stereo/stereo_depth_node",
+                          ("depth/image_rect", "disparity", "points2"))
         applied = get_parameters(ctx, "/stereo/stereo_depth_node", [
             "backend", "sgbm.num_disparities", "disparity_range", "sgbm.block_size",
             "approximate_sync", "avoid_point_cloud_padding", "texture_threshold"])

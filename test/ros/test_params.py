@@ -199,22 +199,22 @@ def test_readme_documents_every_drop_reason():
 def test_missing_weights_hint_fits_where_the_package_runs(monkeypatch, tmp_path):
     """A relative weights_path names the directory it was resolved against; `make assets` only
     from a source checkout (colcon and pip installs have no Makefile)."""
-    from stereo_depth_ros import config
+    from stereo_depth_ros import assets
 
-    checkout = str(tmp_path / "stereo_depth_ros")
-    monkeypatch.setattr(config, "source_checkout", lambda: checkout)
-    hint = config.missing_weights_hint("assets/weights/pretrained_model_KITTI2015.tar",
+    checkout = tmp_path / "stereo_depth_ros"
+    monkeypatch.setattr(assets, "source_checkout", lambda: checkout)
+    hint = assets.missing_weights_hint("assets/weights/pretrained_model_KITTI2015.tar",
                                        cwd="/home/robot/ros2_ws")
     assert hint.startswith("the relative path is resolved against the directory the node "
                            "started in (/home/robot/ros2_ws), so give an absolute path; ")
     assert f"`make assets` in {checkout} puts the official KITTI 2015 checkpoint at " \
         f"{checkout}/assets/weights/pretrained_model_KITTI2015.tar" in hint
-    monkeypatch.setattr(config, "source_checkout", lambda: None)       # colcon / pip install
-    hint = config.missing_weights_hint("/opt/weights/psm.tar")
+    monkeypatch.setattr(assets, "source_checkout", lambda: None)       # colcon / pip install
+    hint = assets.missing_weights_hint("/opt/weights/psm.tar")
     assert "make assets" not in hint and "relative" not in hint
     assert hint == ("`python3 <the package's source>/scripts/fetch_assets.py --dir "
                     "~/stereo_assets` fetches the official KITTI 2015 checkpoint to "
                     "~/stereo_assets/weights/pretrained_model_KITTI2015.tar; or use "
                     "backend:=sgbm, which needs no weights")
     monkeypatch.undo()
-    assert config.source_checkout() == str(Path(config.__file__).resolve().parents[1])
+    assert assets.source_checkout() == Path(assets.__file__).resolve().parents[1]

@@ -119,9 +119,9 @@ def test_psmnet_without_weights_says_where_to_get_them(pair, tmp_path):
     left, right, _, _ = pair
     # Hide the checkout's fetched weights: empty $STEREO_DEPTH_ASSETS, cwd without assets/, and
     # no source-checkout fallback.
-    script = ("import pathlib, sys, stereo_depth_ros.tools._cli as c; "
+    script = ("import sys, stereo_depth_ros.assets as a; "
               "import stereo_depth_ros.tools.infer as m; "
-              "c.source_checkout = lambda: pathlib.Path('/nonexistent'); "
+              "a.source_checkout = lambda: None; "
               "sys.exit(m.main(sys.argv[1:]))")
     result = subprocess.run(
         [sys.executable, "-c", script, "--left", str(left), "--right", str(right),
