@@ -14,21 +14,7 @@ import cv2
 import numpy as np
 
 from stereo_depth_ros.core.disparity_io import colorize
-from stereo_depth_ros.core.geometry import depth_to_points
-
-MAX_DEPTH_MM = 65535
-
-
-def depth_to_mm_png(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) float32 metres (NaN invalid) -> uint16 mm; 0 = invalid or out of range."""
-    depth = np.asarray(depth_m, dtype=np.float64)
-    mm = np.zeros(depth.shape, dtype=np.uint16)
-    valid = np.isfinite(depth) & (depth > 0)
-    scaled = np.zeros(depth.shape, dtype=np.float64)
-    scaled[valid] = np.round(depth[valid] * 1000.0)
-    valid &= (scaled >= 1) & (scaled <= MAX_DEPTH_MM)
-    mm[valid] = scaled[valid].astype(np.uint16)
-    return mm
+from stereo_depth_ros.core.geometry import depth_to_millimetres, depth_to_points
 
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None = None,
@@ -152,7 +138,7 @@ def write_frame(out_dir: Path, index: int, frame: FrameData, ply: str = "binary"
              "depth_npy": out_dir / f"{prefix}_depth.npy",
              "montage_png": out_dir / f"{prefix}_montage.png"}
     cv2.imwrite(str(paths["disparity_png"]), disparity_bgr)
-    cv2.imwrite(str(paths["depth_mm_png"]), depth_to_mm_png(frame.depth_m))
+    cv2.imwrite(str(paths["depth_mm_png"]), depth_to_millimetres(frame.depth_m)[0])
     np.save(paths["depth_npy"], np.asarray(frame.depth_m, dtype=np.float32))
     if frame.depth_std_m is not None:
         paths["depth_uncertainty_npy"] = out_dir / f"{prefix}_depth_uncertainty.npy"

@@ -140,6 +140,19 @@ def disparity_image_to_points(disparity: np.ndarray, rig: StereoRig, min_dispari
     return depth_to_points(depth, rig.fx, rig.fy, rig.cx_left, rig.cy)
 
 
+DEPTH_16UC1_MAX_MM = 65535
+
+
+def depth_to_millimetres(depth_m: np.ndarray) -> tuple[np.ndarray, int]:
+    """REP 118's 16UC1 depth: (H, W) uint16 millimetres, rounded, 0 invalid (NaN, <= 0 or under
+    0.5 mm), depths beyond 65.535 m clamped to 65535; and how many pixels were clamped."""
+    depth = np.asarray(depth_m, dtype=np.float32)
+    millimetres = np.where(np.isfinite(depth) & (depth > 0), depth * np.float32(1000.0),
+                           np.float32(0.0))
+    clamped = int(np.count_nonzero(millimetres > DEPTH_16UC1_MAX_MM + 0.5))
+    return np.rint(np.minimum(millimetres, DEPTH_16UC1_MAX_MM)).astype(np.uint16), clamped
+
+
 def clip_depth(depth_m: np.ndarray, min_m: float | None = None,
                max_m: float | None = None) -> np.ndarray:
     """Copy of depth (float32) with values outside [min_m, max_m] set to NaN; None = no bound."""

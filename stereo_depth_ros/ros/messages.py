@@ -19,6 +19,7 @@ from stereo_msgs.msg import DisparityImage
 from stereo_depth_ros.config import DEPTH_ENCODINGS
 from stereo_depth_ros.core.camera import (NEGATIVE_BASELINE, NON_FINITE_BASELINE,
                                           NON_POSITIVE_FOCAL_LENGTH, ZERO_BASELINE, StereoRig)
+from stereo_depth_ros.core.geometry import depth_to_millimetres
 from stereo_depth_ros.core.rectify import (CameraCalibration, StereoCalibration,
                                            is_already_rectified)
 from stereo_depth_ros.drop_reasons import (INFO_SIZE_MISMATCH, INVALID_CALIBRATION,
@@ -394,25 +395,20 @@ def make_float_image(values: np.ndarray, header) -> Image:
     return numpy_to_image(np.asarray(values, dtype=np.float32), "32FC1", header)
 
 
-DEPTH_16UC1_MAX_MM = 65535
-
-
 def make_depth_image(depth_m: np.ndarray, header, encoding: str = "32FC1"
                      ) -> tuple[Image, int]:
     """A REP 118 depth image and the number of pixels clamped.
 
     32FC1: metres, NaN invalid (nothing clamped). 16UC1: millimetres rounded, 0 invalid (NaN,
-    <= 0 or under 0.5 mm), depths beyond 65.535 m clamped to 65535 and counted.
+    <= 0 or under 0.5 mm), depths beyond 65.535 m clamped to 65535 and counted
+    (`core.geometry.depth_to_millimetres`, the dump's PNG rule too).
     """
     depth = np.asarray(depth_m, dtype=np.float32)
     if encoding == "32FC1":
         return make_float_image(depth, header), 0
     if encoding != "16UC1":
         raise ValueError(f"depth encoding {encoding!r}: expected 32FC1 or 16UC1")
-    millimetres = np.where(np.isfinite(depth) & (depth > 0), depth * np.float32(1000.0),
-                           np.float32(0.0))
-    clamped = int(np.count_nonzero(millimetres > DEPTH_16UC1_MAX_MM + 0.5))
-    values = np.rint(np.minimum(millimetres, DEPTH_16UC1_MAX_MM)).astype(np.uint16)
+    values, clamped = depth_to_millimetres(depth)
     return numpy_to_image(values, "16UC1", header), clamped
 
 

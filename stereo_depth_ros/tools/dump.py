@@ -11,8 +11,9 @@ that has a publisher has arrived, or `--grace` s after its disparity. Per frame 
 
 * `NNNNNN_disparity.png`  colour disparity (BGR, TURBO map over the frame's 1st-99th percentile,
                           invalid black);
-* `NNNNNN_depth_mm.png`   depth as 16-bit PNG in millimetres, 0 = invalid or beyond 65.535 m
-                          (the OpenNI / depth_image_proc 16UC1 convention);
+* `NNNNNN_depth_mm.png`   depth as 16-bit PNG in millimetres, 0 = invalid, beyond 65.535 m
+                          clamped (the node's 16UC1 rule; the OpenNI / depth_image_proc
+                          convention);
 * `NNNNNN_depth.npy`      depth as float32 metres, NaN = invalid (REP 118);
 * `NNNNNN_depth_uncertainty.npy`  sigma_Z as float32 metres, NaN = invalid, when the node
                           publishes `depth/uncertainty` (PSMNet; README "Which depth to trust");

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from helpers.process import assert_clean_exit
-from stereo_depth_ros.core.dump_files import (FrameData, depth_to_mm_png, points_from_depth,
-                                              write_frame, write_ply)
+from stereo_depth_ros.core.dump_files import FrameData, points_from_depth, write_frame, write_ply
+from stereo_depth_ros.core.geometry import depth_to_millimetres
 
 
 def read_ply(path):
@@ -43,7 +43,7 @@ def read_ply(path):
 def synthetic_frame(height=40, width=64):
     depth = np.full((height, width), 12.3456, dtype=np.float32)
     depth[:, :10] = np.nan                   # invalid border
-    depth[0, 20] = 70.0                      # beyond the 16-bit mm range -> 0 in the PNG
+    depth[0, 20] = 70.0                      # beyond the 16-bit mm range -> 65535 (clamped)
     depth[1, 20] = 0.0004                    # rounds to 0 mm -> 0
     disparity = np.where(np.isfinite(depth), 8.0, np.nan).astype(np.float32)
     k = np.array([[100.0, 0, 32.0], [0, 100.0, 20.0], [0, 0, 1]])
@@ -54,9 +54,12 @@ def synthetic_frame(height=40, width=64):
     return FrameData(123, disparity, depth, points, left, left), k
 
 
-def test_depth_mm_png_convention():
-    depth = np.array([[np.nan, 0.0, 1.2344, 65.535, 65.6, -1.0, np.inf]], dtype=np.float32)
-    np.testing.assert_array_equal(depth_to_mm_png(depth), [[0, 0, 1234, 65535, 0, 0, 0]])
+def test_depth_mm_png_convention_is_the_nodes_16uc1():
+    depth = np.array([[np.nan, 0.0, 1.2344, 65.535, 65.6, -1.0, np.inf, 0.0004]],
+                     dtype=np.float32)
+    millimetres, clamped = depth_to_millimetres(depth)
+    np.testing.assert_array_equal(millimetres, [[0, 0, 1234, 65535, 65535, 0, 0, 0]])
+    assert clamped == 1
 
 
 @pytest.mark.parametrize("ply", ["binary", "ascii"])
@@ -69,7 +72,7 @@ def test_write_frame_files_read_back(tmp_path, ply):
                               "montage_png": "000003_montage.png", "ply": "000003_points.ply"}
     mm = cv2.imread(str(tmp_path / "000003_depth_mm.png"), cv2.IMREAD_UNCHANGED)
     assert mm.dtype == np.uint16 and mm.shape == (40, 64)
-    assert (mm[:, :10] == 0).all() and mm[0, 20] == 0 and mm[1, 20] == 0
+    assert (mm[:, :10] == 0).all() and mm[0, 20] == 65535 and mm[1, 20] == 0
     assert (mm[2:, 10:] == 12346).all()
     depth = np.load(tmp_path / "000003_depth.npy")
     assert depth.dtype == np.float32
