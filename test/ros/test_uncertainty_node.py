@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.ros import Harness, NodeProcess, wait_for  # noqa: E402
+from helpers.parameter_effects import start_node  # noqa: E402
+from helpers.ros import Harness, wait_for  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stereo_infos  # noqa: E402
 from helpers.samples import kitti_crop  # noqa: E402
 
@@ -24,16 +25,6 @@ NAMES = {"depth/image_rect": "sensor_msgs/Image", topics.DEPTH_UNCERTAINTY: "sen
 LIMIT = 0.08                         # a relative-uncertainty limit that splits the crop
 
 
-def _start(args, ready, timeout=120.0) -> NodeProcess:
-    node = NodeProcess(args).start()
-    try:
-        node.wait_for_output(ready, timeout=timeout)
-    except BaseException:
-        node.stop()
-        raise
-    return node
-
-
 def _offline(kitti_weights, left, right, rig):
     """What the node should compute: the same pipeline in this process, nothing masked."""
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
@@ -45,12 +36,13 @@ def _offline(kitti_weights, left, right, rig):
 
 def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti_weights):
     left, right, rig = kitti_crop(assets_dir)
-    node = _start(["-r", "__ns:=/unc", "-p", "backend:=psmnet", "-p",
-                   f"weights_path:={kitti_weights}", "-p", "device:=cpu", "-p", "engine:=exact",
-                   "-p", "max_disparity:=64", "-p", "use_color:=false",
-                   "-p", "points_depth_std:=true", "-p", "confidence_threshold:=0.0",
-                   "-p", f"max_relative_uncertainty:={LIMIT}",
-                   "-p", "diagnostics_period_seconds:=0.5"], r"ready: backend=psmnet")
+    node = start_node(["-r", "__ns:=/unc", "-p", "backend:=psmnet", "-p",
+                       f"weights_path:={kitti_weights}", "-p", "device:=cpu", "-p",
+                       "engine:=exact", "-p", "max_disparity:=64", "-p", "use_color:=false",
+                       "-p", "points_depth_std:=true", "-p", "confidence_threshold:=0.0",
+                       "-p", f"max_relative_uncertainty:={LIMIT}",
+                       "-p", "diagnostics_period_seconds:=0.5"], r"ready: backend=psmnet",
+                      timeout=120.0)
     h = None
     try:
         h = Harness(node, NAMES, namespace="/unc")
@@ -89,8 +81,8 @@ def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti
 
 
 def test_sgbm_node_does_not_advertise_depth_uncertainty():
-    node = _start(["-r", "__ns:=/nounc", "-p", "backend:=sgbm", "-p", "queue_size:=5"],
-                  r"ready: backend=sgbm", timeout=60.0)
+    node = start_node(["-r", "__ns:=/nounc", "-p", "backend:=sgbm", "-p", "queue_size:=5"],
+                      r"ready: backend=sgbm", timeout=60.0)
     h = None
     try:
         h = Harness(node, {"depth/image_rect": "sensor_msgs/Image"}, namespace="/nounc")

@@ -14,7 +14,7 @@ import yaml
 from helpers.kitti import BASELINE_M, FX, KITTI2BAG_SCAN_OFFSET_NS, LEFT_STAMPS
 from helpers.kitti_lidar import camera_from_velodyne
 from helpers.process import assert_clean_exit
-from helpers.replay_bags import NODE_INPUTS, SIZE, lidar_bag_in, ros1_bag_in, ros2_bag_in
+from helpers.replay_bags import NODE_INPUTS, SIZE
 from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import PRESETS, BagError, BagSource, KittiStereoGrouper, header_stamp_ns
 from stereo_depth_ros.tools.replay import parse_remap
@@ -23,16 +23,6 @@ from stereo_depth_ros.tools.replay import parse_remap
 def deserialize(item):
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_KILTED).deserialize_cdr(item.cdr, item.msgtype)
-
-
-@pytest.fixture(scope="module")
-def ros1_bag(tmp_path_factory):
-    return ros1_bag_in(tmp_path_factory.mktemp("ros1"))
-
-
-@pytest.fixture(scope="module")
-def ros2_bag(tmp_path_factory):
-    return ros2_bag_in(tmp_path_factory.mktemp("ros2"))
 
 
 # ------------------------------------------------------------------------------ without ROS
@@ -161,11 +151,6 @@ def test_evaluator_reads_tf_static_from_the_bag_as_the_replay_renames_it(ros1_ba
     as_stored = TransformTree(read_static_transforms(ros1_bag))
     np.testing.assert_allclose(as_stored.lookup("camera_color_left", "velo_link"),
                                camera_from_velodyne(), atol=1e-9)
-
-
-@pytest.fixture(scope="module")
-def lidar_bag(tmp_path_factory):
-    return lidar_bag_in(tmp_path_factory.mktemp("lidar"))
 
 
 def test_ros2_bag_plays_lidar_and_latched_tf_static_as_recorded(lidar_bag):

@@ -11,24 +11,9 @@ import numpy as np
 import pytest
 
 from helpers.kitti import BASELINE_M, FX, LEFT_STAMPS, WRONG_BASELINE_M
-from helpers.replay_bags import NODE_INPUTS, SHIFT, SIZE, lidar_bag_in, ros1_bag_in, ros2_bag_in
+from helpers.replay_bags import NODE_INPUTS, SHIFT, SIZE
 from stereo_depth_ros.bags.kitti_layout import parse_kitti_timestamp
 from stereo_depth_ros.bags import BagSource
-
-
-@pytest.fixture(scope="module")
-def ros1_bag(tmp_path_factory):
-    return ros1_bag_in(tmp_path_factory.mktemp("ros1"))
-
-
-@pytest.fixture(scope="module")
-def ros2_bag(tmp_path_factory):
-    return ros2_bag_in(tmp_path_factory.mktemp("ros2"))
-
-
-@pytest.fixture(scope="module")
-def lidar_bag(tmp_path_factory):
-    return lidar_bag_in(tmp_path_factory.mktemp("lidar"))
 
 
 # ---------------------------------------------------------------------- into the real node
