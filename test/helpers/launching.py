@@ -75,6 +75,17 @@ def stereo_input_publishers(ctx: RosTestContext, prefix: str) -> list:
             ctx.publisher(CameraInfo, f"{prefix}/right/camera_info")]
 
 
+def send_scene(pubs: list, scene, when) -> None:
+    """Publish a synthetic scene's pair (rgb8) and camera_infos stamped `when` on the publishers
+    of `stereo_input_publishers` order (left image, right image, left info, right info)."""
+    from helpers.ros_messages import image_msg, stereo_infos
+    left_info, right_info = stereo_infos(scene.rig, when, FRAME)
+    for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
+                               image_msg(scene.right, "rgb8", when, "cam_right_optical"),
+                               left_info, right_info)):
+        pub.publish(msg)
+
+
 def latest_status(diagnostics, hardware_id: str) -> dict[str, str]:
     from stereo_depth_ros.ros.diagnostics import key_values_to_dict
     for array in reversed(diagnostics.snapshot()):

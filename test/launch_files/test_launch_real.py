@@ -22,7 +22,8 @@ pytest.importorskip("rclpy")
 
 from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FRAME, FX,  # noqa: E402
                                SIM_START_S, Launch, get_parameters, latest_status,
-                               start_and_connect, stereo_input_publishers, write_params)
+                               send_scene, start_and_connect, stereo_input_publishers,
+                               write_params)
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
@@ -83,11 +84,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
         assert SIM_START_S <= status_stamp < SIM_START_S + 120
 
         when = stamp(SIM_START_S + 5, 0)
-        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
-        for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
-                                   image_msg(scene.right, "rgb8", when, "cam_right_optical"),
-                                   left_info, right_info)):
-            pub.publish(msg)
+        send_scene(pubs, scene, when)
         depth_msg = depth.wait_for_stamp(when, 30.0)
         rect_msg = rect.wait_for_stamp(when, 30.0)
         ctx.node.destroy_timer(timer)
@@ -195,11 +192,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
             "subscribers./managed/depth/image_rect", 0)) >= 1, 30.0,
             what="the node to see our depth subscription")
         when = stamp(int(time.time()), 0)
-        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
-        for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
-                                   image_msg(scene.right, "rgb8", when, "cam_right_optical"),
-                                   left_info, right_info)):
-            pub.publish(msg)
+        send_scene(pubs, scene, when)
         depth_msg = depth.wait_for_stamp(when, 30.0)
         status = wait_for(lambda: (lambda s: s if s.get("pairs_published") == "1" else None)(
             latest_status(diagnostics, "/managed/stereo_depth_node")), 30.0,
@@ -293,11 +286,7 @@ def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_spa
                            "sgbm.block_size": 5, "approximate_sync": True,
                            "avoid_point_cloud_padding": False, "texture_threshold": 10}
         when = stamp(int(time.time()), 0)
-        left_info, right_info = stereo_infos(scene.rig, when, FRAME)
-        for pub, msg in zip(pubs, (image_msg(scene.left, "rgb8", when, FRAME),
-                                   image_msg(scene.right, "rgb8", when, "cam_right_optical"),
-                                   left_info, right_info)):
-            pub.publish(msg)
+        send_scene(pubs, scene, when)
         depth_msg = depth.wait_for_stamp(when, 30.0)
         disparity_msg = disparity.wait_for_stamp(when, 30.0)
         cloud_msg = cloud.wait_for_stamp(when, 30.0)
