@@ -109,3 +109,64 @@ def test_checked_members_refuses_absolute_and_links(tmp_path, fetch_assets):
     plain.mode = 0o666
     assert fetch_assets.checked_members([plain], tmp_path) == [plain]
     assert plain.mode == 0o644
+
+
+def _write_wheel(cache: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "scikit_image-0.26.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _ground_truth_members(fetch_assets, monkeypatch, disparity) -> dict[str, bytes]:
+    """A fake wheel's three members and GROUND_TRUTH_MEMBERS pointed at their sha256."""
+    import hashlib
+
+    import numpy as np
+    npz = io.BytesIO()
+    np.savez(npz, disparity)
+    data = {"im0.png": b"left png", "im1.png": b"right png", "disp0GT.npz": npz.getvalue()}
+    members, expected = {}, {}
+    for member, (name, _) in fetch_assets.GROUND_TRUTH_MEMBERS.items():
+        members[member] = data[name]
+        expected[member] = (name, hashlib.sha256(data[name]).hexdigest())
+    monkeypatch.setattr(fetch_assets, "GROUND_TRUTH_MEMBERS", expected)
+    return members
+
+
+def test_ground_truth_pair_laid_out_as_a_middlebury_scene(tmp_path, fetch_assets, monkeypatch):
+    import numpy as np
+
+    from stereo_depth_ros.core.disparity_io import read_disparity
+    from stereo_depth_ros.data.middlebury import read_calib_txt, rig_from_calib
+    disparity = np.array([[7.5, np.inf, 59.9], [10.0, 20.25, np.inf]], np.float32)
+    _write_wheel(tmp_path / ".cache", _ground_truth_members(fetch_assets, monkeypatch, disparity))
+    scene = fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
+    assert scene == tmp_path / "ground_truth" / "middlebury_2014" / "Motorcycle-quarter"
+    assert (scene / "im0.png").read_bytes() == b"left png"
+    assert (scene / "im1.png").read_bytes() == b"right png"
+    read = read_disparity(scene / "disp0GT.pfm")
+    np.testing.assert_array_equal(read, np.where(np.isinf(disparity), np.nan, disparity))
+    rig = rig_from_calib(read_calib_txt(scene / "calib.txt"))
+    assert (rig.fx, rig.cx_left, rig.cx_right, rig.cy) == (994.978, 311.193, 342.279, 254.877)
+    assert rig.baseline_m == pytest.approx(0.193001) and rig.size == (741, 500)
+    assert scene.stat().st_mode & 0o777 == 0o755
+    assert not list(tmp_path.glob(".ground_truth-*"))
+    # a second run finds the scene and downloads nothing
+    for wheel in (tmp_path / ".cache").glob("*.whl"):
+        wheel.unlink()
+    assert fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache") == scene
+
+
+def test_ground_truth_member_with_another_sha256_refused(tmp_path, fetch_assets, monkeypatch):
+    import numpy as np
+    members = _ground_truth_members(fetch_assets, monkeypatch, np.ones((2, 2), np.float32))
+    members["skimage/data/motorcycle_right.png"] = b"tampered"
+    _write_wheel(tmp_path / ".cache", members)
+    with pytest.raises(SystemExit, match="sha256 mismatch for skimage/data/motorcycle_right.png"):
+        fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
+    assert not (tmp_path / "ground_truth" / "middlebury_2014" / "Motorcycle-quarter").exists()
+    assert not list(tmp_path.glob(".ground_truth-*"))
