@@ -121,52 +121,117 @@ def _write_wheel(cache: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def _ground_truth_members(fetch_assets, monkeypatch, disparity) -> dict[str, bytes]:
-    """A fake wheel's three members and GROUND_TRUTH_MEMBERS pointed at their sha256."""
-    import hashlib
+def _write_cones_sdist(cache: Path, members: dict[str, bytes]) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "pandora_plugin_libsgm-1.5.8.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            _add(archive, name, data)
+    return path
 
-    import numpy as np
-    npz = io.BytesIO()
-    np.savez(npz, disparity)
-    data = {"im0.png": b"left png", "im1.png": b"right png", "disp0GT.npz": npz.getvalue()}
+
+def _pointed_at(fetch_assets, monkeypatch, table: str, data: dict[str, bytes]
+                ) -> dict[str, bytes]:
+    """The archive members for `data` (file name -> bytes), with the script's member table
+    pointed at their sha256."""
+    import hashlib
     members, expected = {}, {}
-    for member, (name, _) in fetch_assets.GROUND_TRUTH_MEMBERS.items():
+    for member, (name, _) in getattr(fetch_assets, table).items():
         members[member] = data[name]
         expected[member] = (name, hashlib.sha256(data[name]).hexdigest())
-    monkeypatch.setattr(fetch_assets, "GROUND_TRUTH_MEMBERS", expected)
+    monkeypatch.setattr(fetch_assets, table, expected)
     return members
 
 
-def test_ground_truth_pair_laid_out_as_a_middlebury_scene(tmp_path, fetch_assets, monkeypatch):
+def _fake_archives(root: Path, fetch_assets, monkeypatch, motorcycle_disparity, cones):
+    """A fake scikit-image wheel and pandora sdist in root/.cache, the tables pointed at them."""
+    import cv2
+    import numpy as np
+    npz = io.BytesIO()
+    np.savez(npz, motorcycle_disparity)
+    _write_wheel(root / ".cache", _pointed_at(fetch_assets, monkeypatch, "MOTORCYCLE_MEMBERS", {
+        "im0.png": b"left png", "im1.png": b"right png", "disp0GT.npz": npz.getvalue()}))
+    left, right, disparity = cones
+    tiffs = {name: cv2.imencode(".tiff", array)[1].tobytes() for name, array in (
+        ("im0.tif", left[..., ::-1]), ("im1.tif", right[..., ::-1]),
+        ("disp0GT.tif", disparity))}
+    decoded = cv2.imdecode(np.frombuffer(tiffs["im0.tif"], np.uint8), cv2.IMREAD_UNCHANGED)
+    if not np.array_equal(decoded, left[..., ::-1]):
+        # OpenCV 4.5.4 writes 3-channel float32 TIFF lossily (it reads the real files exactly)
+        pytest.skip(f"OpenCV {cv2.__version__} cannot write an exact float32 colour TIFF")
+    _write_cones_sdist(root / ".cache",
+                       _pointed_at(fetch_assets, monkeypatch, "CONES_MEMBERS", tiffs))
+
+
+def _cones(rng):
+    import numpy as np
+    left = rng.integers(0, 256, (6, 8, 3)).astype(np.float32)
+    right = rng.integers(0, 256, (6, 8, 3)).astype(np.float32)
+    disparity = np.round(rng.uniform(0, 55, (6, 8)) * 4).astype(np.float32) / 4
+    disparity[0, :3] = 0.0                                      # unknown
+    return left, right, disparity
+
+
+def test_ground_truth_pairs_laid_out_as_middlebury_scenes(tmp_path, fetch_assets, monkeypatch):
     import numpy as np
 
     from stereo_depth_ros.core.disparity_io import read_disparity
-    from stereo_depth_ros.data.middlebury import read_calib_txt, rig_from_calib
-    disparity = np.array([[7.5, np.inf, 59.9], [10.0, 20.25, np.inf]], np.float32)
-    _write_wheel(tmp_path / ".cache", _ground_truth_members(fetch_assets, monkeypatch, disparity))
-    scene = fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
-    assert scene == tmp_path / "ground_truth" / "middlebury_2014" / "Motorcycle-quarter"
-    assert (scene / "im0.png").read_bytes() == b"left png"
-    assert (scene / "im1.png").read_bytes() == b"right png"
-    read = read_disparity(scene / "disp0GT.pfm")
-    np.testing.assert_array_equal(read, np.where(np.isinf(disparity), np.nan, disparity))
-    rig = rig_from_calib(read_calib_txt(scene / "calib.txt"))
+    from stereo_depth_ros.data.middlebury import Middlebury, read_calib_txt, rig_from_calib
+    motorcycle = np.array([[7.5, np.inf, 59.9], [10.0, 20.25, np.inf]], np.float32)
+    cones = _cones(np.random.default_rng(3))
+    _fake_archives(tmp_path, fetch_assets, monkeypatch, motorcycle, cones)
+    moto_scene, cones_scene = fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
+    assert moto_scene == tmp_path / "ground_truth" / "middlebury_2014" / "Motorcycle-quarter"
+    assert cones_scene == tmp_path / "ground_truth" / "middlebury_2003" / "Cones-quarter"
+    # Motorcycle: the PNGs byte for byte, the npz as PFM (inf unknown -> NaN), the calibration
+    assert (moto_scene / "im0.png").read_bytes() == b"left png"
+    assert (moto_scene / "im1.png").read_bytes() == b"right png"
+    np.testing.assert_array_equal(read_disparity(moto_scene / "disp0GT.pfm"),
+                                  np.where(np.isinf(motorcycle), np.nan, motorcycle))
+    rig = rig_from_calib(read_calib_txt(moto_scene / "calib.txt"))
     assert (rig.fx, rig.cx_left, rig.cx_right, rig.cy) == (994.978, 311.193, 342.279, 254.877)
     assert rig.baseline_m == pytest.approx(0.193001) and rig.size == (741, 500)
-    assert scene.stat().st_mode & 0o777 == 0o755
+    # Cones: the float TIFFs as 8-bit RGB PNG, 0 disparity unknown, no calib.txt
+    sample = Middlebury(cones_scene)[0]
+    np.testing.assert_array_equal(sample.left, cones[0].astype(np.uint8))
+    np.testing.assert_array_equal(sample.right, cones[1].astype(np.uint8))
+    np.testing.assert_array_equal(sample.disparity,
+                                  np.where(cones[2] > 0, cones[2], np.nan))
+    assert sample.rig is None and not (cones_scene / "calib.txt").exists()
+    for scene in (moto_scene, cones_scene):
+        assert scene.stat().st_mode & 0o777 == 0o755
     assert not list(tmp_path.glob(".ground_truth-*"))
-    # a second run finds the scene and downloads nothing
-    for wheel in (tmp_path / ".cache").glob("*.whl"):
-        wheel.unlink()
-    assert fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache") == scene
+    # a second run finds the scenes and downloads nothing
+    for archive in (tmp_path / ".cache").iterdir():
+        archive.unlink()
+    again = fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
+    assert again == [moto_scene, cones_scene]
 
 
-def test_ground_truth_member_with_another_sha256_refused(tmp_path, fetch_assets, monkeypatch):
+@pytest.mark.parametrize("tampered", ["skimage/data/motorcycle_right.png", "disp_left.tif"])
+def test_ground_truth_member_with_another_sha256_refused(tmp_path, fetch_assets, monkeypatch,
+                                                         tampered):
     import numpy as np
-    members = _ground_truth_members(fetch_assets, monkeypatch, np.ones((2, 2), np.float32))
-    members["skimage/data/motorcycle_right.png"] = b"tampered"
-    _write_wheel(tmp_path / ".cache", members)
-    with pytest.raises(SystemExit, match="sha256 mismatch for skimage/data/motorcycle_right.png"):
+    _fake_archives(tmp_path, fetch_assets, monkeypatch, np.ones((2, 2), np.float32),
+                   _cones(np.random.default_rng(4)))
+    member = next(m for m in (*fetch_assets.MOTORCYCLE_MEMBERS, *fetch_assets.CONES_MEMBERS)
+                  if m.endswith(tampered))
+    table = ("MOTORCYCLE_MEMBERS" if member in fetch_assets.MOTORCYCLE_MEMBERS
+             else "CONES_MEMBERS")
+    name, _ = getattr(fetch_assets, table)[member]
+    getattr(fetch_assets, table)[member] = (name, "0" * 64)
+    with pytest.raises(SystemExit, match=f"sha256 mismatch for {member}"):
         fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
-    assert not (tmp_path / "ground_truth" / "middlebury_2014" / "Motorcycle-quarter").exists()
     assert not list(tmp_path.glob(".ground_truth-*"))
+
+
+def test_cones_colour_of_other_than_whole_grey_levels_refused(tmp_path, fetch_assets,
+                                                              monkeypatch):
+    import numpy as np
+    left, right, disparity = _cones(np.random.default_rng(5))
+    left[2, 2, 1] = 12.5
+    _fake_archives(tmp_path, fetch_assets, monkeypatch, np.ones((2, 2), np.float32),
+                   (left, right, disparity))
+    with pytest.raises(SystemExit, match="im0.tif is not a colour image of whole grey levels"):
+        fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
+    assert not (tmp_path / "ground_truth" / "middlebury_2003" / "Cones-quarter").exists()
