@@ -205,12 +205,22 @@ PARAMS: tuple[ParamSpec, ...] = (
           "uncertainty, e.g. sgbm, ignore it); the default is measured (README, Which depth "
           "to trust)",
           min_value=0.0, max_value=1.0),
+    _spec("max_disparity_uncertainty", 1.4, "pixels whose disparity uncertainty sigma_d (px "
+          "at full resolution: input_scale x the matcher's sigma_d) is above this become "
+          "invalid in every output; at 1.4 px a normally distributed error stays within 2 px "
+          "(bad-2) with probability 0.85; 0 = keep all (backends without uncertainty, e.g. "
+          "sgbm, ignore it); the default is measured (README, Which depth to trust)",
+          min_value=0.0, max_value=100.0),
     _spec("fattening_filter", True, "invalidate the band of foreground depth a network spreads "
           "into textureless background (sky, blank walls) beside an object's left edge: "
           "textureless pixels within one foreground disparity of a disparity edge that lies in "
-          "textureless image; part of the uncertainty mask: applies only with "
-          "max_relative_uncertainty > 0; false = off (backends without uncertainty, e.g. "
-          "sgbm, ignore it; README, Which depth to trust)"),
+          "textureless image; part of the uncertainty mask: applies only with an uncertainty "
+          "limit (max_relative_uncertainty, max_disparity_uncertainty) > 0; false = off "
+          "(backends without uncertainty, e.g. sgbm, ignore it; README, Which depth to trust)"),
+    _spec("occlusion_filter", True, "invalidate the pixels the disparity itself says the right "
+          "camera cannot see (a pixel farther right in the row lands at least 1 px left of "
+          "their match: the band beside an object's left edge that a network fills in by "
+          "guessing); part of the uncertainty mask like fattening_filter; false = off"),
     _spec("use_color", True, "add packed rgb (from the rectified left image) to points2"),
     _spec("points_depth_std", False, "add a float32 depth_std field (sigma_Z, metres, NaN "
           "invalid) to points2; backends without uncertainty (sgbm) leave it out"),
@@ -297,6 +307,11 @@ UNBOUNDED_SYNC_TOLERANCE_S = 1.0e6
 """approximate_sync_tolerance_seconds 0 means no bound: the synchronisers get this (11.6 days)."""
 
 SGBM_PREFIX = "sgbm."
+# the depth mask (README "Which depth to trust"): its limits (0 = off) and its filters, which
+# apply only while an uncertainty limit is on
+DEPTH_MASK_LIMITS = ("confidence_threshold", "max_relative_uncertainty",
+                     "max_disparity_uncertainty")
+DEPTH_MASK_FILTERS = ("fattening_filter", "occlusion_filter")
 PSMNET_PARAMETERS = ("weights_path", "model", "max_disparity", "device", "precision", "engine")
 """The parameters that are PsmnetBackend options of the same name."""
 BM_PARAMETERS = {"sgbm.min_disparity": "min_disparity", "sgbm.num_disparities": "num_disparities",

@@ -18,6 +18,12 @@ compares sigma_d in the matcher's pixels with the disparity in full-resolution p
 s * sigma_d / (d - cx_offset) <= limit: it keeps the pixels matched as reliably as at full
 resolution, and the coarser depth's larger spread (up to limit / s) is what `depth_std`
 publishes. At s = 1 both are sigma_Z / Z.
+
+The mask's second limit is on sigma_d itself, in full-resolution px (s * sigma_d <= limit): a
+bound on the disparity error whatever the depth. The relative limit alone passes a wide
+distribution on a near surface (large d), and near surfaces are where an error of a few px
+puts an obstacle in the wrong place; the absolute limit is what lets the default mask meet
+bad-2 (error > 2 px) targets on the real pairs with ground truth (README "Which depth to trust").
 """
 
 from __future__ import annotations
@@ -60,14 +66,17 @@ def relative_uncertainty(disparity: np.ndarray, sigma_px: np.ndarray,
 
 def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray | None,
             *, confidence_threshold: float = 0.0, max_relative_uncertainty: float = 0.0,
-            cx_offset: float = 0.0, input_scale: float = 1.0) -> np.ndarray | None:
-    """The pixels to keep: (H, W) bool, or None when neither limit applies (keep everything).
+            max_disparity_uncertainty: float = 0.0, cx_offset: float = 0.0,
+            input_scale: float = 1.0) -> np.ndarray | None:
+    """The pixels to keep: (H, W) bool, or None when no limit applies (keep everything).
 
     disparity, sigma_px, cx_offset: at the matcher's resolution (px).
     confidence_threshold: keep confidence >= it (0 = off; ignored without a confidence).
     max_relative_uncertainty: the limit at full resolution (module docstring): keep
     input_scale * sigma_d <= it * (d - cx_offset), i.e. sigma_d / (d - cx_offset) <= it at
-    input_scale 1 (0 = off; ignored without sigma_d). A pixel must pass both limits that apply.
+    input_scale 1 (0 = off; ignored without sigma_d).
+    max_disparity_uncertainty: px at full resolution: keep input_scale * sigma_d <= it (0 = off;
+    ignored without sigma_d). A pixel must pass every limit that applies.
     input_scale: the scale the matcher ran at, in (0, 1].
     """
     keep = None
@@ -79,6 +88,11 @@ def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.n
         with np.errstate(invalid="ignore"):
             within = (adjusted > 0) & (sigma * np.float32(input_scale)
                                        <= adjusted * np.float32(max_relative_uncertainty))
+        keep = within if keep is None else keep & within
+    if sigma_px is not None and max_disparity_uncertainty > 0:
+        sigma = np.asarray(sigma_px, dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            within = sigma * np.float32(input_scale) <= np.float32(max_disparity_uncertainty)
         keep = within if keep is None else keep & within
     return keep
 
@@ -113,9 +127,9 @@ def calibration_stats(disparity: np.ndarray, sigma_px: np.ndarray, ground_truth:
 
 def mask_tradeoff(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.ndarray,
                   ground_truth: np.ndarray, *, confidence_threshold: float,
-                  max_relative_uncertainty: float, cx_offset: float = 0.0,
-                  input_scale: float = 1.0, withheld: np.ndarray | None = None
-                  ) -> dict[str, float]:
+                  max_relative_uncertainty: float, max_disparity_uncertainty: float = 0.0,
+                  cx_offset: float = 0.0, input_scale: float = 1.0,
+                  withheld: np.ndarray | None = None) -> dict[str, float]:
     """What a mask keeps on one pair with ground truth: {"known" (pixels with ground truth and
     a disparity), "kept" (of those, published), "bad_2_kept" (pixels with error > 2 px among the
     kept ones)} as counts, so that pairs can be summed.
@@ -124,13 +138,14 @@ def mask_tradeoff(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px
     (H, W) or (H, W, 2): the lowest and highest full-resolution truth (px at full resolution)
     inside each matcher pixel; the error is then the distance of d / s from that interval, in
     full-resolution px. withheld: (H, W) bool of pixels another test withholds (e.g.
-    core.fattening), or None."""
+    core.fattening, core.occlusion), or None."""
     d = np.asarray(disparity, dtype=np.float32)
     g = np.asarray(ground_truth, dtype=np.float32)
     low, high = (g[..., 0], g[..., 1]) if g.ndim == 3 else (g, g)
     known = np.isfinite(d) & np.isfinite(low) & np.isfinite(high)
     keep = trusted(d, confidence, sigma_px, confidence_threshold=confidence_threshold,
-                   max_relative_uncertainty=max_relative_uncertainty, cx_offset=cx_offset,
+                   max_relative_uncertainty=max_relative_uncertainty,
+                   max_disparity_uncertainty=max_disparity_uncertainty, cx_offset=cx_offset,
                    input_scale=input_scale)
     kept = known if keep is None else known & keep
     if withheld is not None:

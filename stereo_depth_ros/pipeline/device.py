@@ -119,9 +119,10 @@ def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
             withheld: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """core.uncertainty.trusted on tensors, applied: (disparity, sigma) with NaN where a pixel
-    fails options.confidence_threshold or options.max_relative_uncertainty (0 = off; the limit
-    at full resolution, compared with options.input_scale * sigma), or is in `withheld`
-    ((H, W) bool tensor, e.g. `fattened`, or None)."""
+    fails options.confidence_threshold, options.max_relative_uncertainty or
+    options.max_disparity_uncertainty (0 = off; both limits at full resolution, compared with
+    options.input_scale * sigma), or is in `withheld` ((H, W) bool tensor, e.g. `fattened`,
+    `occluded`, or None)."""
     keep = None
     if confidence is not None and options.confidence_threshold > 0:
         keep = confidence >= options.confidence_threshold
@@ -130,6 +131,10 @@ def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
         scale = float(np.float32(options.input_scale))
         limit = float(np.float32(options.max_relative_uncertainty))
         within = (adjusted > 0) & (sigma * scale <= adjusted * limit)
+        keep = within if keep is None else keep & within
+    if sigma is not None and options.max_disparity_uncertainty > 0:
+        scale = float(np.float32(options.input_scale))
+        within = sigma * scale <= float(np.float32(options.max_disparity_uncertainty))
         keep = within if keep is None else keep & within
     if withheld is not None:
         keep = ~withheld if keep is None else keep & ~withheld
@@ -181,6 +186,19 @@ def fattened(left: torch.Tensor, disparity: torch.Tensor, cx_offset: float) -> t
     from_edge = (last >= 0) & torch.gather(edge, 1, source)
     within = (columns - source) <= torch.gather(reach, 1, source)
     return flat & from_edge & within
+
+
+def occluded(disparity: torch.Tensor) -> torch.Tensor:
+    """core.occlusion.occluded on a (H, W) float32 tensor (the same float32 comparisons): (H, W)
+    bool tensor of the pixels the right camera cannot see."""
+    from stereo_depth_ros.core.occlusion import OCCLUSION_MARGIN_PX
+
+    d = disparity.float()
+    columns = torch.arange(d.shape[1], device=d.device, dtype=torch.float32).expand_as(d)
+    landing = torch.where(torch.isfinite(d), columns - d, torch.full_like(d, float("inf")))
+    from_right = torch.flip(torch.cummin(torch.flip(landing, [1]), dim=1).values, [1])
+    beyond = torch.cat([from_right[:, 1:], torch.full_like(d[:, :1], float("inf"))], dim=1)
+    return torch.isfinite(landing) & (beyond <= landing - float(np.float32(OCCLUSION_MARGIN_PX)))
 
 
 def clip_depth(depth: torch.Tensor, min_m: float | None, max_m: float | None) -> torch.Tensor:

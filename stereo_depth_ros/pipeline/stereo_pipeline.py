@@ -1,8 +1,8 @@
 """The per-frame path from a raw stereo pair to disparity, depth and points; no ROS.
 
     rectify (maps built once per calibration) -> input_scale -> backend -> confidence threshold,
-    relative-uncertainty limit and fattening filter -> depth (and its first-order sigma) -> depth
-    limits -> points
+    uncertainty limits, fattening and occlusion filters -> depth (and its first-order sigma) ->
+    depth limits -> points
 
 The node, `stereo_depth_infer`, `stereo_depth_eval`, `stereo_depth_bench` and the demo all run this
 object, so what is benchmarked and evaluated is what the robot runs. With a backend on CUDA the
@@ -26,6 +26,7 @@ from stereo_depth_ros.config import RECTIFY_MODES
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.fattening import fattened
 from stereo_depth_ros.core.geometry import clip_depth, depth_to_points, disparity_to_depth
+from stereo_depth_ros.core.occlusion import occluded
 from stereo_depth_ros.core.rectify import Rectifier, StereoCalibration
 from stereo_depth_ros.core.stage_clock import StageClock
 from stereo_depth_ros.core.uncertainty import depth_std, trusted
@@ -50,9 +51,13 @@ class PipelineOptions:
         this become invalid in every output (0 = keep all; backends without sigma ignore it);
         the limit is at full resolution: input_scale * sigma_d / (d - cx_offset) is compared
         (core.uncertainty).
+    max_disparity_uncertainty: pixels whose input_scale * sigma_d (px at full resolution) is
+        above this become invalid (0 = keep all; backends without sigma ignore it).
     fattening_filter: withhold the band of foreground disparity spread into textureless
-        background beside a depth edge (core.fattening); part of the uncertainty mask: it
-        applies only with max_relative_uncertainty > 0 and a backend that gives sigma_d.
+        background beside a depth edge (core.fattening).
+    occlusion_filter: withhold the pixels the disparity itself says the right camera cannot see
+        (core.occlusion). Both filters are part of the uncertainty mask: they apply only with
+        an uncertainty limit > 0 and a backend that gives sigma_d (`uncertainty_mask_on`).
     min_depth_m, max_depth_m: depth outside these limits becomes NaN (0 = no limit).
     """
 
@@ -60,7 +65,9 @@ class PipelineOptions:
     input_scale: float = 1.0
     confidence_threshold: float = 0.0
     max_relative_uncertainty: float = 0.0
+    max_disparity_uncertainty: float = 0.0
     fattening_filter: bool = False
+    occlusion_filter: bool = False
     min_depth_m: float = 0.0
     max_depth_m: float = 0.0
 
@@ -76,10 +83,18 @@ class PipelineOptions:
         """The options a `config.NodeConfig` (or anything with these attributes) asks for."""
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
+    def uncertainty_mask_on(self, sigma) -> bool:
+        """An uncertainty limit applies to a frame whose backend gave `sigma` (or None)."""
+        return sigma is not None and (self.max_relative_uncertainty > 0
+                                      or self.max_disparity_uncertainty > 0)
+
     def filters_fattening(self, sigma) -> bool:
         """The fattening filter applies to a frame whose backend gave `sigma` (or None)."""
-        return (sigma is not None and self.fattening_filter
-                and self.max_relative_uncertainty > 0)
+        return self.fattening_filter and self.uncertainty_mask_on(sigma)
+
+    def filters_occlusion(self, sigma) -> bool:
+        """The occlusion filter applies to a frame whose backend gave `sigma` (or None)."""
+        return self.occlusion_filter and self.uncertainty_mask_on(sigma)
 
     @property
     def depth_limits(self) -> tuple[float | None, float | None]:
@@ -257,10 +272,14 @@ class StereoPipeline:
         keep = trusted(disparity, confidence, sigma,
                        confidence_threshold=options.confidence_threshold,
                        max_relative_uncertainty=options.max_relative_uncertainty,
+                       max_disparity_uncertainty=options.max_disparity_uncertainty,
                        cx_offset=cx_offset, input_scale=options.input_scale)
         if options.filters_fattening(sigma):
             band = fattened(left, disparity, cx_offset)
             keep = ~band if keep is None else keep & ~band
+        if options.filters_occlusion(sigma):
+            hidden = occluded(disparity)
+            keep = ~hidden if keep is None else keep & ~hidden
         if keep is not None:
             disparity[~keep] = np.nan
         if sigma is not None:
@@ -309,9 +328,13 @@ class StereoPipeline:
         sigma = outputs[2] if with_sigma else None
         clock.mark("match")
         cx_offset = rig.cx_offset if rig is not None else 0.0
-        band = (ops.fattened(left_t, disparity, cx_offset)
-                if options.filters_fattening(sigma) else None)
-        disparity, sigma = ops.trusted(disparity, confidence, sigma, options, cx_offset, band)
+        withheld = None
+        if options.filters_fattening(sigma):
+            withheld = ops.fattened(left_t, disparity, cx_offset)
+        if options.filters_occlusion(sigma):
+            hidden = ops.occluded(disparity)
+            withheld = hidden if withheld is None else withheld | hidden
+        disparity, sigma = ops.trusted(disparity, confidence, sigma, options, cx_offset, withheld)
         depth_t = points_t = sigma_z = None
         if rig is not None and rig.has_depth and (want_depth or want_points):
             depth_t = ops.depth_from_disparity(disparity, rig)

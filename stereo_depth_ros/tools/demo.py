@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> dict:
     dump_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     settings = {"backend": args.backend, "input_scale": args.input_scale,
                 "max_relative_uncertainty": args.max_relative_uncertainty,
+                "max_disparity_uncertainty": args.max_disparity_uncertainty,
                 "device": args.device if args.backend == "psmnet" else "cpu (opencv)",
                 "precision": args.precision, "max_disparity": args.max_disparity,
                 "frames": n_frames}
@@ -129,6 +130,7 @@ def _commands(args: argparse.Namespace, weights: Path, out_dir: Path, n_frames: 
                  "--params-file", str(REPO_ROOT / "config" / "stereo_depth.yaml"),
                  "-p", f"backend:={args.backend}", "-p", f"input_scale:={args.input_scale}",
                  "-p", f"max_relative_uncertainty:={args.max_relative_uncertainty}",
+                 "-p", f"max_disparity_uncertainty:={args.max_disparity_uncertainty}",
                  "-p", "diagnostics_period_seconds:=0.5"]
     if args.backend == "psmnet":
         node_argv += ["-p", f"weights_path:={weights}", "-p", f"device:={args.device}",
@@ -202,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the node's default mask (sigma_Z/Z limit at full resolution, "
                              "so it keeps the same pixels at --input-scale 0.5; 0 = publish "
                              "every pixel)")
+    parser.add_argument("--max-disparity-uncertainty",
+                        type=spec_type("max_disparity_uncertainty"),
+                        default=SPECS["max_disparity_uncertainty"].default,
+                        help="the node's default mask (sigma_d limit, px at full resolution; "
+                             "0 with --max-relative-uncertainty 0 = publish every pixel)")
     parser.add_argument("--frames", type=int, default=None,
                         help="number of frames (default all 6: 5 DrivingStereo + 1 KITTI 2015)")
     parser.add_argument("--weights", type=Path, default=None,

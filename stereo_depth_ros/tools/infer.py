@@ -6,16 +6,17 @@
         [--engine auto|reference|exact|fast]
         [--colorize VIS.png] [--uncertainty SIGMA.npy]
         [--confidence-threshold T] [--max-relative-uncertainty R]
+        [--max-disparity-uncertainty S] [--no-fattening-filter] [--no-occlusion-filter]
 
 OUT by extension: .npy (float32 (H, W) px, NaN invalid), .pfm (float32, invalid = +inf),
 .png (KITTI uint16: round(d * 256), 0 = invalid). Problems are reported in one line on stderr
 with exit status 1 (2 for command line syntax errors), without a traceback.
 
-The node's default depth mask applies (confidence_threshold, max_relative_uncertainty and
-fattening_filter from config.py: masked pixels are NaN / invalid in OUT); `--confidence-threshold
-0 --max-relative-uncertainty 0` keeps every pixel (the fattening filter is part of the
-uncertainty mask). `--uncertainty SIGMA.npy` writes sigma_d (px,
-float32 (H, W), NaN where OUT is invalid; PSMNet only).
+The node's default depth mask applies (config.DEPTH_MASK_LIMITS and DEPTH_MASK_FILTERS with
+their node defaults: masked pixels are NaN / invalid in OUT); `--confidence-threshold 0
+--max-relative-uncertainty 0 --max-disparity-uncertainty 0` keeps every pixel (the filters are
+part of the uncertainty mask). `--uncertainty SIGMA.npy` writes sigma_d (px, float32 (H, W),
+NaN where OUT is invalid; PSMNet only).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from stereo_depth_ros.assets import DEFAULT_WEIGHTS
+from stereo_depth_ros.config import DEPTH_MASK_FILTERS, DEPTH_MASK_LIMITS
 from stereo_depth_ros.tools._cli import (ToolError, add_backend_arguments, backend_from_args,
                                          run_tool)
 
@@ -54,17 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_mask_arguments(group) -> None:
-    """--confidence-threshold, --max-relative-uncertainty and --[no-]fattening-filter, with the
-    node parameters' defaults, ranges and help (config.py)."""
+    """--confidence-threshold, --max-relative-uncertainty, --max-disparity-uncertainty,
+    --[no-]fattening-filter and --[no-]occlusion-filter, with the node parameters' defaults,
+    ranges and help (config.py)."""
     from stereo_depth_ros.config import SPECS
-    for name in ("confidence_threshold", "max_relative_uncertainty"):
+    for name in DEPTH_MASK_LIMITS:
         spec = SPECS[name]
         group.add_argument("--" + name.replace("_", "-"), type=float, default=spec.default,
                            metavar="X", help=f"{spec.help_line()} (default {spec.default:g})")
-    spec = SPECS["fattening_filter"]
-    group.add_argument("--fattening-filter", action=argparse.BooleanOptionalAction,
-                       default=spec.default,
-                       help=f"{spec.help_line()} (default {str(spec.default).lower()})")
+    for name in DEPTH_MASK_FILTERS:
+        spec = SPECS[name]
+        group.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                           default=spec.default,
+                           help=f"{spec.help_line()} (default {str(spec.default).lower()})")
 
 
 def _check_directory(path: Path, what: str) -> None:
@@ -82,7 +86,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise ToolError(f"--output {args.output}: unsupported extension "
                         f"{args.output.suffix or '(none)'!r} (use {', '.join(OUTPUT_SUFFIXES)})")
     _check_directory(args.output, "--output")
-    for name in ("confidence_threshold", "max_relative_uncertainty"):
+    for name in DEPTH_MASK_LIMITS:
         try:
             _checked(args, name)
         except ValueError as error:
@@ -116,9 +120,8 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     backend = backend_from_args(args)
     loaded = time.perf_counter()
-    options = PipelineOptions(confidence_threshold=args.confidence_threshold,
-                              max_relative_uncertainty=args.max_relative_uncertainty,
-                              fattening_filter=args.fattening_filter)
+    options = PipelineOptions(**{name: getattr(args, name)
+                                 for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS})
     pipeline = StereoPipeline(backend, options,
                               input_names=(str(args.left), str(args.right), ""))
     try:

@@ -137,7 +137,8 @@ def test_the_node_publishes_what_the_file_computes_and_drops_other_sizes(tiny_ex
     args = ["-r", "__ns:=/onnx", "-p", "backend:=onnx",
             "-p", f"onnx_path:={tiny_export.onnx_path}", "-p", "onnx_providers:=cpu",
             "-p", "diagnostics_period_seconds:=0.25",
-            "-p", "max_relative_uncertainty:=0.0"]     # the file's own output, unmasked
+            "-p", "max_relative_uncertainty:=0.0",     # the file's own output, unmasked
+            "-p", "max_disparity_uncertainty:=0.0"]
     names = ["disparity", "disparity/confidence", "depth/image_rect"]
     with NodeProcess(args) as node:
         node.wait_for_output(r"ready: backend=onnx", timeout=120.0)
@@ -201,7 +202,7 @@ def test_infer_runs_a_file_and_refuses_one_without_onnx_path(tiny_export, tmp_pa
     common = ["--left", str(tmp_path / "left.png"), "--right", str(tmp_path / "right.png"),
               "--output", str(tmp_path / "d.npy"), "--backend", "onnx"]
     assert main([*common, "--onnx-path", str(tiny_export.onnx_path),
-                 "--max-relative-uncertainty", "0"]) == 0          # the file's output, unmasked
+                 "--max-relative-uncertainty", "0", "--max-disparity-uncertainty", "0"]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "d.npy"),
                                backend.compute(scene.left, scene.right).disparity, atol=1e-6)
     capsys.readouterr()

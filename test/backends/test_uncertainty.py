@@ -144,6 +144,26 @@ def test_mask_keeps_exactly_the_pixels_within_both_limits():
                    cx_offset=10.0).sum() == 5
 
 
+def test_disparity_uncertainty_limit_keeps_sigma_within_it_at_full_resolution():
+    disparity = np.tile(np.array([4.0, 20.0, 80.0], np.float32), (4, 1))
+    sigma = np.repeat(np.array([0.5, 1.4, 1.5, 3.0], np.float32)[:, None], 3, axis=1)
+    # whatever the disparity: rows with sigma <= 1.4 px, at the limit included
+    assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.4).sum() == 6
+    # with the relative limit too: sigma / d <= 0.1 leaves d = 20 (sigma <= 2) and d = 80
+    both = trusted(disparity, None, sigma, max_disparity_uncertainty=1.4,
+                   max_relative_uncertainty=0.1)
+    np.testing.assert_array_equal(both, [[False, True, True], [False, True, True],
+                                         [False, False, False], [False, False, False]])
+    # at input_scale 0.5 a matcher sigma of 3 px is 1.5 px at full resolution: every row
+    # passes 1.5, the last fails 1.4
+    assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.5,
+                   input_scale=0.5).sum() == 12
+    assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.4,
+                   input_scale=0.5).sum() == 9
+    assert trusted(disparity, None, None, max_disparity_uncertainty=1.4) is None   # SGBM
+    assert trusted(disparity, None, sigma, max_disparity_uncertainty=0.0) is None  # off
+
+
 def test_the_limit_is_at_full_resolution_by_count_at_three_scales():
     """input_scale * sigma_d / d <= limit: sigma_d (matcher px) stays ~1 px as the scale drops
     while the disparity shrinks, so the limit compares it with the full-resolution disparity."""
@@ -235,7 +255,8 @@ def test_device_stages_give_the_host_stages_sigma_and_mask(kitti_weights, real_g
                     width=256, height=128)
     raw = backend.compute(left, right)
     limit = float(np.median(raw.uncertainty / raw.disparity))    # masks about half the pixels
-    options = PipelineOptions(max_relative_uncertainty=limit, fattening_filter=True)
+    options = PipelineOptions(max_relative_uncertainty=limit, max_disparity_uncertainty=1.4,
+                              fattening_filter=True, occlusion_filter=True)
     host = StereoPipeline(backend, options, stages="host").process(left, right, rig)
     device = StereoPipeline(backend, options, stages="device").process(left, right, rig)
     dropped = np.isnan(host.disparity)
@@ -256,9 +277,10 @@ def test_device_mask_is_the_host_mask_at_every_scale(scale):
     sigma = rng.uniform(0.1, 4.0, (32, 48)).astype(np.float32)
     confidence = rng.uniform(0.0, 1.0, (32, 48)).astype(np.float32)
     options = PipelineOptions(input_scale=scale, confidence_threshold=0.2,
-                              max_relative_uncertainty=0.06)
+                              max_relative_uncertainty=0.06, max_disparity_uncertainty=1.5)
     keep = trusted(disparity, confidence, sigma, confidence_threshold=0.2,
-                   max_relative_uncertainty=0.06, cx_offset=1.5, input_scale=scale)
+                   max_relative_uncertainty=0.06, max_disparity_uncertainty=1.5, cx_offset=1.5,
+                   input_scale=scale)
     assert 0.05 < keep.mean() < 0.95
     kept, _ = ops.trusted(torch.from_numpy(disparity), torch.from_numpy(confidence),
                           torch.from_numpy(sigma), options, 1.5)

@@ -119,7 +119,8 @@ def test_stereo_depth_launch_with_weights_reproduces_the_official_output(
                     baseline_m=0.54, width=512, height=256)
     # The network's own output, unmasked, to compare with the official one pixel by pixel.
     params = tmp_path / "unmasked.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    max_relative_uncertainty: 0.0\n")
+    params.write_text("/**:\n  ros__parameters:\n    max_relative_uncertainty: 0.0\n"
+                      "    max_disparity_uncertainty: 0.0\n")
     arguments = {"namespace": "psm", "backend": "psmnet", "weights_path": str(kitti_weights),
                  "params_file": str(params)}
     ctx = RosTestContext("launch_psmnet_peer")

@@ -42,7 +42,8 @@ def test_psmnet_on_a_real_kitti_crop(assets_dir, kitti_weights):
             "-p", "device:=cpu", "-p", "diagnostics_period_seconds:=0.5", "-p",
             "input_scale:=1.0",
             # everything published (no default mask): this test is about the network's output
-            "-p", "confidence_threshold:=0.0", "-p", "max_relative_uncertainty:=0.0"]
+            "-p", "confidence_threshold:=0.0", "-p", "max_relative_uncertainty:=0.0",
+            "-p", "max_disparity_uncertainty:=0.0"]
     names = ["disparity", "disparity/confidence", "depth/image_rect"]
     with NodeProcess(args) as node:
         node.wait_for_output(r"ready: backend=psmnet", timeout=120.0)
@@ -99,6 +100,7 @@ def test_psmnet_options_reach_the_model_confidence_masks_all_outputs(assets_dir,
                        "-p", f"max_disparity:={PSM_MAX_DISPARITY}", "-p", "use_color:=false",
                        "-p", f"confidence_threshold:={CONFIDENCE_THRESHOLD}",
                        "-p", "max_relative_uncertainty:=0.0",      # only the threshold masks here
+                       "-p", "max_disparity_uncertainty:=0.0",
                        "-p", "diagnostics_period_seconds:=0.5"],
                       ready=r"ready: backend=psmnet", timeout=120)
     h = None

@@ -23,6 +23,7 @@ FRAME = "stereo_left_optical_frame"
 NAMES = {"depth/image_rect": "sensor_msgs/Image", topics.DEPTH_UNCERTAINTY: "sensor_msgs/Image",
          "points2": "sensor_msgs/PointCloud2"}
 LIMIT = 0.08                         # a relative-uncertainty limit that splits the crop
+SIGMA_LIMIT = 2.0                    # a disparity-uncertainty limit (px) that removes a few
 
 
 def _offline(kitti_weights, left, right, rig):
@@ -30,7 +31,8 @@ def _offline(kitti_weights, left, right, rig):
     from stereo_depth_ros.backends.psmnet import PsmnetBackend
     from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
     backend = PsmnetBackend(kitti_weights, device="cpu", engine="exact", max_disparity=64)
-    options = PipelineOptions(confidence_threshold=0.0, max_relative_uncertainty=0.0)
+    options = PipelineOptions(confidence_threshold=0.0, max_relative_uncertainty=0.0,
+                              max_disparity_uncertainty=0.0)
     return StereoPipeline(backend, options).process(left, right, rig)
 
 
@@ -41,6 +43,7 @@ def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti
                        "engine:=exact", "-p", "max_disparity:=64", "-p", "use_color:=false",
                        "-p", "points_depth_std:=true", "-p", "confidence_threshold:=0.0",
                        "-p", f"max_relative_uncertainty:={LIMIT}",
+                       "-p", f"max_disparity_uncertainty:={SIGMA_LIMIT}",
                        "-p", "diagnostics_period_seconds:=0.5"], r"ready: backend=psmnet",
                       timeout=120.0)
     h = None
@@ -60,12 +63,18 @@ def test_psmnet_node_publishes_depth_uncertainty_and_depth_std(assets_dir, kitti
     assert sigma_msg.header == depth_msg.header and sigma_msg.header.frame_id == FRAME
     depth, sigma_z = as_array(depth_msg), as_array(sigma_msg)
     expected = _offline(kitti_weights, left, right, rig)
-    # the mask: exactly the pixels whose sigma_d / d exceeds the limit, or in a fattened band
-    # (fattening_filter, on by default), are gone, in both
+    # the mask: exactly the pixels whose sigma_d / d or sigma_d exceeds its limit, in a
+    # fattened band or hidden from the right camera (fattening_filter and occlusion_filter, on
+    # by default), are gone, in both
     from stereo_depth_ros.core.fattening import fattened
+    from stereo_depth_ros.core.occlusion import occluded
     relative = expected.uncertainty_px / (expected.disparity - rig.cx_offset)
-    dropped = (relative > LIMIT) | fattened(expected.left, expected.disparity, rig.cx_offset)
+    filtered = (fattened(expected.left, expected.disparity, rig.cx_offset)
+                | occluded(expected.disparity))
+    dropped = (relative > LIMIT) | (expected.uncertainty_px > SIGMA_LIMIT) | filtered
     assert 0.02 < dropped.mean() < 0.9, dropped.mean()
+    assert ((expected.uncertainty_px > SIGMA_LIMIT) & ~(relative > LIMIT)).any()
+    assert (occluded(expected.disparity) & ~(relative > LIMIT)).any()
     np.testing.assert_array_equal(np.isnan(depth), dropped)
     np.testing.assert_array_equal(np.isnan(sigma_z), dropped)
     # the values: first-order sigma_Z of the offline sigma_d

@@ -40,7 +40,8 @@ def test_demo_reduced(tmp_path, assets_dir):
     # mask off: this checks the pipeline's geometry on every pixel (at quarter scale the default
     # relative-uncertainty limit keeps almost none: README, Which depth to trust)
     result = _run(["--frames", "2", "--input-scale", "0.25", "--out", str(out),
-                   "--assets", str(assets_dir), "--max-relative-uncertainty", "0"])
+                   "--assets", str(assets_dir), "--max-relative-uncertainty", "0",
+                   "--max-disparity-uncertainty", "0"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo summary" in result.stdout + result.stderr
     summary = json.loads((out / "demo_summary.json").read_text())

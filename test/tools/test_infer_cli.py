@@ -88,6 +88,9 @@ BAD_CASES = {
                                      "--confidence-threshold", "above the maximum 1.0"),
     "negative uncertainty limit": (["--max-relative-uncertainty", "-0.1"],
                                    "--max-relative-uncertainty", "below the minimum"),
+    "disparity uncertainty limit above 100": (["--max-disparity-uncertainty", "150"],
+                                              "--max-disparity-uncertainty",
+                                              "above the maximum 100.0"),
 }
 
 
@@ -155,7 +158,8 @@ def test_psmnet_with_real_weights_on_a_real_crop(repo_root, kitti_weights, kitti
     result = run_cli(repo_root, "--left", left, "--right", right, "--output", output,
                      "--weights", kitti_weights, "--device", "cpu", "--colorize",
                      tmp_path / "vis.png", "--confidence-threshold", "0",
-                     "--max-relative-uncertainty", "0", "--uncertainty", tmp_path / "sigma.npy")
+                     "--max-relative-uncertainty", "0", "--max-disparity-uncertainty", "0",
+                     "--uncertainty", tmp_path / "sigma.npy")
     assert result.returncode == 0, result.stderr
     assert "psmnet on 256x256" in result.stdout
     disparity = np.load(output)
@@ -192,15 +196,22 @@ def test_psmnet_with_real_weights_on_a_real_crop(repo_root, kitti_weights, kitti
     np.testing.assert_array_equal(np.isfinite(sigma_masked), kept)
     np.testing.assert_allclose(masked[kept], disparity[kept], atol=1e-4)
     np.testing.assert_allclose(sigma_masked[kept], sigma[kept], atol=1e-4)
+    sigma_limit = SPECS["max_disparity_uncertainty"].default
     if limit > 0:
         assert not kept[sigma / disparity > limit].any()
-    # exactly the limit's pixels less the fattening filter's (both on by default)
+    if sigma_limit > 0:
+        assert not kept[sigma > sigma_limit].any()
+    # exactly the limits' pixels less the fattening and occlusion filters' (on by default)
     from stereo_depth_ros.core.fattening import fattened
     from stereo_depth_ros.core.image_io import read_image_rgb
+    from stereo_depth_ros.core.occlusion import occluded
     from stereo_depth_ros.core.uncertainty import trusted
-    assert SPECS["confidence_threshold"].default == 0 and SPECS["fattening_filter"].default
-    expected = trusted(disparity, None, sigma, max_relative_uncertainty=limit)
-    np.testing.assert_array_equal(kept, expected & ~fattened(read_image_rgb(left), disparity))
+    assert SPECS["confidence_threshold"].default == 0
+    assert SPECS["fattening_filter"].default and SPECS["occlusion_filter"].default
+    expected = trusted(disparity, None, sigma, max_relative_uncertainty=limit,
+                       max_disparity_uncertainty=sigma_limit)
+    np.testing.assert_array_equal(
+        kept, expected & ~fattened(read_image_rgb(left), disparity) & ~occluded(disparity))
     assert 0.3 < kept.mean() < 1.0          # the defaults mask some of this road crop, not all
 
 
