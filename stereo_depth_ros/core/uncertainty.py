@@ -149,7 +149,7 @@ def mask_tradeoff(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px
                    input_scale=input_scale)
     kept = known if keep is None else known & keep
     if withheld is not None:
-        kept &= ~withheld
+        kept = kept & ~withheld          # not in place: kept may be `known` itself
     full = np.where(known, d / np.float32(input_scale), 0.0)
     error = np.maximum(np.where(known, low, 0.0) - full, 0.0) + np.maximum(
         full - np.where(known, high, 0.0), 0.0)

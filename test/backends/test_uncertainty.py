@@ -241,6 +241,14 @@ def test_calibration_stats_by_hand():
     counts = mask_tradeoff(disparity, None, sigma, gt, confidence_threshold=0.0,
                            max_relative_uncertainty=0.0)
     assert counts == {"known": 5, "kept": 5, "bad_2_kept": 2}
+    # another test's withheld pixels, with no limit on: counted as known, not as kept
+    withheld = np.array([[False, False, False, True, False, False]])
+    counts = mask_tradeoff(disparity, None, sigma, gt, confidence_threshold=0.0,
+                           max_relative_uncertainty=0.0, withheld=withheld)
+    assert counts == {"known": 5, "kept": 4, "bad_2_kept": 1}
+    counts = mask_tradeoff(disparity, None, sigma, gt, confidence_threshold=0.0,
+                           max_relative_uncertainty=0.0, max_disparity_uncertainty=1.0)
+    assert counts == {"known": 5, "kept": 4, "bad_2_kept": 1}          # sigma 1.5 goes
 
 
 @pytest.mark.slow
