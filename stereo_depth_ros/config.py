@@ -205,9 +205,10 @@ PARAMS: tuple[ParamSpec, ...] = (
           "uncertainty, e.g. sgbm, ignore it); the default is measured (README, Which depth "
           "to trust)",
           min_value=0.0, max_value=1.0),
-    _spec("max_disparity_uncertainty", 1.4, "pixels whose disparity uncertainty sigma_d (px "
-          "at full resolution: input_scale x the matcher's sigma_d) is above this become "
-          "invalid in every output; at 1.4 px a normally distributed error stays within 2 px "
+    _spec("max_disparity_uncertainty", 1.4, "pixels whose disparity uncertainty sigma_d (px; "
+          "below input_scale 1 the matcher's sigma_d in its own px, so that about the same "
+          "share of pixels passes at every scale) is above this become invalid in every "
+          "output; at 1.4 px a normally distributed error stays within 2 px "
           "(bad-2) with probability 0.85; 0 = keep all (backends without uncertainty, e.g. "
           "sgbm, ignore it); the default is measured (README, Which depth to trust)",
           min_value=0.0, max_value=100.0),

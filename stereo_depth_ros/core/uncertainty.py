@@ -19,10 +19,13 @@ s * sigma_d / (d - cx_offset) <= limit: it keeps the pixels matched as reliably 
 resolution, and the coarser depth's larger spread (up to limit / s) is what `depth_std`
 publishes. At s = 1 both are sigma_Z / Z.
 
-The mask's second limit is on sigma_d itself, in full-resolution px (s * sigma_d <= limit): a
-bound on the disparity error whatever the depth. The relative limit alone passes a wide
-distribution on a near surface (large d), and near surfaces are where an error of a few px
-puts an obstacle in the wrong place; the absolute limit is what lets the default mask meet
+The mask's second limit is on sigma_d itself (sigma_d <= limit, px): a bound on the disparity
+error whatever the depth. Like the relative limit it is stated as at full resolution and applied
+to the matcher's sigma_d in its own px at every scale, so it keeps the pixels matched as
+reliably (at input_scale s the published depth's spread is 1 / s larger: `depth_std`). The
+relative limit alone passes a wide distribution on a near surface (large d), and near surfaces
+are where an error of a few px puts an obstacle in the wrong place; the absolute limit is what
+lets the default mask meet
 bad-2 (error > 2 px) targets on the real pairs with ground truth (README "Which depth to trust").
 """
 
@@ -75,8 +78,9 @@ def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.n
     max_relative_uncertainty: the limit at full resolution (module docstring): keep
     input_scale * sigma_d <= it * (d - cx_offset), i.e. sigma_d / (d - cx_offset) <= it at
     input_scale 1 (0 = off; ignored without sigma_d).
-    max_disparity_uncertainty: px at full resolution: keep input_scale * sigma_d <= it (0 = off;
-    ignored without sigma_d). A pixel must pass every limit that applies.
+    max_disparity_uncertainty: px: keep sigma_d <= it, sigma_d in the matcher's px whatever the
+    input_scale (module docstring; 0 = off; ignored without sigma_d). A pixel must pass every
+    limit that applies.
     input_scale: the scale the matcher ran at, in (0, 1].
     """
     keep = None
@@ -92,7 +96,7 @@ def trusted(disparity: np.ndarray, confidence: np.ndarray | None, sigma_px: np.n
     if sigma_px is not None and max_disparity_uncertainty > 0:
         sigma = np.asarray(sigma_px, dtype=np.float32)
         with np.errstate(invalid="ignore"):
-            within = sigma * np.float32(input_scale) <= np.float32(max_disparity_uncertainty)
+            within = sigma <= np.float32(max_disparity_uncertainty)
         keep = within if keep is None else keep & within
     return keep
 

@@ -120,9 +120,9 @@ def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """core.uncertainty.trusted on tensors, applied: (disparity, sigma) with NaN where a pixel
     fails options.confidence_threshold, options.max_relative_uncertainty or
-    options.max_disparity_uncertainty (0 = off; both limits at full resolution, compared with
-    options.input_scale * sigma), or is in `withheld` ((H, W) bool tensor, e.g. `fattened`,
-    `occluded`, or None)."""
+    options.max_disparity_uncertainty (0 = off; the relative limit at full resolution, compared
+    with options.input_scale * sigma; the other with sigma), or is in `withheld` ((H, W) bool
+    tensor, e.g. `fattened`, `occluded`, or None)."""
     keep = None
     if confidence is not None and options.confidence_threshold > 0:
         keep = confidence >= options.confidence_threshold
@@ -133,8 +133,7 @@ def trusted(disparity: torch.Tensor, confidence: torch.Tensor | None,
         within = (adjusted > 0) & (sigma * scale <= adjusted * limit)
         keep = within if keep is None else keep & within
     if sigma is not None and options.max_disparity_uncertainty > 0:
-        scale = float(np.float32(options.input_scale))
-        within = sigma * scale <= float(np.float32(options.max_disparity_uncertainty))
+        within = sigma <= float(np.float32(options.max_disparity_uncertainty))
         keep = within if keep is None else keep & within
     if withheld is not None:
         keep = ~withheld if keep is None else keep & ~withheld
@@ -198,7 +197,8 @@ def occluded(disparity: torch.Tensor) -> torch.Tensor:
     landing = torch.where(torch.isfinite(d), columns - d, torch.full_like(d, float("inf")))
     from_right = torch.flip(torch.cummin(torch.flip(landing, [1]), dim=1).values, [1])
     beyond = torch.cat([from_right[:, 1:], torch.full_like(d[:, :1], float("inf"))], dim=1)
-    return torch.isfinite(landing) & (beyond <= landing - float(np.float32(OCCLUSION_MARGIN_PX)))
+    margin = float(np.float32(OCCLUSION_MARGIN_PX))
+    return torch.isfinite(landing) & (beyond <= landing - margin)
 
 
 def clip_depth(depth: torch.Tensor, min_m: float | None, max_m: float | None) -> torch.Tensor:

@@ -51,7 +51,7 @@ class PipelineOptions:
         this become invalid in every output (0 = keep all; backends without sigma ignore it);
         the limit is at full resolution: input_scale * sigma_d / (d - cx_offset) is compared
         (core.uncertainty).
-    max_disparity_uncertainty: pixels whose input_scale * sigma_d (px at full resolution) is
+    max_disparity_uncertainty: pixels whose sigma_d (px, the matcher's at any input_scale) is
         above this become invalid (0 = keep all; backends without sigma ignore it).
     fattening_filter: withhold the band of foreground disparity spread into textureless
         background beside a depth edge (core.fattening).

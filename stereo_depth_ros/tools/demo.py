@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-disparity-uncertainty",
                         type=spec_type("max_disparity_uncertainty"),
                         default=SPECS["max_disparity_uncertainty"].default,
-                        help="the node's default mask (sigma_d limit, px at full resolution; "
+                        help="the node's default mask (sigma_d limit, px in the matcher's px; "
                              "0 with --max-relative-uncertainty 0 = publish every pixel)")
     parser.add_argument("--frames", type=int, default=None,
                         help="number of frames (default all 6: 5 DrivingStereo + 1 KITTI 2015)")

@@ -144,7 +144,7 @@ def test_mask_keeps_exactly_the_pixels_within_both_limits():
                    cx_offset=10.0).sum() == 5
 
 
-def test_disparity_uncertainty_limit_keeps_sigma_within_it_at_full_resolution():
+def test_disparity_uncertainty_limit_keeps_sigma_within_it_at_every_scale():
     disparity = np.tile(np.array([4.0, 20.0, 80.0], np.float32), (4, 1))
     sigma = np.repeat(np.array([0.5, 1.4, 1.5, 3.0], np.float32)[:, None], 3, axis=1)
     # whatever the disparity: rows with sigma <= 1.4 px, at the limit included
@@ -154,12 +154,11 @@ def test_disparity_uncertainty_limit_keeps_sigma_within_it_at_full_resolution():
                    max_relative_uncertainty=0.1)
     np.testing.assert_array_equal(both, [[False, True, True], [False, True, True],
                                          [False, False, False], [False, False, False]])
-    # at input_scale 0.5 a matcher sigma of 3 px is 1.5 px at full resolution: every row
-    # passes 1.5, the last fails 1.4
-    assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.5,
-                   input_scale=0.5).sum() == 12
+    # the matcher's sigma in its own px at every scale: the same pixels at input_scale 0.5
     assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.4,
-                   input_scale=0.5).sum() == 9
+                   input_scale=0.5).sum() == 6
+    assert trusted(disparity, None, sigma, max_disparity_uncertainty=1.5,
+                   input_scale=0.25).sum() == 9
     assert trusted(disparity, None, None, max_disparity_uncertainty=1.4) is None   # SGBM
     assert trusted(disparity, None, sigma, max_disparity_uncertainty=0.0) is None  # off
 
