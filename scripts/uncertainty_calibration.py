@@ -4,26 +4,27 @@
     PYTHONPATH=$PWD python scripts/uncertainty_calibration.py [--weights PATH] [--engine exact]
         [--synthetic 6] [--size 256x512] [--scales 1,0.5,0.25] [--no-sky] [--json OUT]
 
-No real pair with ground-truth disparity is available to this project (the samples have none:
-README "Which depth to trust"), so the pairs with ground truth are the project's synthetic scenes
-(`data.synthetic.SyntheticDataset`: textured planes with exact disparity and occlusions). Tables:
+Pairs with ground truth: the real Middlebury pairs `make assets` fetches
+(assets/ground_truth: 2014 Motorcycle with its calibration, 2003 Cones without one, so its
+relative limit takes the disparity at infinity as 0, stricter than the truth), cropped to a
+multiple of 4 px, and the project's synthetic scenes (`data.synthetic.SyntheticDataset`: textured
+planes with exact disparity and occlusions). Tables:
 1. per pair: the 2-sigma coverage (fraction of pixels with |d - d_gt| <= 2 sigma_d; target
    85-99 %) and the lower-half / upper-half mean error ratio when pixels are ranked by sigma_d
    (target <= 0.5), with EPE and bad-2;
-2. the density / error trade-off of candidate masks (confidence threshold x relative-uncertainty
-   limit sigma_Z/Z, with the fattening filter as the defaults apply it) summed over the
-   synthetic pairs, beside the sky check on the real DrivingStereo samples
-   (assets/samples/drivingstereo, real calibration, no ground truth): their density and the sky
-   pixels published nearer than 20 m. The sky is labelled by hand (SKY_BOXES, from looking at
-   the images; the fifth frame is an underpass with no sky) and, inside those boxes, lamp posts,
-   wires, signs and tree edges are left out as pixels with image edges nearby (blurred gradient
-   >= SKY_MAX_GRADIENT);
-3. the default mask at each input_scale (the matcher at 0.5, 0.25 of the pairs' size): the
-   limit at full resolution (what the node does) against the same limit on the physical
-   sigma_Z / Z; bad-2 in full-resolution px (the disparity / input_scale against the range of
-   the full-resolution truth inside each matcher pixel), density, DrivingStereo density and sky;
-4. the fattening filter on and off with the default limit at input_scale 1, and its cost per
-   DrivingStereo frame against the frame's time (`exact` engine, this CPU).
+2. the density / bad-2 trade-off of candidate masks (relative limit sigma_Z/Z x limit on sigma_d
+   in px, and confidence thresholds, with the fattening and occlusion filters as the defaults
+   apply them) on each real pair and summed over the synthetic ones, beside the sky check on the
+   real DrivingStereo samples (assets/samples/drivingstereo, real calibration, no ground truth):
+   their density and the sky pixels published nearer than 20 m. The sky is labelled by hand
+   (SKY_BOXES, from looking at the images; the fifth frame is an underpass with no sky) and,
+   inside those boxes, lamp posts, wires, signs and tree edges are left out as pixels with image
+   edges nearby (blurred gradient >= SKY_MAX_GRADIENT);
+3. the default mask at each input_scale (the matcher at 0.5, 0.25 of the pairs' size; limits at
+   full resolution, as the node applies them); bad-2 in full-resolution px (the disparity /
+   input_scale against the range of the full-resolution truth inside each matcher pixel);
+4. the default mask with each filter off, and the filters' cost per DrivingStereo frame against
+   the frame's time (`exact` engine, this CPU).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-CONFIDENCE_THRESHOLDS = (0.0, 0.05, 0.1, 0.3, 0.5)
-RELATIVE_LIMITS = (0.0, 0.02, 0.03, 0.05, 0.06, 0.07, 0.08, 0.1, 0.2)
+RELATIVE_LIMITS = (0.0, 0.05, 0.1, 0.2)
+SIGMA_LIMITS = (0.0, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 3.0)
+CONFIDENCE_THRESHOLDS = (0.1, 0.3, 0.5)
 SKY_NEAR_M = 20.0
 SKY_MAX_GRADIENT = 40.0
 SKY_BOXES = {   # frame (time in the file name) -> sky boxes (u0, v0, u1, v1) px, 881x400
@@ -47,6 +50,47 @@ SKY_BOXES = {   # frame (time in the file name) -> sky boxes (u0, v0, u1, v1) px
     "15-26-56-946": (),
 }
 DRIVINGSTEREO = Path("samples") / "drivingstereo" / "2018-07-11-14-48-52"
+GROUND_TRUTH = Path("ground_truth")
+CROP_MULTIPLE = 4          # the real pairs are cropped to this, for the truth at 1/2 and 1/4
+
+
+@dataclass(frozen=True)
+class Mask:
+    """One depth mask, as the node's parameters of the same names state it."""
+
+    confidence_threshold: float = 0.0
+    max_relative_uncertainty: float = 0.0
+    max_disparity_uncertainty: float = 0.0
+    fattening_filter: bool = True
+    occlusion_filter: bool = True
+
+    @classmethod
+    def defaults(cls) -> Mask:
+        from stereo_depth_ros.config import SPECS
+        return cls(**{name: SPECS[name].default for name in asdict(cls())})
+
+    @property
+    def uncertainty_on(self) -> bool:
+        return self.max_relative_uncertainty > 0 or self.max_disparity_uncertainty > 0
+
+    def keep(self, out: dict) -> np.ndarray:
+        """(H, W) bool: the pixels of one pipeline output (see `_output`) this mask publishes."""
+        from stereo_depth_ros.core.uncertainty import trusted
+        keep = trusted(out["disparity"], out["confidence"], out["sigma"],
+                       confidence_threshold=self.confidence_threshold,
+                       max_relative_uncertainty=self.max_relative_uncertainty,
+                       max_disparity_uncertainty=self.max_disparity_uncertainty,
+                       cx_offset=out["cx_offset"], input_scale=out["scale"])
+        keep = np.isfinite(out["disparity"]) if keep is None else keep
+        if self.uncertainty_on and self.fattening_filter:
+            keep = keep & ~out["fattened"]
+        if self.uncertainty_on and self.occlusion_filter:
+            keep = keep & ~out["occluded"]
+        return keep
+
+    def label(self) -> str:
+        return (f"conf {self.confidence_threshold:g}, rel {self.max_relative_uncertainty:g}, "
+                f"sigma {self.max_disparity_uncertainty:g} px")
 
 
 def _pipeline(weights: Path, engine: str):
@@ -55,7 +99,8 @@ def _pipeline(weights: Path, engine: str):
     backend = PsmnetBackend(weights, device="cpu", engine=engine)
     # everything published: the masks are applied afterwards, from the same outputs
     return StereoPipeline(backend, PipelineOptions(confidence_threshold=0.0,
-                                                   max_relative_uncertainty=0.0),
+                                                   max_relative_uncertainty=0.0,
+                                                   max_disparity_uncertainty=0.0),
                           on_event=lambda text: None)
 
 
@@ -81,10 +126,47 @@ def truth_interval(ground_truth: np.ndarray, factor: int) -> np.ndarray:
     return interval.astype(np.float32)
 
 
-def _withheld(result) -> np.ndarray:
+def _output(pipeline, name, left, right, rig, truth, scale: float) -> dict:
+    """One pair through the pipeline at `scale`, with what every mask needs and its times."""
+    import time
+
     from stereo_depth_ros.core.fattening import fattened
+    from stereo_depth_ros.core.occlusion import occluded
+    _at_scale(pipeline, scale)
+    start = time.perf_counter()
+    result = pipeline.process(left, right, rig, points=False)
+    processed = time.perf_counter()
     cx_offset = result.rig.cx_offset if result.rig is not None else 0.0
-    return fattened(result.left, result.disparity, cx_offset)
+    band = fattened(result.left, result.disparity, cx_offset)
+    filtered = time.perf_counter()
+    hidden = occluded(result.disparity)
+    done = time.perf_counter()
+    if truth is not None and scale != 1.0:
+        truth = truth_interval(truth, round(1.0 / scale))
+    return {"name": name, "disparity": result.disparity, "confidence": result.confidence,
+            "sigma": result.uncertainty_px, "gt": truth, "cx_offset": cx_offset, "scale": scale,
+            "rig": result.rig, "fattened": band, "occluded": hidden,
+            "frame_s": processed - start, "fattening_s": filtered - processed,
+            "occlusion_s": done - filtered}
+
+
+def real_outputs(pipeline, assets: Path, scale: float = 1.0) -> list[dict]:
+    """The real pairs with ground truth (assets/ground_truth/<set>/<scene>), cropped to a
+    multiple of CROP_MULTIPLE px, at `scale`; [] when `make assets` has not fetched them."""
+    from stereo_depth_ros.data.middlebury import Middlebury
+    outputs = []
+    for folder in sorted(p for p in (assets / GROUND_TRUTH).glob("*") if p.is_dir()):
+        for sample in Middlebury(folder):
+            height, width = (n - n % CROP_MULTIPLE for n in sample.left.shape[:2])
+            rig = sample.rig
+            if rig is not None:
+                rig = replace(rig, width=width, height=height)
+            outputs.append(_output(
+                pipeline, f"{folder.name}/{sample.name}",
+                np.ascontiguousarray(sample.left[:height, :width]),
+                np.ascontiguousarray(sample.right[:height, :width]), rig,
+                sample.disparity[:height, :width], scale))
+    return outputs
 
 
 def synthetic_outputs(pipeline, count: int, height: int, width: int,
@@ -93,52 +175,34 @@ def synthetic_outputs(pipeline, count: int, height: int, width: int,
     input_scale `scale` (1 / scale an integer dividing the size)."""
     from stereo_depth_ros.data.synthetic import SyntheticDataset
     dataset = SyntheticDataset(count, seed=23, height=height, width=width, max_disparity=128.0)
-    _at_scale(pipeline, scale)
-    outputs = []
-    for sample in dataset:
-        result = pipeline.process(sample.left, sample.right, sample.rig, points=False)
-        truth = (sample.disparity if scale == 1.0
-                 else truth_interval(sample.disparity, round(1.0 / scale)))
-        outputs.append({"name": sample.name, "disparity": result.disparity,
-                        "confidence": result.confidence, "sigma": result.uncertainty_px,
-                        "gt": truth, "cx_offset": result.rig.cx_offset, "scale": scale,
-                        "withheld": _withheld(result)})
-    return outputs
+    return [_output(pipeline, sample.name, sample.left, sample.right, sample.rig,
+                    sample.disparity, scale) for sample in dataset]
 
 
 def calibration_rows(outputs: list[dict]) -> list[dict]:
     from stereo_depth_ros.core.uncertainty import calibration_stats
     rows = []
     for out in outputs:
-        stats = calibration_stats(out["disparity"], out["sigma"], out["gt"])
+        gt = out["gt"] if out["gt"].ndim == 2 else None
+        if gt is None:
+            continue
+        stats = calibration_stats(out["disparity"], out["sigma"], gt)
         rows.append({"pair": out["name"], **stats})
     return rows
 
 
-def mask_totals(outputs: list[dict], threshold: float, limit: float, *, fattening: bool = True,
-                full_resolution: bool = True) -> dict[str, float]:
-    """Density and bad-2 (%) of one mask summed over the pairs. fattening: the fattening filter
-    as the node applies it (with limit > 0); full_resolution: the limit as the node applies it
-    (False: on the physical sigma_Z / Z at the matcher's scale)."""
+def mask_totals(outputs: list[dict], mask: Mask) -> dict[str, float]:
+    """Density and bad-2 (%, full-resolution px) of one mask summed over the pairs."""
     from stereo_depth_ros.core.uncertainty import mask_tradeoff
     total = {"known": 0, "kept": 0, "bad_2_kept": 0}
     for out in outputs:
-        # input_scale * sigma_d <= limit' * d: limit' = limit * input_scale is sigma_d / d <= limit
-        applied = limit if full_resolution else limit * out["scale"]
-        counts = mask_tradeoff(out["disparity"], out["confidence"], out["sigma"], out["gt"],
-                               confidence_threshold=threshold, max_relative_uncertainty=applied,
-                               cx_offset=out["cx_offset"], input_scale=out["scale"],
-                               withheld=out["withheld"] if fattening and limit > 0 else None)
+        counts = mask_tradeoff(out["disparity"], None, out["sigma"], out["gt"],
+                               confidence_threshold=0.0, max_relative_uncertainty=0.0,
+                               input_scale=out["scale"], withheld=~mask.keep(out))
         for key in total:
             total[key] += counts[key]
     return {"density_pct": 100.0 * total["kept"] / max(total["known"], 1),
             "bad_2_pct": 100.0 * total["bad_2_kept"] / max(total["kept"], 1)}
-
-
-def tradeoff_rows(outputs: list[dict]) -> list[dict]:
-    return [{"confidence_threshold": threshold, "max_relative_uncertainty": limit,
-             **mask_totals(outputs, threshold, limit)}
-            for threshold in CONFIDENCE_THRESHOLDS for limit in RELATIVE_LIMITS]
 
 
 def sky_mask(left: np.ndarray, frame: str) -> np.ndarray:
@@ -155,15 +219,12 @@ def sky_mask(left: np.ndarray, frame: str) -> np.ndarray:
 
 def drivingstereo_frames(pipeline, assets: Path, scale: float = 1.0) -> list[dict]:
     """The DrivingStereo samples through the pipeline at `scale`, with their sky labels (full
-    resolution), fattening bands and the frame and filter times (s)."""
-    import time
-
+    resolution)."""
     from stereo_depth_ros.core.camera import StereoRig
     from stereo_depth_ros.core.image_io import read_image_rgb
     from stereo_depth_ros.core.kitti_calib import load_stereo_calibration
 
     folder = assets / DRIVINGSTEREO
-    _at_scale(pipeline, scale)
     frames = []
     for left_path in sorted(folder.glob("*_left.jpg")):
         left = read_image_rgb(left_path)
@@ -173,37 +234,23 @@ def drivingstereo_frames(pipeline, assets: Path, scale: float = 1.0) -> list[dic
         rig = StereoRig(fx=calib.fx, fy=calib.fy, cx_left=float(calib.p_left[0, 2]),
                         cx_right=float(calib.p_right[0, 2]), cy=float(calib.p_left[1, 2]),
                         baseline_m=calib.baseline_m, width=width, height=height)
-        start = time.perf_counter()
-        result = pipeline.process(left, right, rig, points=False)
-        processed = time.perf_counter()
-        withheld = _withheld(result)
-        filtered = time.perf_counter()
         frame = left_path.name.split("_")[1][11:]
-        frames.append({"result": result, "sky": sky_mask(left, frame), "withheld": withheld,
-                       "frame_s": processed - start, "filter_s": filtered - processed})
+        out = _output(pipeline, frame, left, right, rig, None, scale)
+        out["sky"] = sky_mask(left, frame)
+        frames.append(out)
     return frames
 
 
-def sky_totals(frames: list[dict], threshold: float, limit: float, *, fattening: bool = True,
-               full_resolution: bool = True) -> dict:
+def sky_totals(frames: list[dict], mask: Mask) -> dict:
     """One mask on the DrivingStereo frames: density (% of the matcher's pixels) and the
     labelled sky pixels (full resolution) published nearer than SKY_NEAR_M."""
     import cv2
 
     from stereo_depth_ros.core.geometry import disparity_to_depth
-    from stereo_depth_ros.core.uncertainty import trusted
     near = worst = kept = pixels = 0
     for frame in frames:
-        result, sky = frame["result"], frame["sky"]
-        rig, scale = result.rig, result.rig.width / sky.shape[1]
-        keep = trusted(result.disparity, result.confidence, result.uncertainty_px,
-                       confidence_threshold=threshold,
-                       max_relative_uncertainty=limit * (1.0 if full_resolution else scale),
-                       cx_offset=rig.cx_offset, input_scale=scale)
-        if fattening and limit > 0:
-            keep = ~frame["withheld"] if keep is None else keep & ~frame["withheld"]
-        disparity = result.disparity if keep is None else \
-            np.where(keep, result.disparity, np.nan)
+        rig, sky = frame["rig"], frame["sky"]
+        disparity = np.where(mask.keep(frame), frame["disparity"], np.nan)
         depth = disparity_to_depth(disparity, rig.fx, rig.baseline_m, rig.cx_offset)
         kept += int(np.isfinite(depth).sum())
         pixels += depth.size
@@ -215,51 +262,67 @@ def sky_totals(frames: list[dict], threshold: float, limit: float, *, fattening:
         worst = max(worst, count)
     return {"frames": len(frames), "sky_near_px": near, "sky_near_px_worst_frame": worst,
             "sky_px": int(sum(frame["sky"].sum() for frame in frames)),
-            "density_pct": 100.0 * kept / max(pixels, 1)}
+            "ds_density_pct": 100.0 * kept / max(pixels, 1)}
 
 
-def sky_rows(frames: list[dict]) -> list[dict]:
-    """Per mask: hand-labelled sky pixels of the DrivingStereo pairs published nearer than 20 m."""
-    return [{"confidence_threshold": threshold, "max_relative_uncertainty": limit,
-             **sky_totals(frames, threshold, limit)}
-            for threshold in CONFIDENCE_THRESHOLDS for limit in RELATIVE_LIMITS]
+def candidate_masks() -> list[Mask]:
+    masks = [Mask(max_relative_uncertainty=r, max_disparity_uncertainty=s)
+             for r in RELATIVE_LIMITS for s in SIGMA_LIMITS]
+    return masks + [Mask(confidence_threshold=t) for t in CONFIDENCE_THRESHOLDS]
 
 
-def scale_rows(synthetic: dict, drivingstereo: dict, limit: float) -> list[dict]:
-    """The default limit at each scale: at full resolution (the node) and on sigma_Z / Z."""
-    rows = []
-    for scale in sorted(set(synthetic) | set(drivingstereo), reverse=True):
-        for full in ((True, False) if scale != 1.0 else (True,)):    # the same at scale 1
-            row = {"input_scale": scale, "limit_at_full_resolution": full}
-            if scale in synthetic:
-                row.update(mask_totals(synthetic[scale], 0.0, limit, full_resolution=full))
-                row["unmasked_bad_2_pct"] = mask_totals(synthetic[scale], 0.0, 0.0)["bad_2_pct"]
-            if scale in drivingstereo:
-                sky = sky_totals(drivingstereo[scale], 0.0, limit, full_resolution=full)
-                row.update(ds_density_pct=sky["density_pct"], sky_near_px=sky["sky_near_px"])
-            rows.append(row)
-    return rows
+def mask_row(mask: Mask, real: list[dict], synthetic: list[dict], frames: list[dict]) -> dict:
+    """One mask on every source: each real pair, the real pairs pooled, the synthetic pairs
+    pooled, the DrivingStereo sky."""
+    row = {"mask": asdict(mask), "real": {}}
+    for out in real:
+        row["real"][out["name"]] = mask_totals([out], mask)
+    if real:
+        row["real_pooled"] = mask_totals(real, mask)
+    if synthetic:
+        row["synthetic"] = mask_totals(synthetic, mask)
+    if frames:
+        row["sky"] = sky_totals(frames, mask)
+    return row
 
 
-def fattening_rows(synthetic: list[dict], frames: list[dict], limit: float) -> list[dict]:
-    rows = []
-    for enabled in (True, False):
-        sky = sky_totals(frames, 0.0, limit, fattening=enabled) if frames else {}
-        rows.append({"fattening_filter": enabled,
-                     **(mask_totals(synthetic, 0.0, limit, fattening=enabled)
-                        if synthetic else {}),
-                     "ds_density_pct": sky.get("density_pct"),
-                     "sky_near_px": sky.get("sky_near_px")})
-    return rows
+def filter_rows(real, synthetic, frames) -> list[dict]:
+    """The default mask, then with each filter off."""
+    default = Mask.defaults()
+    return [mask_row(mask, real, synthetic, frames) for mask in (
+        default, replace(default, fattening_filter=False),
+        replace(default, occlusion_filter=False))]
 
 
 def cost(frames: list[dict]) -> dict:
-    """The fattening filter's time against the frame's (medians over the frames, s)."""
-    filter_s = float(np.median([f["filter_s"] for f in frames]))
+    """The filters' time against the frame's (medians over the frames, s)."""
     frame_s = float(np.median([f["frame_s"] for f in frames]))
-    return {"filter_s": filter_s, "frame_s": frame_s, "fraction_pct": 100.0 * filter_s / frame_s,
-            "size": f"{frames[0]['result'].disparity.shape[1]}x"
-                    f"{frames[0]['result'].disparity.shape[0]}"}
+    out = {"frame_s": frame_s, "size": f"{frames[0]['disparity'].shape[1]}x"
+                                       f"{frames[0]['disparity'].shape[0]}"}
+    for name in ("fattening_s", "occlusion_s"):
+        out[name] = float(np.median([f[name] for f in frames]))
+        out[name.replace("_s", "_pct")] = 100.0 * out[name] / frame_s
+    return out
+
+
+def _cells(row: dict, real_names: list[str]) -> str:
+    def pair(values: dict | None) -> str:
+        if not values:
+            return "- | -"
+        return f"{values['density_pct']:.1f} | {values['bad_2_pct']:.2f}"
+    cells = [pair(row["real"].get(name)) for name in real_names]
+    cells.append(pair(row.get("synthetic")))
+    sky = row.get("sky")
+    cells.append(f"{sky['ds_density_pct']:.1f} | {sky['sky_near_px']}" if sky else "- | -")
+    return " | ".join(cells) + " |"
+
+
+def _header(first: str, real_names: list[str], sky_px: int | None) -> list[str]:
+    columns = [first] + [f"{name.split('/')[-1]} density % | bad-2 %" for name in real_names]
+    columns += ["synthetic density % | bad-2 %", "DrivingStereo density % | sky px < 20 m"
+                + (f" (of {sky_px})" if sky_px else "")]
+    count = 1 + 2 * (len(real_names) + 2)
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * count]
 
 
 def format_tables(report: dict) -> str:
@@ -269,73 +332,67 @@ def format_tables(report: dict) -> str:
     for row in report["calibration"]:
         lines.append(f"| {row['pair']} | {row['pixels']} | {100 * row['coverage']:.1f} % | "
                      f"{row['half_ratio']:.2f} | {row['epe']:.2f} | {row['bad_2']:.1f} |")
-    sky_px = report["sky"][0]["sky_px"] if report.get("sky") else 0
-    lines += ["", "input_scale 1, fattening filter on (as the defaults):", "",
-              "| confidence_threshold | max_relative_uncertainty | density % | bad-2 % |"
-              + (f" DrivingStereo density % | sky px < 20 m (of {sky_px}) |"
-                 if report.get("sky") else ""),
-              "|---|---|---|---|" + ("---|---|" if report.get("sky") else "")]
-    sky = {(r["confidence_threshold"], r["max_relative_uncertainty"]): r
-           for r in report.get("sky") or []}
+    first = report["tradeoff"][0]
+    names = list(first["real"])
+    sky_px = first["sky"]["sky_px"] if first.get("sky") else None
+    default = Mask(**report["default_mask"])
+    lines += ["", f"the masks at input_scale 1, filters on (default mask: {default.label()}):",
+              ""] + _header("mask", names, sky_px)
     for row in report["tradeoff"]:
-        key = (row["confidence_threshold"], row["max_relative_uncertainty"])
-        cell = (f" {sky[key]['density_pct']:.1f} | {sky[key]['sky_near_px']} |"
-                if key in sky else "")
-        lines.append(f"| {key[0]:g} | {key[1]:g} | {row['density_pct']:.1f} | "
-                     f"{row['bad_2_pct']:.2f} |{cell}")
-    lines += _scale_table(report) + _fattening_table(report)
-    return "\n".join(lines)
-
-
-def _cell(row: dict, key: str, form: str) -> str:
-    return "-" if row.get(key) is None else format(row[key], form)
-
-
-def _scale_table(report: dict) -> list[str]:
-    if not report.get("scales"):
-        return []
-    lines = ["", f"the default limit {report['default_limit']:g} by input_scale (bad-2 in "
-             "full-resolution px; fattening filter on):", "",
-             "| input_scale | limit applied | density % | bad-2 % | unmasked bad-2 % | "
-             "DrivingStereo density % | sky px < 20 m |", "|---|---|---|---|---|---|---|"]
+        mask = Mask(**row["mask"])
+        mark = " (default)" if mask == default else ""
+        lines.append(f"| {mask.label()}{mark} | " + _cells(row, names))
+    lines += ["", "the default mask by input_scale (limits at full resolution; bad-2 in "
+              "full-resolution px):", ""] + _header("input_scale", names, None)
     for row in report["scales"]:
-        how = ("at full resolution (default)" if row["limit_at_full_resolution"]
-               else "on sigma_Z/Z at the scale")
-        lines.append(f"| {row['input_scale']:g} | {how} | {_cell(row, 'density_pct', '.1f')} | "
-                     f"{_cell(row, 'bad_2_pct', '.2f')} | "
-                     f"{_cell(row, 'unmasked_bad_2_pct', '.2f')} | "
-                     f"{_cell(row, 'ds_density_pct', '.1f')} | {_cell(row, 'sky_near_px', 'd')} |")
-    return lines
-
-
-def _fattening_table(report: dict) -> list[str]:
-    if not report.get("fattening"):
-        return []
-    lines = ["", f"fattening filter, input_scale 1, default limit {report['default_limit']:g}:",
-             "", "| fattening_filter | density % | bad-2 % | DrivingStereo density % | "
-             "sky px < 20 m |", "|---|---|---|---|---|"]
-    for row in report["fattening"]:
-        lines.append(f"| {str(row['fattening_filter']).lower()} | "
-                     f"{_cell(row, 'density_pct', '.1f')} | {_cell(row, 'bad_2_pct', '.2f')} | "
-                     f"{_cell(row, 'ds_density_pct', '.1f')} | {_cell(row, 'sky_near_px', 'd')} |")
+        lines.append(f"| {row['input_scale']:g} | " + _cells(row, names))
+    lines += ["", "the default mask with each filter off, input_scale 1:", ""]
+    lines += _header("filters", names, None)
+    for row, label in zip(report["filters"], ("both on (default)", "fattening_filter false",
+                                              "occlusion_filter false")):
+        lines.append(f"| {label} | " + _cells(row, names))
     if report.get("cost"):
         cost = report["cost"]
-        lines += ["", f"fattening filter cost: {1000 * cost['filter_s']:.0f} ms per "
-                  f"{cost['size']} frame, {cost['fraction_pct']:.2f} % of the frame "
-                  f"({cost['frame_s']:.2f} s; medians over the DrivingStereo frames)"]
-    return lines
+        lines += ["", f"filter cost per {cost['size']} frame (medians over the DrivingStereo "
+                  f"frames, frame {cost['frame_s']:.2f} s): fattening "
+                  f"{1000 * cost['fattening_s']:.0f} ms ({cost['fattening_pct']:.2f} %), "
+                  f"occlusion {1000 * cost['occlusion_s']:.0f} ms "
+                  f"({cost['occlusion_pct']:.2f} %)"]
+    return "\n".join(lines)
 
 
 def _scales(text: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in text.split(","))
-    if not values or values[0] != 1.0 or any(not 0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated scales in (0, 1], "
+    if not values or values[0] != 1.0 or any(not 0 < v <= 1 for v in values) \
+            or any(round(1 / v) * v != 1.0 or CROP_MULTIPLE % round(1 / v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated scales 1, 0.5 or 0.25, "
                                          "starting with 1")
     return values
 
 
+def measure(args, weights: Path) -> dict:
+    pipeline = _pipeline(weights, args.engine)
+    real = {scale: real_outputs(pipeline, args.assets, scale) for scale in args.scales}
+    synthetic = {scale: synthetic_outputs(pipeline, args.synthetic, *args.size, scale)
+                 for scale in args.scales} if args.synthetic else {}
+    frames = {} if args.no_sky else {
+        scale: drivingstereo_frames(pipeline, args.assets, scale) for scale in args.scales}
+    at_one = (real.get(1.0, []), synthetic.get(1.0, []), frames.get(1.0, []))
+    default = Mask.defaults()
+    report = {"engine": pipeline.backend.describe(), "size": f"{args.size[0]}x{args.size[1]}",
+              "default_mask": asdict(default),
+              "calibration": calibration_rows(at_one[0] + at_one[1]),
+              "tradeoff": [mask_row(mask, *at_one) for mask in candidate_masks()],
+              "scales": [{"input_scale": scale,
+                          **mask_row(default, real.get(scale, []), synthetic.get(scale, []),
+                                     frames.get(scale, []))} for scale in args.scales],
+              "filters": filter_rows(*at_one)}
+    if at_one[2]:
+        report["cost"] = cost(at_one[2])
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    from stereo_depth_ros.config import SPECS
     from stereo_depth_ros.assets import find_default_weights
     from stereo_depth_ros.tools._cli import hxw_size
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -354,21 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if weights is None or not Path(weights).is_file():
         print("no PSMNet weights: run `make assets` or pass --weights", file=sys.stderr)
         return 1
-    limit = SPECS["max_relative_uncertainty"].default
-    pipeline = _pipeline(weights, args.engine)
-    synthetic = {scale: synthetic_outputs(pipeline, args.synthetic, *args.size, scale)
-                 for scale in args.scales} if args.synthetic else {}
-    outputs = synthetic.get(1.0, [])
-    report = {"engine": pipeline.backend.describe(), "size": f"{args.size[0]}x{args.size[1]}",
-              "default_limit": limit, "calibration": calibration_rows(outputs),
-              "tradeoff": tradeoff_rows(outputs)}
-    drivingstereo = {} if args.no_sky else {
-        scale: drivingstereo_frames(pipeline, args.assets, scale) for scale in args.scales}
-    if drivingstereo:
-        report["sky"] = sky_rows(drivingstereo[1.0])
-        report["cost"] = cost(drivingstereo[1.0])
-    report["scales"] = scale_rows(synthetic, drivingstereo, limit)
-    report["fattening"] = fattening_rows(outputs, drivingstereo.get(1.0, []), limit)
+    report = measure(args, weights)
     print(format_tables(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

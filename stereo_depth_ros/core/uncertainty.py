@@ -25,8 +25,8 @@ to the matcher's sigma_d in its own px at every scale, so it keeps the pixels ma
 reliably (at input_scale s the published depth's spread is 1 / s larger: `depth_std`). The
 relative limit alone passes a wide distribution on a near surface (large d), and near surfaces
 are where an error of a few px puts an obstacle in the wrong place; the absolute limit is what
-lets the default mask meet
-bad-2 (error > 2 px) targets on the real pairs with ground truth (README "Which depth to trust").
+lets the default mask meet bad-2 (error > 2 px) targets on the real pairs with ground truth
+(README "Which depth to trust").
 """
 
 from __future__ import annotations
