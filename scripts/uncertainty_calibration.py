@@ -66,8 +66,9 @@ class Mask:
 
     @classmethod
     def defaults(cls) -> Mask:
-        from stereo_depth_ros.config import SPECS
-        return cls(**{name: SPECS[name].default for name in asdict(cls())})
+        from stereo_depth_ros.config import DEPTH_MASK_FILTERS, DEPTH_MASK_LIMITS, SPECS
+        return cls(**{name: SPECS[name].default
+                      for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS})
 
     @property
     def uncertainty_on(self) -> bool:

@@ -93,7 +93,7 @@ def golden_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
-    if not (ASSETS_DIR / "weights").is_dir() or not (ASSETS_DIR / "samples").is_dir():
+    if not all((ASSETS_DIR / name).is_dir() for name in ("weights", "samples", "ground_truth")):
         pytest.fail(f"sample assets missing in {ASSETS_DIR}: run `make assets` "
                     "(make test does it for you)")
     return ASSETS_DIR
