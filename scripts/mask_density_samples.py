@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """What the default depth mask publishes on the real indoor and mixed sample pairs (no ground
-truth): the share of pixels kept with the relative-uncertainty limit alone and with the
-fattening filter too, per pair; the filter's cost in density where scenes have blank walls.
+truth): the share of pixels kept by the default mask, and by it without each of its parts, per
+pair and per set; what each part costs in density on real scenes.
 
     PYTHONPATH=$PWD python scripts/mask_density_samples.py [--sets oak-d,eth3d_lowres,...]
-        [--limits 0.06,0.1,0.2] [--max-width 960] [--json OUT]
+        [--max-width 960] [--json OUT]
 
 Pairs: `data.shipped_samples` (assets/samples, each with its calibration), resized by a power of
 two to at most --max-width (Middlebury 2014's 2800 px pairs become 707 px, its usual quarter
 size), matched by PSMNet (released KITTI 2015 weights, `exact` engine, CPU) with everything
-published; the masks are then applied to the same outputs as the pipeline applies them.
+published; the masks (scripts/uncertainty_calibration.py's Mask) are then applied to the same
+outputs as the pipeline applies them.
 """
 
 from __future__ import annotations
@@ -17,43 +18,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 SETS = ("oak-d", "middlebury_2014", "eth3d_lowres")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from uncertainty_calibration import Mask, _output, _pipeline  # noqa: E402
 
 
-def pair_row(pipeline, pair, max_width: int, limits: list[float]) -> dict:
-    """Share of the pair's pixels published by each limit, alone and with the fattening filter
-    (one network run; the masks are applied to its outputs as the pipeline applies them)."""
-    from stereo_depth_ros.core.fattening import fattened
-    from stereo_depth_ros.core.uncertainty import trusted
+def masks() -> dict[str, Mask]:
+    """The default mask and the default without each of its parts, by column title."""
+    default = Mask.defaults()
+    return {"default": default,
+            "no sigma_d limit": replace(default, max_disparity_uncertainty=0.0),
+            "no relative limit": replace(default, max_relative_uncertainty=0.0),
+            "no occlusion filter": replace(default, occlusion_filter=False),
+            "no fattening filter": replace(default, fattening_filter=False)}
+
+
+def pair_row(pipeline, pair, max_width: int) -> dict:
+    """Share of the pair's pixels (%) each mask publishes (one network run)."""
     left, right, rig = pair.load(max_width)
-    result = pipeline.process(left, right, rig, points=False)
-    band = fattened(result.left, result.disparity, rig.cx_offset)
-    row = {"pair": pair.name, "size": f"{left.shape[1]}x{left.shape[0]}", "limits": {}}
-    for limit in limits:
-        keep = trusted(result.disparity, result.confidence, result.uncertainty_px,
-                       max_relative_uncertainty=limit, cx_offset=rig.cx_offset)
-        row["limits"][f"{limit:g}"] = {
-            "limit_only_pct": 100.0 * float(keep.mean()),
-            "with_fattening_filter_pct": 100.0 * float((keep & ~band).mean())}
-    return row
+    out = _output(pipeline, pair.name, left, right, rig, None, 1.0)
+    return {"pair": pair.name, "size": f"{left.shape[1]}x{left.shape[0]}",
+            "density_pct": {title: 100.0 * float(mask.keep(out).mean())
+                            for title, mask in masks().items()}}
 
 
-def table(rows: list[dict], limits: list[float], wanted: list[str]) -> list[str]:
-    """Markdown: per pair, the limit alone at the default, then each limit with the filter."""
-    keys = [f"{limit:g}" for limit in limits]
-    lines = ["| pair | size | limit " + keys[0] + " only % | "
-             + " | ".join(f"limit {k} + filter %" for k in keys) + " |",
-             "|---|---|---|" + "---|" * len(keys)]
+def table(rows: list[dict], wanted: list[str]) -> list[str]:
+    """Markdown: per pair and per set (mean), the density of each mask."""
+    titles = list(masks())
+    lines = ["| pair | size | " + " | ".join(f"{t} %" for t in titles) + " |",
+             "|---|---|" + "---|" * len(titles)]
 
-    def cells(values: list[dict]) -> str:
-        first = np.mean([v["limits"][keys[0]]["limit_only_pct"] for v in values])
-        rest = [np.mean([v["limits"][k]["with_fattening_filter_pct"] for v in values])
-                for k in keys]
-        return f"{first:.1f} | " + " | ".join(f"{x:.1f}" for x in rest) + " |"
+    def cells(group: list[dict]) -> str:
+        return " | ".join(f"{np.mean([r['density_pct'][t] for r in group]):.1f}"
+                          for t in titles) + " |"
     for row in rows:
         lines.append(f"| {row['pair']} | {row['size']} | " + cells([row]))
     for name in wanted:
@@ -64,19 +66,12 @@ def table(rows: list[dict], limits: list[float], wanted: list[str]) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stereo_depth_ros.config import SPECS
-    from stereo_depth_ros.data.shipped_samples import shipped_pairs
     from stereo_depth_ros.assets import find_default_weights
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from uncertainty_calibration import _pipeline
+    from stereo_depth_ros.data.shipped_samples import shipped_pairs
 
-    default = SPECS["max_relative_uncertainty"].default
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS),
                         help=f"sample folders (default {','.join(SETS)})")
-    parser.add_argument("--limits", default=f"{default:g},0.06,0.1,0.2",
-                        help="max_relative_uncertainty values to compare; the first is shown "
-                        "alone too (default: the parameter's default, 0.06, 0.1, 0.2)")
     parser.add_argument("--max-width", type=int, default=960)
     parser.add_argument("--assets", type=Path, default=Path("assets"))
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
@@ -85,17 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     if weights is None or not Path(weights).is_file():
         print("no PSMNet weights: run `make assets`", file=sys.stderr)
         return 1
-    limits = list(dict.fromkeys(float(x) for x in args.limits.split(",")))
     wanted = args.sets.split(",")
     pairs = [p for p in shipped_pairs(args.assets / "samples") if p.name.split("/")[0] in wanted]
     pipeline = _pipeline(weights, "exact")
-    rows = [pair_row(pipeline, pair, args.max_width, limits) for pair in pairs]
-    lines = [f"default limit {default:g}; density = share of all pixels published", "",
-             *table(rows, limits, wanted)]
+    rows = [pair_row(pipeline, pair, args.max_width) for pair in pairs]
+    default = Mask.defaults()
+    lines = [f"default mask: {default.label()}, fattening and occlusion filters; density = "
+             "share of all pixels published", "", *table(rows, wanted)]
     print("\n".join(lines))
     if args.json is not None:
-        args.json.write_text(json.dumps({"default_limit": default, "limits": limits,
-                                         "pairs": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"default_mask": default.__dict__, "pairs": rows},
+                                        indent=1) + "\n")
     return 0
 
 
