@@ -14,7 +14,9 @@ assets/ folder) and the sample pairs in assets/samples. Steps:
 3. `stereo_depth_bench --device cuda` (reference eager fp32, exact, fast, fast-bf16, fast-eager:
    network with CUDA events, the whole frame through the pipeline, peak GPU memory);
 4. writes <out>/gpu_check.json (everything) and prints the targets: fast network >= 50 fps and
-   >= 10x the eager reference, frame >= 25 fps, fast peak GPU memory <= 2 GB.
+   >= 10x the eager reference, frame >= 25 fps, fast peak GPU memory <= 2 GB, and what sigma_d
+   costs on the GPU (fast-sigma against fast: network, and frame with the node's default depth
+   mask; target <= 5 % of the frame).
 
 Exit status: 0 when the tests pass and the benchmark ran (targets are reported, not enforced),
 1 when a test failed or a step could not run, 2 for bad arguments.
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_CONFIGS = ("reference", "exact", "fast", "fast-bf16", "fast-eager")
+BENCH_CONFIGS = ("reference", "exact", "fast", "fast-bf16", "fast-eager", "fast-sigma")
 TARGETS = {"fast network fps >= 50": ("network_fps", 50.0),
            "fast network >= 10x eager reference": ("network_speedup", 10.0),
            "fast frame fps >= 25": ("frame_fps", 25.0),
@@ -113,6 +115,20 @@ def _targets(summary: dict) -> dict:
     return result
 
 
+def _sigma_cost(summary: dict) -> dict:
+    """fast-sigma against fast, per size: sigma_d's share of the network time and, with the
+    default depth mask, of the frame time (% of fast's)."""
+    costs = {}
+    for size, configs in summary.items():
+        plain, sigma = configs.get("fast"), configs.get("fast-sigma")
+        if not plain or not sigma:
+            continue
+        costs[size] = {key: 100.0 * (sigma[key] - plain[key]) / plain[key]
+                       for key in ("network_ms", "frame_ms")
+                       if sigma.get(key) is not None and plain.get(key)}
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "gpu_check",
@@ -179,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 shown = "-" if value is None else f"{value:.1f}"
                 verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
                 print(f"[gpu_check] {label}: {shown} ({verdict})", flush=True)
+            report["sigma_cost_pct"] = _sigma_cost(report["bench"])
+            for size, cost in report["sigma_cost_pct"].items():
+                print(f"[gpu_check] sigma_d at {size}: network +{cost.get('network_ms', 0):.1f} "
+                      f"%, frame with the default depth mask +{cost.get('frame_ms', 0):.1f} % "
+                      "(target <= 5 %)", flush=True)
         else:
             status = 1
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n",

@@ -110,16 +110,22 @@ def network_on_cuda(backend, config: dict, left, right, warmup: int, runs: int) 
     return record
 
 
-def frame_runner(backend, left, right):
+def frame_runner(backend, left, right, *, depth_mask: bool = False):
     """The node's per-frame path: (Image messages ->) raw arrays -> StereoPipeline -> (messages).
+    depth_mask: with the node's default depth mask (config.DEPTH_MASK_LIMITS and
+    DEPTH_MASK_FILTERS at their defaults), else everything published.
 
     Returns (run, with_messages)."""
     import numpy as np
-    from stereo_depth_ros.pipeline import StereoPipeline
+    from stereo_depth_ros.config import DEPTH_MASK_FILTERS, DEPTH_MASK_LIMITS, SPECS
+    from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
 
     height, width = left.shape[:2]
     calibration = raw_calibration(width, height)
-    pipeline = StereoPipeline(backend)
+    options = PipelineOptions(**{name: SPECS[name].default
+                                 for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS}) \
+        if depth_mask else PipelineOptions()
+    pipeline = StereoPipeline(backend, options)
     bgr = [np.ascontiguousarray(image[..., ::-1]) for image in (left, right)]
     try:
         from std_msgs.msg import Header
@@ -197,7 +203,8 @@ def run_worker(config_name: str, size: tuple[int, int], *, device: str, runs: in
     if frame_runs > 0:
         if run_device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        frame_run, with_messages = frame_runner(backend, left, right)
+        frame_run, with_messages = frame_runner(backend, left, right,
+                                                depth_mask=bool(config.get("uncertainty")))
         _, frame_totals, frame_stages = timed(frame_run, max(1, warmup), frame_runs)
         record["frame"] = {**stat(frame_totals), "runs_s": frame_totals,
                            "fps": 1.0 / statistics.median(frame_totals),

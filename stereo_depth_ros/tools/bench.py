@@ -25,7 +25,9 @@ Configurations (--configs):
              slower than float32: use fast-bf16)
   sgbm       OpenCV StereoSGBM with the backend's default parameters (always on the CPU)
   exact-sigma, fast-sigma  exact / fast also computing sigma_d (the uncertainty) in the same
-             regression pass: their ratio to exact / fast is the uncertainty's cost
+             regression pass, and their frame with the node's default depth mask (its limits and
+             filters): network to network is sigma_d's cost, frame to frame sigma_d's and
+             the mask's
 
 Each configuration runs in its own subprocess, so that process's peak RSS (ru_maxrss) is that
 configuration's peak memory; `--rounds R` runs every configuration R times, alternating, so
