@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stereo_depth_ros.backends.base import DisparityResult
+from helpers.pipeline import FixedOutputBackend
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.uncertainty import (calibration_stats, depth_std, mask_tradeoff,
                                                relative_uncertainty, trusted)
@@ -177,24 +177,6 @@ def test_the_limit_is_at_full_resolution_by_count_at_three_scales():
                    input_scale=0.5).sum() == 10
 
 
-class _KnownBackend:
-    """A backend returning fixed disparity, confidence and sigma_d (px)."""
-
-    name = "known"
-    min_disparity, max_disparity, delta_d = 0.0, 64.0, 1.0 / 256
-    provides_uncertainty = True
-
-    def __init__(self, disparity, confidence, sigma):
-        self.outputs = (disparity, confidence, sigma)
-
-    def check_input_size(self, width, height):
-        pass
-
-    def compute(self, left, right):
-        d, c, s = (np.array(a, np.float32) for a in self.outputs)
-        return DisparityResult(disparity=d, confidence=c, uncertainty=s)
-
-
 def test_pipeline_masks_every_output_and_carries_sigma_through_input_scale():
     height, width = 8, 12
     disparity = np.full((height, width), 10.0, np.float32)
@@ -203,7 +185,7 @@ def test_pipeline_masks_every_output_and_carries_sigma_through_input_scale():
     sigma[:, 3] = 0.8                  # relative 0.08, 0.04 at full resolution: kept
     confidence = np.full((height, width), 0.9, np.float32)
     confidence[:2] = 0.1                                      # 2 low-confidence rows
-    backend = _KnownBackend(disparity, confidence, sigma)
+    backend = FixedOutputBackend(disparity, confidence, sigma)
     rig = StereoRig(fx=400.0, fy=400.0, cx_left=11.5, cx_right=11.5, cy=7.5, baseline_m=0.2,
                     width=2 * width, height=2 * height)
     left = np.zeros((2 * height, 2 * width, 3), np.uint8)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stereo_depth_ros.backends.base import DisparityResult
+from helpers.pipeline import FixedOutputBackend
+
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.fattening import fattened, texture_sum, textureless
 from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
@@ -98,23 +99,10 @@ def test_the_device_twin_gives_the_same_pixels():
     assert withheld > 0
 
 
-class _BandBackend:
-    """Returns the sky-and-band disparity with a small sigma_d (or none, like SGBM)."""
-
-    name = "band"
-    min_disparity, max_disparity, delta_d = 0.0, 64.0, 1.0 / 256
-
-    def __init__(self, with_sigma: bool) -> None:
-        self.provides_uncertainty = with_sigma
-        self.with_sigma = with_sigma
-
-    def check_input_size(self, width, height):
-        pass
-
-    def compute(self, left, right):
-        d = _disparity(5.0, 30.0, 40)
-        sigma = np.full(d.shape, 0.1, np.float32) if self.with_sigma else None
-        return DisparityResult(disparity=d, confidence=np.ones_like(d), uncertainty=sigma)
+def _band_backend(with_sigma: bool) -> FixedOutputBackend:
+    """The sky-and-band disparity with a small sigma_d (or none, like SGBM)."""
+    d = _disparity(5.0, 30.0, 40)
+    return FixedOutputBackend(d, sigma=np.full(d.shape, 0.1, np.float32) if with_sigma else None)
 
 
 @pytest.mark.parametrize("with_sigma, limit, enabled, withheld", [
@@ -128,7 +116,7 @@ def test_the_pipeline_withholds_the_band_with_the_uncertainty_mask(with_sigma, l
     rig = StereoRig(fx=100.0, fy=100.0, cx_left=45.0, cx_right=45.0, cy=3.0, baseline_m=0.5,
                     width=WIDTH, height=HEIGHT)
     options = PipelineOptions(max_relative_uncertainty=limit, fattening_filter=enabled)
-    result = StereoPipeline(_BandBackend(with_sigma), options).process(_left(), _left(), rig)
+    result = StereoPipeline(_band_backend(with_sigma), options).process(_left(), _left(), rig)
     dropped = np.isnan(result.disparity)
     assert dropped.sum() == withheld
     if withheld:

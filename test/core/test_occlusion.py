@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stereo_depth_ros.backends.base import DisparityResult
+from helpers.pipeline import FixedOutputBackend
+
 from stereo_depth_ros.core.camera import StereoRig
 from stereo_depth_ros.core.occlusion import OCCLUSION_MARGIN_PX, occluded
 from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
@@ -71,25 +72,6 @@ def test_torch_twin_is_exact_on_random_scenes():
         np.testing.assert_array_equal(got, expected)
 
 
-class _StepBackend:
-    """The 5 px / 30 px step with a small sigma_d (or none, like SGBM)."""
-
-    name = "step"
-    min_disparity, max_disparity, delta_d = 0.0, 64.0, 1.0 / 256
-
-    def __init__(self, with_sigma: bool) -> None:
-        self.provides_uncertainty = with_sigma
-        self.with_sigma = with_sigma
-
-    def check_input_size(self, width, height):
-        pass
-
-    def compute(self, left, right):
-        d = _step(5.0, 30.0)
-        sigma = np.full(d.shape, 0.1, np.float32) if self.with_sigma else None
-        return DisparityResult(disparity=d, confidence=np.ones_like(d), uncertainty=sigma)
-
-
 @pytest.mark.parametrize("with_sigma, relative, absolute, enabled, withheld", [
     (True, 0.1, 1.4, True, HEIGHT * 24),      # the defaults: the hidden band goes
     (True, 0.0, 1.4, True, HEIGHT * 24),      # either uncertainty limit turns the mask on
@@ -105,7 +87,10 @@ def test_the_pipeline_withholds_hidden_pixels_with_the_uncertainty_mask(
     options = PipelineOptions(max_relative_uncertainty=relative,
                               max_disparity_uncertainty=absolute, occlusion_filter=enabled)
     image = np.random.default_rng(1).integers(0, 255, (HEIGHT, WIDTH, 3), np.uint8)
-    result = StereoPipeline(_StepBackend(with_sigma), options).process(image, image, rig)
+    result = StereoPipeline(
+        FixedOutputBackend(_step(5.0, 30.0),
+                           sigma=np.full((HEIGHT, WIDTH), 0.1) if with_sigma else None),
+        options).process(image, image, rig)
     dropped = np.isnan(result.disparity)
     assert dropped.sum() == withheld
     if withheld:

@@ -4,28 +4,19 @@ synthetic scenes, with the released weights and the script that makes the README
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from helpers.scripts import load_script
 
 from stereo_depth_ros.config import SPECS
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "uncertainty_calibration.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("uncertainty_calibration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_script("uncertainty_calibration")
 
 
 @pytest.fixture(scope="module")

@@ -33,3 +33,26 @@ def textured_pair(shift: int = 8, height: int = HEIGHT, width: int = WIDTH):
     wide = cv2.GaussianBlur(rng.integers(0, 256, (height, width + shift, 3), np.uint8),
                             (3, 3), 0.8)
     return np.ascontiguousarray(wide[:, shift:]), np.ascontiguousarray(wide[:, :width])
+
+
+class FixedOutputBackend:
+    """A backend that returns the same disparity, confidence and sigma_d (px) for every pair:
+    sigma None = a backend without uncertainty (like SGBM); confidence None = all ones."""
+
+    name = "fixed"
+    min_disparity, max_disparity, delta_d = 0.0, 64.0, 1.0 / 256
+
+    def __init__(self, disparity, confidence=None, sigma=None) -> None:
+        self.outputs = (disparity, confidence, sigma)
+        self.provides_uncertainty = sigma is not None
+
+    def check_input_size(self, width, height):
+        pass
+
+    def compute(self, left, right):
+        from stereo_depth_ros.backends.base import DisparityResult
+        disparity, confidence, sigma = (None if a is None else np.array(a, np.float32)
+                                        for a in self.outputs)
+        if confidence is None:
+            confidence = np.ones_like(disparity)
+        return DisparityResult(disparity=disparity, confidence=confidence, uncertainty=sigma)

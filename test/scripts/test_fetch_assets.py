@@ -7,22 +7,18 @@ archive written here into the script's download cache.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import tarfile
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fetch_assets.py"
+from helpers.scripts import load_script
 
 
 @pytest.fixture()
 def fetch_assets():
-    spec = importlib.util.spec_from_file_location("fetch_assets_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fetch_assets")
 
 
 class TarFileWithoutFilter(tarfile.TarFile):
