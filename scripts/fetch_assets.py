@@ -334,11 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=default_assets_dir(),
                         help="where to put the assets (default: %(default)s)")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="only the PSMNet weights (what a robot needs; the pairs are for "
+                             "the demo, the tests and the measurements)")
     args = parser.parse_args(argv)
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     cache = root / ".cache"
     weights = fetch_weights(root, cache)
+    if args.weights_only:
+        print(f"assets ready: weights {weights} (sha256 ok)")
+        return 0
     samples = fetch_samples(root, cache)
     ground_truth = fetch_ground_truth(root, cache)
     print(f"assets ready: weights {weights} (sha256 ok), samples {samples}, pairs with ground "

@@ -46,7 +46,7 @@ def missing_weights_hint(weights_path: str, *, cwd: str | None = None) -> str:
         get = (f"`make assets` in {checkout} puts the official KITTI 2015 checkpoint at "
                f"{checkout / DEFAULT_WEIGHTS}")
     else:
-        get = ("`python3 <the package's source>/scripts/fetch_assets.py --dir ~/stereo_assets` "
-               "fetches the official KITTI 2015 checkpoint to "
+        get = ("`python3 <the package's source>/scripts/fetch_assets.py --dir ~/stereo_assets "
+               "--weights-only` fetches the official KITTI 2015 checkpoint to "
                "~/stereo_assets/weights/pretrained_model_KITTI2015.tar")
     return f"{where}{get}; or use backend:=sgbm, which needs no weights"

@@ -213,7 +213,8 @@ def test_missing_weights_hint_fits_where_the_package_runs(monkeypatch, tmp_path)
     hint = assets.missing_weights_hint("/opt/weights/psm.tar")
     assert "make assets" not in hint and "relative" not in hint
     assert hint == ("`python3 <the package's source>/scripts/fetch_assets.py --dir "
-                    "~/stereo_assets` fetches the official KITTI 2015 checkpoint to "
+                    "~/stereo_assets --weights-only` fetches the official KITTI 2015 "
+                    "checkpoint to "
                     "~/stereo_assets/weights/pretrained_model_KITTI2015.tar; or use "
                     "backend:=sgbm, which needs no weights")
     monkeypatch.undo()

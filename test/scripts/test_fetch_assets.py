@@ -231,3 +231,15 @@ def test_cones_colour_of_other_than_whole_grey_levels_refused(tmp_path, fetch_as
     with pytest.raises(SystemExit, match="im0.tif is not a colour image of whole grey levels"):
         fetch_assets.fetch_ground_truth(tmp_path, tmp_path / ".cache")
     assert not (tmp_path / "ground_truth" / "middlebury_2003" / "Cones-quarter").exists()
+
+
+def test_weights_only_fetches_nothing_else(tmp_path, fetch_assets, monkeypatch, capsys):
+    calls = []
+    for name in ("fetch_weights", "fetch_samples", "fetch_ground_truth"):
+        monkeypatch.setattr(fetch_assets, name,
+                            lambda root, cache, name=name: calls.append(name) or [root / name])
+    assert fetch_assets.main(["--dir", str(tmp_path), "--weights-only"]) == 0
+    assert calls == ["fetch_weights"]
+    assert fetch_assets.main(["--dir", str(tmp_path)]) == 0
+    assert calls[1:] == ["fetch_weights", "fetch_samples", "fetch_ground_truth"]
+    assert "pairs with ground truth" in capsys.readouterr().out
