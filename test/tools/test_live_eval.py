@@ -80,7 +80,10 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
 
     summary = json.loads((out / "depth_error_summary.json").read_text())
     counts = summary["counts"]
-    assert counts["scans_received"] == 3 and counts["scans_evaluated"] == 3
+    # seen once in CI (0 scans received; not reproduced in 20 runs, with and without load):
+    # the processes' own words, to tell which side lost them if it happens again
+    assert counts["scans_received"] == 3 and counts["scans_evaluated"] == 3, (
+        counts, evaluator.output()[-4000:], replay.output()[-2000:], node.output()[-2000:])
     assert counts["scans_unmatched"] == 0 and counts["depth_frames_unmatched"] == 0
     assert "velodyne->camera_left_optical_frame" in summary["transform"]
     rows = [r for r in frame_rows(out) if r["group"] == "all"]
