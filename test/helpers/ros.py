@@ -330,9 +330,11 @@ class Harness:
         self.diagnostics = self.ctx.collect(DiagnosticArray, "/diagnostics")
         self._last_ns = 0
 
-    def next_stamp(self):
-        """Now (wall clock, as the node's clock), strictly increasing: input ages are real."""
-        self._last_ns = max(time.time_ns(), self._last_ns + self._min_step_ns)
+    def next_stamp(self, min_step_s: float | None = None):
+        """Now (wall clock, as the node's clock), strictly increasing: input ages are real.
+        min_step_s: at least this far after the previous stamp (default: the harness's)."""
+        step_ns = self._min_step_ns if min_step_s is None else int(min_step_s * 1e9)
+        self._last_ns = max(time.time_ns(), self._last_ns + step_ns)
         return stamp(self._last_ns // 1_000_000_000, self._last_ns % 1_000_000_000)
 
     def latest_status(self) -> dict[str, str]:

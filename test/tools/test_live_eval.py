@@ -80,10 +80,13 @@ def test_replayed_drive_through_sgbm_node_gives_sgbms_error(drive_and_bag, tmp_p
 
     summary = json.loads((out / "depth_error_summary.json").read_text())
     counts = summary["counts"]
-    # seen once in CI (0 scans received; not reproduced in 20 runs, with and without load):
-    # the processes' own words, to tell which side lost them if it happens again
-    assert counts["scans_received"] == 3 and counts["scans_evaluated"] == 3, (
-        counts, evaluator.output()[-4000:], replay.output()[-2000:], node.output()[-2000:])
+    if counts["scans_received"] != 3:
+        # seen in 2 of 3 whole-suite runs (0 scans received), in 1 of ~25 runs of the module or
+        # folder alone: the processes' own words, in full (pytest shows a failing test's
+        # stdout), to tell which side lost them
+        print(f"evaluator:\n{evaluator.output()}\nreplay:\n{replay.output()}\n"
+              f"node:\n{node.output()}")
+    assert counts["scans_received"] == 3 and counts["scans_evaluated"] == 3, counts
     assert counts["scans_unmatched"] == 0 and counts["depth_frames_unmatched"] == 0
     assert "velodyne->camera_left_optical_frame" in summary["transform"]
     rows = [r for r in frame_rows(out) if r["group"] == "all"]
