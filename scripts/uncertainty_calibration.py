@@ -66,26 +66,24 @@ class Mask:
 
     @classmethod
     def defaults(cls) -> Mask:
-        from stereo_depth_ros.config import DEPTH_MASK_FILTERS, DEPTH_MASK_LIMITS, SPECS
-        return cls(**{name: SPECS[name].default
-                      for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS})
-
-    @property
-    def uncertainty_on(self) -> bool:
-        return self.max_relative_uncertainty > 0 or self.max_disparity_uncertainty > 0
+        from stereo_depth_ros.config import default_depth_mask
+        return cls(**default_depth_mask())
 
     def keep(self, out: dict) -> np.ndarray:
-        """(H, W) bool: the pixels of one pipeline output (see `_output`) this mask publishes."""
+        """(H, W) bool: the pixels of one pipeline output (see `_output`) this mask publishes,
+        by the pipeline's own rules (PipelineOptions decides where the filters apply)."""
         from stereo_depth_ros.core.uncertainty import trusted
+        from stereo_depth_ros.pipeline import PipelineOptions
+        options = PipelineOptions(input_scale=out["scale"], **asdict(self))
         keep = trusted(out["disparity"], out["confidence"], out["sigma"],
                        confidence_threshold=self.confidence_threshold,
                        max_relative_uncertainty=self.max_relative_uncertainty,
                        max_disparity_uncertainty=self.max_disparity_uncertainty,
                        cx_offset=out["cx_offset"], input_scale=out["scale"])
         keep = np.isfinite(out["disparity"]) if keep is None else keep
-        if self.uncertainty_on and self.fattening_filter:
+        if options.filters_fattening(out["sigma"]):
             keep = keep & ~out["fattened"]
-        if self.uncertainty_on and self.occlusion_filter:
+        if options.filters_occlusion(out["sigma"]):
             keep = keep & ~out["occluded"]
         return keep
 

@@ -313,6 +313,13 @@ SGBM_PREFIX = "sgbm."
 DEPTH_MASK_LIMITS = ("confidence_threshold", "max_relative_uncertainty",
                      "max_disparity_uncertainty")
 DEPTH_MASK_FILTERS = ("fattening_filter", "occlusion_filter")
+
+
+def default_depth_mask() -> dict:
+    """The depth mask's parameters at their defaults: {name: value}."""
+    return {name: SPECS[name].default for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS}
+
+
 PSMNET_PARAMETERS = ("weights_path", "model", "max_disparity", "device", "precision", "engine")
 """The parameters that are PsmnetBackend options of the same name."""
 BM_PARAMETERS = {"sgbm.min_disparity": "min_disparity", "sgbm.num_disparities": "num_disparities",

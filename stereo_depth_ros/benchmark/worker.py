@@ -112,19 +112,17 @@ def network_on_cuda(backend, config: dict, left, right, warmup: int, runs: int) 
 
 def frame_runner(backend, left, right, *, depth_mask: bool = False):
     """The node's per-frame path: (Image messages ->) raw arrays -> StereoPipeline -> (messages).
-    depth_mask: with the node's default depth mask (config.DEPTH_MASK_LIMITS and
-    DEPTH_MASK_FILTERS at their defaults), else everything published.
+    depth_mask: with the node's default depth mask (config.default_depth_mask()), else
+    everything published.
 
     Returns (run, with_messages)."""
     import numpy as np
-    from stereo_depth_ros.config import DEPTH_MASK_FILTERS, DEPTH_MASK_LIMITS, SPECS
+    from stereo_depth_ros.config import default_depth_mask
     from stereo_depth_ros.pipeline import PipelineOptions, StereoPipeline
 
     height, width = left.shape[:2]
     calibration = raw_calibration(width, height)
-    options = PipelineOptions(**{name: SPECS[name].default
-                                 for name in DEPTH_MASK_LIMITS + DEPTH_MASK_FILTERS}) \
-        if depth_mask else PipelineOptions()
+    options = PipelineOptions(**(default_depth_mask() if depth_mask else {}))
     pipeline = StereoPipeline(backend, options)
     bgr = [np.ascontiguousarray(image[..., ::-1]) for image in (left, right)]
     try:

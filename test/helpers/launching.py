@@ -24,6 +24,14 @@ FX, BASELINE_M = 200.0, 0.1
 BACKGROUND_D, FOREGROUND_D = 10.0, 16.0
 
 
+def launch_scene():
+    """96x128: a background plane at BACKGROUND_D px and a box at FOREGROUND_D px."""
+    from stereo_depth_ros.core.synthetic import make_scene
+    return make_scene(96, 128, background_disparity=BACKGROUND_D,
+                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
+                      texture_cell_px=2.0, seed=4)
+
+
 class Launch(NodeProcess):
     """The launch runner as a subprocess in the sourced install space. stop() is Ctrl-C in a
     terminal: SIGINT to the whole process group (so every node gets it from the terminal and

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FRAME, FX,  # noqa: E402
-                               SIM_START_S, Launch, get_parameters, latest_status,
+                               SIM_START_S, Launch, get_parameters, latest_status, launch_scene,
                                send_scene, start_and_connect, stereo_input_publishers,
                                write_params)
 from helpers.process import assert_clean_exit  # noqa: E402
@@ -29,7 +29,6 @@ from helpers.ros import RosTestContext, wait_for, wait_for_subscribers  # noqa: 
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
 
 from stereo_depth_ros.core.camera import StereoRig  # noqa: E402
-from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -53,9 +52,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
                  "right_namespace": "cam/right", "backend": "sgbm",
                  "weights_path": "/nowhere/weights_from_the_launch_argument.tar",
                  "use_sim_time": "true", "params_file": str(params)}
-    scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
-                       foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
-                       texture_cell_px=2.0, seed=4)
+    scene = launch_scene()
     ctx = RosTestContext("launch_peer")
     launch = Launch(install_space, "stereo_depth.launch.py", arguments)
     try:
@@ -172,9 +169,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
     from helpers.ros_nodes import LifecycleClient
     from sensor_msgs.msg import Image
 
-    scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
-                       foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
-                       texture_cell_px=2.0, seed=4)
+    scene = launch_scene()
     ctx = RosTestContext("managed_launch_peer")
     launch = _managed_launch(install_space, tmp_path, "managed",
                              left_namespace="cam/left", right_namespace="cam/right")
@@ -263,9 +258,7 @@ def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_spa
                  "right_namespace": "/camera/right", "launch_image_proc": "False",
                  "approximate_sync": "True", "backend": "sgbm", "disparity_range": "32",
                  "correlation_window_size": "5", "uniqueness_ratio": "10.0"}
-    scene = make_scene(96, 128, background_disparity=BACKGROUND_D,
-                       foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
-                       texture_cell_px=2.0, seed=4)
+    scene = launch_scene()
     ctx = RosTestContext("sip_launch_peer")
     launch = Launch(install_space, "stereo_image_proc.launch.py", arguments)
     try:

@@ -24,12 +24,13 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FX,  # noqa: E402
+                               launch_scene)
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
 from helpers.ros_messages import as_array, statuses_of, stereo_infos  # noqa: E402
 from helpers.ros_nodes import LIFECYCLE_MODULE, LifecycleClient, set_parameters  # noqa: E402
 
-from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.ros import diagnostics  # noqa: E402
 from stereo_depth_ros.ros import stereo_depth_core as core_module  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_lifecycle_node import \
@@ -40,8 +41,6 @@ pytestmark = [pytest.mark.ros]
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 FQN = "/stereo_depth_node"
-FX, BASELINE_M = 200.0, 0.1
-BACKGROUND_D, FOREGROUND_D = 10.0, 16.0
 NAMES = ["disparity", "depth/image_rect"]
 SGBM_ARGS = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32",
              "-p", "diagnostics_period_seconds:=0.25", "-p", "queue_size:=5"]
@@ -49,9 +48,7 @@ SGBM_ARGS = ["-p", "backend:=sgbm", "-p", "sgbm.num_disparities:=32",
 
 @pytest.fixture(scope="module")
 def scene():
-    return make_scene(96, 128, background_disparity=BACKGROUND_D,
-                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE_M,
-                      texture_cell_px=2.0, seed=4)
+    return launch_scene()
 
 
 def send_pair(harness: Harness, scene):

@@ -19,22 +19,18 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from helpers.parameter_effects import (BASELINE, FOREGROUND, FOREGROUND_D,  # noqa: E402
+                                       FX, two_plane_scene)
 from helpers.ros import FRAME, Harness, NodeProcess  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos, time_ns  # noqa: E402
 from helpers.ros_nodes import set_parameters  # noqa: E402
 
 from stereo_depth_ros.backends.bm import BmBackend  # noqa: E402
 from stereo_depth_ros.backends.sgbm import SgbmBackend  # noqa: E402
-from stereo_depth_ros.core.synthetic import make_scene  # noqa: E402
 from stereo_depth_ros.ros.messages import pointcloud2_to_numpy  # noqa: E402
 from stereo_depth_ros.ros.stereo_depth_node import StereoDepthNode  # noqa: E402
 
 pytest_plugins = ("helpers.ros_nodes",)       # the make_node fixture
-
-FX, BASELINE = 200.0, 0.1
-BACKGROUND_D, FOREGROUND_D = 14.0, 22.0
-FOREGROUND = (slice(38, 58), slice(50, 80))
-BACKGROUND = (slice(72, 92), slice(44, 124))
 
 
 # ------------------------------------------------------------------------ resolution (pure)
@@ -200,9 +196,7 @@ def test_managed_node_takes_stereo_image_procs_names():
 # ------------------------------------------------------------------------ node, over DDS
 @pytest.fixture(scope="module")
 def scene():
-    return make_scene(96, 128, background_disparity=BACKGROUND_D,
-                      foreground_disparity=FOREGROUND_D, fx=FX, baseline_m=BASELINE,
-                      texture_cell_px=2.0, seed=7)
+    return two_plane_scene()
 
 
 def _run(args: list[str]) -> tuple[NodeProcess, Harness]:
