@@ -32,6 +32,20 @@ def launch_scene():
                       texture_cell_px=2.0, seed=4)
 
 
+def assert_scene_depth(depth_msg) -> None:
+    """The depth image of `launch_scene` (32FC1): the background below the box and the box
+    itself at their planes' depths, within 1 %."""
+    import numpy as np
+    import pytest
+
+    from helpers.ros_messages import as_array
+    z = as_array(depth_msg)
+    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
+                                                           rel=0.01)     # below the box
+    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
+                                                          rel=0.01)
+
+
 class Launch(NodeProcess):
     """The launch runner as a subprocess in the sourced install space. stop() is Ctrl-C in a
     terminal: SIGINT to the whole process group (so every node gets it from the terminal and

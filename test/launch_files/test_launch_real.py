@@ -20,10 +20,9 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FRAME, FX,  # noqa: E402
-                               SIM_START_S, Launch, get_parameters, latest_status, launch_scene,
-                               send_scene, start_and_connect, stereo_input_publishers,
-                               write_params)
+from helpers.launching import (FRAME, SIM_START_S, Launch, assert_scene_depth,  # noqa: E402
+                               get_parameters, latest_status, launch_scene, send_scene,
+                               start_and_connect, stereo_input_publishers, write_params)
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import RosTestContext, wait_for, wait_for_subscribers  # noqa: E402
 from helpers.ros_messages import as_array, image_msg, stamp, stereo_infos  # noqa: E402
@@ -92,11 +91,7 @@ def test_stereo_depth_launch_applies_its_arguments_and_publishes_depth(install_s
     assert "process has finished cleanly" in launch.output()
 
     assert depth_msg.header.frame_id == FRAME
-    z = as_array(depth_msg)
-    background = z[75:92, 40:120]       # below the foreground square
-    foreground = z[36:60, 52:76]
-    assert np.nanmedian(background) == pytest.approx(FX * BASELINE_M / BACKGROUND_D, rel=0.01)
-    assert np.nanmedian(foreground) == pytest.approx(FX * BASELINE_M / FOREGROUND_D, rel=0.01)
+    assert_scene_depth(depth_msg)
     np.testing.assert_array_equal(as_array(rect_msg), scene.left)
 
 
@@ -201,11 +196,7 @@ def test_managed_launch_autostart_brings_the_node_to_active(install_space, tmp_p
     assert_clean_exit(launch.output(), code, what="the launch")
     assert "Failed to make transition" not in launch.output(), launch.output()
     assert status["lifecycle_state"] == "active" and status["backend_loads"] == "1"
-    z = as_array(depth_msg)
-    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
-                                                           rel=0.01)
-    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
-                                                          rel=0.01)
+    assert_scene_depth(depth_msg)
 
 
 def test_managed_launch_without_autostart_leaves_the_node_unconfigured(install_space, tmp_path):
@@ -288,10 +279,6 @@ def test_stereo_image_proc_launch_with_its_arguments_publishes_depth(install_spa
         ctx.close()
         code = launch.stop()
     assert_clean_exit(launch.output(), code, what="the launch")
-    z = as_array(depth_msg)
-    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
-                                                           rel=0.01)
-    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
-                                                          rel=0.01)
+    assert_scene_depth(depth_msg)
     assert (disparity_msg.min_disparity, disparity_msg.max_disparity) == (0.0, 31.0)
     assert cloud_msg.point_step == 32

@@ -16,7 +16,6 @@ import gc
 import time
 import weakref
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -24,11 +23,10 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from helpers.launching import (BACKGROUND_D, BASELINE_M, FOREGROUND_D, FX,  # noqa: E402
-                               launch_scene)
+from helpers.launching import assert_scene_depth, launch_scene  # noqa: E402
 from helpers.process import assert_clean_exit  # noqa: E402
 from helpers.ros import FRAME, OUTPUTS, Harness, NodeProcess, wait_for  # noqa: E402
-from helpers.ros_messages import as_array, statuses_of, stereo_infos  # noqa: E402
+from helpers.ros_messages import statuses_of, stereo_infos  # noqa: E402
 from helpers.ros_nodes import LIFECYCLE_MODULE, LifecycleClient, set_parameters  # noqa: E402
 
 from stereo_depth_ros.ros import diagnostics  # noqa: E402
@@ -56,14 +54,6 @@ def send_pair(harness: Harness, scene):
     left_info, right_info = stereo_infos(scene.rig, when, FRAME)
     harness.send(scene.left, scene.right, "rgb8", left_info, right_info, when)
     return when
-
-
-def assert_scene_depth(depth_msg) -> None:
-    z = as_array(depth_msg)
-    assert np.nanmedian(z[75:92, 40:120]) == pytest.approx(FX * BASELINE_M / BACKGROUND_D,
-                                                           rel=0.01)
-    assert np.nanmedian(z[36:60, 52:76]) == pytest.approx(FX * BASELINE_M / FOREGROUND_D,
-                                                          rel=0.01)
 
 
 def status_since(harness: Harness, since_ns: int, predicate=lambda status: True,
